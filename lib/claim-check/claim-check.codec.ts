@@ -1,0 +1,99 @@
+import { InvalidMessageError, MessageStorageError, PayloadTooLargeError } from '../errors/event-bus.errors';
+import { MessageStorageManager } from '../storage/message-storage-manager';
+import { encodeEnvelope, isValidToken, looksLikeEnvelope, StoredMessageEnvelope } from './envelope';
+
+/** Bytes kept free under max_payload for NATS headers (service-error headers on replies, user headers). */
+export const HEADER_ROOM_BYTES = 8 * 1024;
+
+/** A received body, parsed. When `envelope` is set, the payload must still be recovered. */
+export interface DecodedBody {
+  payload: unknown;
+  envelope?: StoredMessageEnvelope;
+}
+
+/**
+ * The claim-check pattern, both ways. Encodes JSON once; a body over the threshold is stored
+ * and replaced by `{"token":"<id>","is_stored":true}`. On receive, only that exact shape with a
+ * valid token is treated as stored.
+ */
+export class ClaimCheckCodec {
+  constructor(
+    private readonly storage: MessageStorageManager | null,
+    /** Explicit threshold in bytes; when unset, max_payload minus header room. */
+    private readonly threshold?: number,
+  ) {}
+
+  /** Bytes above which a body is stored, for a server that accepts `maxPayload`. */
+  thresholdFor(maxPayload: number): number {
+    const ceiling = maxPayload - HEADER_ROOM_BYTES;
+    return this.threshold === undefined ? ceiling : Math.min(this.threshold, ceiling);
+  }
+
+  /** JSON-encode once into UTF-8 bytes. */
+  encodeJson(payload: unknown, subject: string): Buffer {
+    let json: string | undefined;
+    try {
+      json = JSON.stringify(payload);
+    } catch (err) {
+      throw new InvalidMessageError(`payload for "${subject}" cannot be encoded as JSON: ${(err as Error).message}`, { cause: err });
+    }
+    if (json === undefined) throw new InvalidMessageError(`payload for "${subject}" cannot be encoded as JSON (got ${typeof payload})`);
+    return Buffer.from(json, 'utf8');
+  }
+
+  /**
+   * What to put on the wire for `body`: the body itself when small enough, else the envelope
+   * of the stored body. Rejects with `MessageStorageError` before anything is published.
+   */
+  toWire(subject: string, body: Uint8Array, maxPayload: number): Uint8Array | Promise<Uint8Array> {
+    const limit = this.thresholdFor(maxPayload);
+    if (body.byteLength <= limit) return body;
+    if (!this.storage) throw new PayloadTooLargeError(subject, body.byteLength, limit);
+    return this.store(body);
+  }
+
+  /** Parse a received body. Throws `InvalidMessageError` for non-JSON or a forged envelope. */
+  decode(subject: string, data: Uint8Array): DecodedBody {
+    const payload = parseJson(subject, data);
+    if (!looksLikeEnvelope(payload)) return { payload };
+    if (!isValidToken(payload.token)) {
+      throw new InvalidMessageError(`envelope on "${subject}" has a token of unknown shape; ignored`);
+    }
+    return { payload, envelope: { token: payload.token, is_stored: true } };
+  }
+
+  /** Fetch and parse the body an envelope stands for. */
+  async recover(subject: string, envelope: StoredMessageEnvelope): Promise<unknown> {
+    if (!this.storage) {
+      throw new MessageStorageError(`message on "${subject}" was stored (token ${envelope.token}) but no message storage is configured`);
+    }
+    const bytes = await this.storage.recoverMessage(envelope);
+    return parseJson(subject, bytes);
+  }
+
+  /** Remove a stored reply once its one reader has it. Best effort. */
+  discard(envelope: StoredMessageEnvelope): void {
+    this.storage?.deleteMessage(envelope).catch(() => undefined);
+  }
+
+  private async store(body: Uint8Array): Promise<Uint8Array> {
+    let envelope: StoredMessageEnvelope;
+    try {
+      envelope = await this.storage!.storeMessage(body);
+    } catch (err) {
+      // A custom storage may throw anything; callers rely on one error class.
+      if (err instanceof MessageStorageError) throw err;
+      throw new MessageStorageError(`could not store message: ${(err as Error)?.message ?? String(err)}`, { cause: err });
+    }
+    return encodeEnvelope(envelope.token);
+  }
+}
+
+function parseJson(subject: string, data: Uint8Array): unknown {
+  const text = (Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength)).toString('utf8');
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new InvalidMessageError(`body on "${subject}" is not JSON (${data.byteLength} bytes)`);
+  }
+}

@@ -1,0 +1,104 @@
+/** Stable error codes. Match on `err.code`, not on messages. */
+export const EventBusErrorCode = {
+  RpcTimeout: 'RPC_TIMEOUT',
+  NoResponders: 'NO_RESPONDERS',
+  RemoteHandler: 'REMOTE_HANDLER_ERROR',
+  MessageStorage: 'MESSAGE_STORAGE_ERROR',
+  StoredMessageNotFound: 'STORED_MESSAGE_NOT_FOUND',
+  InvalidMessage: 'INVALID_MESSAGE',
+  PayloadTooLarge: 'PAYLOAD_TOO_LARGE',
+  InvalidOptions: 'INVALID_OPTIONS',
+  NotConnected: 'NOT_CONNECTED',
+} as const;
+export type EventBusErrorCode = (typeof EventBusErrorCode)[keyof typeof EventBusErrorCode];
+
+/** Base class of every error this library throws on purpose. */
+export abstract class EventBusError extends Error {
+  abstract readonly code: EventBusErrorCode;
+
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = new.target.name;
+  }
+}
+
+/** No reply arrived within `timeout` ms. The request was sent once and never re-sent. */
+export class RpcTimeoutError extends EventBusError {
+  readonly code = EventBusErrorCode.RpcTimeout;
+  constructor(
+    readonly subject: string,
+    readonly timeoutMs: number,
+    options?: { cause?: unknown },
+  ) {
+    super(`no reply on "${subject}" within ${timeoutMs} ms`, options);
+  }
+}
+
+/** The server knew of no subscriber for the request subject (answered at once). */
+export class NoRespondersError extends EventBusError {
+  readonly code = EventBusErrorCode.NoResponders;
+  constructor(
+    readonly subject: string,
+    options?: { cause?: unknown },
+  ) {
+    super(`no responders on "${subject}"`, options);
+  }
+}
+
+/** The remote handler threw; `remoteMessage` and `remoteCode` come from the NATS service-error headers. */
+export class RemoteHandlerError extends EventBusError {
+  readonly code = EventBusErrorCode.RemoteHandler;
+  constructor(
+    readonly subject: string,
+    readonly remoteMessage: string,
+    readonly remoteCode: number,
+  ) {
+    super(`remote handler for "${subject}" failed (${remoteCode}): ${remoteMessage}`);
+  }
+}
+
+/** Storing or recovering a claim-checked message failed (storage down, slow or refusing). */
+export class MessageStorageError extends EventBusError {
+  readonly code = EventBusErrorCode.MessageStorage;
+}
+
+/** The envelope's token is unknown to the storage: never stored, or expired by TTL. */
+export class StoredMessageNotFoundError extends EventBusError {
+  readonly code = EventBusErrorCode.StoredMessageNotFound;
+  constructor(readonly token: string) {
+    super(`stored message "${token}" not found (unknown or expired)`);
+  }
+}
+
+/** A body that is not UTF-8 JSON, a payload that cannot be encoded as JSON, or a malformed envelope. */
+export class InvalidMessageError extends EventBusError {
+  readonly code = EventBusErrorCode.InvalidMessage;
+}
+
+/** The encoded body is over the threshold and no storage is configured to take it. */
+export class PayloadTooLargeError extends EventBusError {
+  readonly code = EventBusErrorCode.PayloadTooLarge;
+  constructor(
+    readonly subject: string,
+    readonly size: number,
+    readonly limit: number,
+  ) {
+    super(`payload for "${subject}" is ${size} bytes, over the ${limit}-byte limit, and no message storage is configured`);
+  }
+}
+
+/** A configuration value is wrong. The message names the option. */
+export class InvalidOptionsError extends EventBusError {
+  readonly code = EventBusErrorCode.InvalidOptions;
+  constructor(
+    readonly option: string,
+    problem: string,
+  ) {
+    super(`invalid EventBus option "${option}": ${problem}`);
+  }
+}
+
+/** The bus is not connected yet, or is closing/closed. */
+export class NotConnectedError extends EventBusError {
+  readonly code = EventBusErrorCode.NotConnected;
+}

@@ -1,0 +1,374 @@
+import { Logger } from '@nestjs/common';
+import { headers as natsHeaders, Msg, MsgHdrs, ServiceErrorCodeHeader, ServiceErrorHeader, Subscription } from 'nats';
+import { ClaimCheckCodec } from '../claim-check/claim-check.codec';
+import { StoredMessageEnvelope } from '../claim-check/envelope';
+import {
+  EventBusError,
+  InvalidMessageError,
+  InvalidOptionsError,
+  MessageStorageError,
+  NotConnectedError,
+  StoredMessageNotFoundError,
+} from '../errors/event-bus.errors';
+import { NatsClient } from '../nats/nats-client';
+import { NATS_CONNECTION_DEFAULTS, NatsConnectionOptions } from '../nats/nats-client.options';
+import { MessageStorageManager } from '../storage/message-storage-manager';
+import { BoundedDispatcher } from './bounded-dispatcher';
+import {
+  EVENT_BUS_DEFAULTS,
+  EventBusCoreOptions,
+  PublishOptions,
+  RpcRequestOptions,
+  SubscribeOptions,
+} from './event-bus.options';
+import { MessageContext, MessageHandler } from './message-context';
+
+/** What `subscribe` returns. */
+export interface EventBusSubscription {
+  readonly subject: string;
+  readonly queue?: string;
+  readonly consumer: string;
+  /** Stop receiving, let in-flight handlers finish, then resolve. */
+  unsubscribe(): Promise<void>;
+}
+
+export const DEFAULT_CONSUMER = 'default';
+
+interface ActiveSubscription {
+  sub: Subscription;
+  dispatcher: BoundedDispatcher<Msg>;
+  subject: string;
+}
+
+/**
+ * One event bus per service: a producer connection for `publish`/`rpcRequest`, and named consumer
+ * connections for subscriptions. Large bodies go through claim-check both ways.
+ */
+export class EventBus {
+  private readonly logger = new Logger('EventBus');
+  private readonly codec: ClaimCheckCodec;
+  private readonly producer: NatsClient;
+  private readonly consumers = new Map<string, NatsClient>();
+  private readonly consumerOptions = new Map<string, NatsConnectionOptions>();
+  private readonly subscriptions = new Set<ActiveSubscription>();
+  private readonly options: Required<Omit<EventBusCoreOptions, 'largeMessageThreshold'>> & EventBusCoreOptions;
+  private connecting?: Promise<void>;
+  private closing?: Promise<void>;
+
+  constructor(
+    options: EventBusCoreOptions,
+    private readonly storage: MessageStorageManager | null = null,
+  ) {
+    validateCoreOptions(options);
+    this.options = { ...EVENT_BUS_DEFAULTS, ...options };
+    this.codec = new ClaimCheckCodec(storage, options.largeMessageThreshold);
+    this.producer = new NatsClient('producer', { ...options.nats, name: this.connectionName() });
+  }
+
+  /** Open the producer connection. Called by the module's lifecycle hooks; idempotent. */
+  connect(): Promise<void> {
+    if (this.closing) return Promise.reject(new NotConnectedError('EventBus is closed'));
+    this.connecting ??= this.producer.connect().then(() => this.checkThreshold(this.producer));
+    return this.connecting;
+  }
+
+  /**
+   * Register a consumer: a connection of its own for subscriptions that name it. `natsOptions`
+   * are merged over the bus's NATS options. Connects now if the bus is connected.
+   */
+  async addConsumer(name: string, natsOptions: Partial<NatsConnectionOptions> = {}): Promise<void> {
+    if (typeof name !== 'string' || !name) throw new InvalidOptionsError('consumer', 'must be a non-empty string');
+    if (this.consumers.has(name)) return;
+    this.consumerOptions.set(name, natsOptions);
+    await this.consumerClient(name);
+  }
+
+  /** Publish `payload` as JSON. Large bodies are stored first; if that fails, nothing is published. */
+  publish(topic: string, payload: unknown, opts?: PublishOptions): Promise<void> {
+    try {
+      const producer = this.openProducer();
+      const body = this.codec.encodeJson(payload, topic);
+      const wire = this.codec.toWire(topic, body, producer.maxPayload);
+      const hdrs = opts?.headers ? toHeaders(opts.headers) : undefined;
+      if (wire instanceof Uint8Array) {
+        producer.publish(topic, wire, hdrs);
+        return Promise.resolve();
+      }
+      return wire.then((envelope) => producer.publish(topic, envelope, hdrs));
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  /**
+   * Send one request and wait for its reply, recovering a stored reply. Fails with
+   * `RpcTimeoutError`, `NoRespondersError`, `RemoteHandlerError` or `MessageStorageError`.
+   */
+  async rpcRequest<T = unknown>(topic: string, payload: unknown, opts?: RpcRequestOptions): Promise<T> {
+    const producer = this.openProducer();
+    const timeout = opts?.timeout ?? this.options.rpcTimeoutMs;
+    if (!(timeout > 0)) throw new InvalidOptionsError('timeout', 'must be a positive number of milliseconds');
+    const body = this.codec.encodeJson(payload, topic);
+    const wire = await this.codec.toWire(topic, body, producer.maxPayload);
+    const reply = await producer.request(topic, wire, timeout, opts?.headers ? toHeaders(opts.headers) : undefined);
+    const decoded = this.codec.decode(`${topic} (reply)`, reply.data);
+    if (!decoded.envelope) return decoded.payload as T;
+    const recovered = await this.codec.recover(`${topic} (reply)`, decoded.envelope);
+    // A reply has exactly one reader, so it need not wait for its TTL.
+    this.codec.discard(decoded.envelope);
+    return recovered as T;
+  }
+
+  /**
+   * Call `handler` for each message on `topic`. Stored messages are recovered first; for a
+   * request, the handler's return value is the reply and a throw becomes `RemoteHandlerError`.
+   */
+  async subscribe<T = any>(topic: string, handler: MessageHandler<T>, opts: SubscribeOptions = {}): Promise<EventBusSubscription> {
+    if (typeof topic !== 'string' || !topic) throw new InvalidOptionsError('topic', 'must be a non-empty string');
+    if (typeof handler !== 'function') throw new InvalidOptionsError('handler', `must be a function (topic "${topic}")`);
+    const consumerName = opts.consumer ?? DEFAULT_CONSUMER;
+    const maxConcurrent = opts.maxConcurrent ?? this.options.maxConcurrentHandlers;
+    if (!Number.isInteger(maxConcurrent) || maxConcurrent < 1)
+      throw new InvalidOptionsError('maxConcurrent', `must be a whole number >= 1 (topic "${topic}")`);
+    await this.connect();
+    const client = await this.consumerClient(consumerName);
+    const dispatcher = new BoundedDispatcher<Msg>(
+      topic,
+      maxConcurrent,
+      this.options.maxPendingMessages,
+      (msg) => this.deliver(client, msg, handler as MessageHandler),
+      this.logger,
+    );
+    const sub = client.subscribe(topic, (msg) => dispatcher.push(msg), opts.queue);
+    const active: ActiveSubscription = { sub, dispatcher, subject: topic };
+    this.subscriptions.add(active);
+    // Resolve only once the server knows of the interest, so a publish right after cannot miss it.
+    await client.flush();
+    return {
+      subject: topic,
+      queue: opts.queue,
+      consumer: consumerName,
+      unsubscribe: () => this.stopSubscription(active, this.options.shutdownTimeoutMs),
+    };
+  }
+
+  /** The live NATS connections by name (`producer`, then each consumer). For health checks. */
+  connections(): ReadonlyMap<string, NatsClient> {
+    const all = new Map<string, NatsClient>([['producer', this.producer]]);
+    for (const [name, c] of this.consumers) all.set(`consumer:${name}`, c);
+    return all;
+  }
+
+  /** The storage the bus offloads to, or null. */
+  get messageStorage(): MessageStorageManager | null {
+    return this.storage;
+  }
+
+  /**
+   * Stop receiving, let in-flight handlers finish (up to `shutdownTimeoutMs`), flush what was
+   * published, and close every connection. Idempotent.
+   */
+  close(): Promise<void> {
+    this.closing ??= this.doClose();
+    return this.closing;
+  }
+
+  private async doClose(): Promise<void> {
+    const deadline = this.options.shutdownTimeoutMs;
+    await Promise.all([...this.subscriptions].map((s) => this.stopSubscription(s, deadline)));
+    await Promise.all([...this.consumers.values()].map((c) => c.drain()));
+    await this.connecting?.catch(() => undefined);
+    await this.producer.drain();
+  }
+
+  private async stopSubscription(active: ActiveSubscription, timeoutMs: number): Promise<void> {
+    if (!this.subscriptions.delete(active)) return;
+    try {
+      // drain() unsubscribes and waits for messages already sent by the server to arrive.
+      if (!active.sub.isClosed()) await active.sub.drain();
+    } catch {
+      active.sub.unsubscribe();
+    }
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<boolean>((resolve) => {
+      timer = setTimeout(() => resolve(true), timeoutMs);
+    });
+    const late = await Promise.race([active.dispatcher.whenIdle().then(() => false), timedOut]);
+    clearTimeout(timer);
+    if (late) {
+      this.logger.warn(
+        `"${active.subject}": ${active.dispatcher.inFlight} handlers still running and ${active.dispatcher.pending} messages waiting after ${timeoutMs} ms; closing anyway`,
+      );
+    }
+  }
+
+  private openProducer(): NatsClient {
+    if (this.closing) throw new NotConnectedError('EventBus is closed');
+    if (!this.connecting) throw new NotConnectedError('EventBus is not connected; call connect() first');
+    return this.producer;
+  }
+
+  private consumerClient(name: string): Promise<NatsClient> {
+    let client = this.consumers.get(name);
+    if (!client) {
+      const own = this.consumerOptions.get(name) ?? {};
+      client = new NatsClient(`consumer:${name}`, {
+        ...this.options.nats,
+        ...own,
+        name: own.name ?? `${this.connectionName()}:${name}`,
+      });
+      this.consumers.set(name, client);
+      const c = client;
+      const ready = c.connect().then(() => {
+        this.checkThreshold(c);
+        return c;
+      });
+      this.consumerReady.set(name, ready);
+      ready.catch(() => {
+        this.consumers.delete(name);
+        this.consumerReady.delete(name);
+      });
+      return ready;
+    }
+    return this.consumerReady.get(name)!;
+  }
+
+  private readonly consumerReady = new Map<string, Promise<NatsClient>>();
+
+  private connectionName(): string {
+    return this.options.nats.name ?? NATS_CONNECTION_DEFAULTS.name;
+  }
+
+  private checkThreshold(client: NatsClient): void {
+    const t = this.options.largeMessageThreshold;
+    if (t !== undefined && t > this.codec.thresholdFor(client.maxPayload)) {
+      throw new InvalidOptionsError(
+        'largeMessageThreshold',
+        `${t} bytes is above what the server accepts (max_payload ${client.maxPayload} minus header room = ${this.codec.thresholdFor(client.maxPayload)})`,
+      );
+    }
+  }
+
+  /** One message through recovery, the handler, and the reply. Never throws. */
+  private deliver(client: NatsClient, msg: Msg, handler: MessageHandler): void | Promise<void> {
+    const subject = msg.subject;
+    let decoded;
+    try {
+      decoded = this.codec.decode(subject, msg.data);
+    } catch (err) {
+      this.logger.error(`dropped message on "${subject}": ${(err as Error).message}`);
+      if (msg.reply) this.respondError(client, msg, 400, (err as Error).message);
+      return;
+    }
+    if (decoded.envelope) return this.recoverAndRun(client, msg, handler, decoded.envelope);
+    return this.run(client, msg, handler, decoded.payload, { subject, reply: msg.reply || undefined, headers: msg.headers, recovered: false });
+  }
+
+  private async recoverAndRun(client: NatsClient, msg: Msg, handler: MessageHandler, envelope: StoredMessageEnvelope): Promise<void> {
+    let payload: unknown;
+    try {
+      payload = await this.codec.recover(msg.subject, envelope);
+    } catch (err) {
+      const code = err instanceof StoredMessageNotFoundError ? 404 : err instanceof InvalidMessageError ? 400 : 503;
+      this.logger.error(`could not recover message on "${msg.subject}" (token ${envelope.token}): ${(err as Error).message}`);
+      if (msg.reply) this.respondError(client, msg, code, `could not recover stored message ${envelope.token}`);
+      return;
+    }
+    const ctx: MessageContext = {
+      subject: msg.subject,
+      reply: msg.reply || undefined,
+      headers: msg.headers,
+      recovered: true,
+      token: envelope.token,
+    };
+    return this.run(client, msg, handler, payload, ctx);
+  }
+
+  private run(client: NatsClient, msg: Msg, handler: MessageHandler, payload: unknown, ctx: MessageContext): void | Promise<void> {
+    let result: unknown;
+    try {
+      result = handler(payload, ctx);
+    } catch (err) {
+      this.handlerFailed(client, msg, err);
+      return;
+    }
+    if (result !== null && typeof result === 'object' && typeof (result as Promise<unknown>).then === 'function') {
+      return (result as Promise<unknown>).then(
+        (value) => (msg.reply ? this.reply(client, msg, value) : undefined),
+        (err) => this.handlerFailed(client, msg, err),
+      );
+    }
+    if (msg.reply) return this.reply(client, msg, result);
+  }
+
+  private reply(client: NatsClient, msg: Msg, value: unknown): void | Promise<void> {
+    let wire: Uint8Array | Promise<Uint8Array>;
+    try {
+      wire = this.codec.toWire(msg.subject, this.codec.encodeJson(value === undefined ? null : value, msg.subject), client.maxPayload);
+    } catch (err) {
+      return this.replyFailed(client, msg, err);
+    }
+    if (wire instanceof Uint8Array) return this.send(client, msg, wire);
+    return wire.then(
+      (envelope) => this.send(client, msg, envelope),
+      (err) => this.replyFailed(client, msg, err),
+    );
+  }
+
+  private send(client: NatsClient, msg: Msg, data: Uint8Array, hdrs?: MsgHdrs): void {
+    try {
+      client.publish(msg.reply!, data, hdrs);
+    } catch (err) {
+      this.logger.error(`could not send reply for "${msg.subject}": ${(err as Error).message}`);
+    }
+  }
+
+  private replyFailed(client: NatsClient, msg: Msg, err: unknown): void {
+    const code = err instanceof MessageStorageError ? 503 : 500;
+    this.logger.error(`could not encode or store reply for "${msg.subject}": ${(err as Error).message}`);
+    this.respondError(client, msg, code, `reply could not be sent: ${(err as Error).message}`);
+  }
+
+  private handlerFailed(client: NatsClient, msg: Msg, err: unknown): void {
+    const message = err instanceof Error ? err.message : String(err);
+    this.logger.error(`handler for "${msg.subject}" failed: ${message}`, err instanceof Error ? err.stack : undefined);
+    if (msg.reply) {
+      const code = err instanceof EventBusError ? 400 : 500;
+      this.respondError(client, msg, code, message || 'handler failed');
+    }
+  }
+
+  /** Answer a request with the NATS service-error headers, so the requester fails at once. */
+  private respondError(client: NatsClient, msg: Msg, code: number, description: string): void {
+    const h = natsHeaders();
+    h.set(ServiceErrorCodeHeader, String(code));
+    // Header values cannot carry newlines; keep the first line, bounded.
+    h.set(ServiceErrorHeader, description.split(/\r?\n/, 1)[0].slice(0, 1024) || 'error');
+    this.send(client, msg, new Uint8Array(0), h);
+  }
+}
+
+function toHeaders(record: Record<string, string>): MsgHdrs {
+  const h = natsHeaders();
+  for (const [k, v] of Object.entries(record)) h.set(k, v);
+  return h;
+}
+
+function validateCoreOptions(options: EventBusCoreOptions): void {
+  if (!options || typeof options !== 'object') throw new InvalidOptionsError('options', 'must be an object');
+  const nats = options.nats;
+  if (!nats || typeof nats !== 'object') throw new InvalidOptionsError('nats', 'is required, e.g. { servers: ["nats://127.0.0.1:4222"] }');
+  const servers = nats.servers;
+  if (servers === undefined || (Array.isArray(servers) ? servers.length === 0 : typeof servers !== 'string' || !servers))
+    throw new InvalidOptionsError('nats.servers', 'must be a URL or a non-empty array of URLs');
+  const positiveInt = (name: keyof EventBusCoreOptions) => {
+    const v = options[name];
+    if (v !== undefined && (!Number.isInteger(v) || (v as number) < 1))
+      throw new InvalidOptionsError(name, `must be a whole number >= 1, got ${String(v)}`);
+  };
+  positiveInt('largeMessageThreshold');
+  positiveInt('rpcTimeoutMs');
+  positiveInt('maxConcurrentHandlers');
+  positiveInt('maxPendingMessages');
+  positiveInt('shutdownTimeoutMs');
+}

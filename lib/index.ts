@@ -1,0 +1,23 @@
+// The public API of nestjs-nats-eventbus. Nothing else is exported.
+export * from './errors/event-bus.errors';
+export { EventBus, EventBusSubscription, DEFAULT_CONSUMER } from './event-bus/event-bus';
+export {
+  EventBusCoreOptions,
+  EVENT_BUS_DEFAULTS,
+  PublishOptions,
+  RpcRequestOptions,
+  SubscribeOptions,
+} from './event-bus/event-bus.options';
+export { MessageContext, MessageHandler } from './event-bus/message-context';
+export { StoredMessageEnvelope, isValidToken } from './claim-check/envelope';
+export { HEADER_ROOM_BYTES } from './claim-check/claim-check.codec';
+export { NatsClient } from './nats/nats-client';
+export { NatsConnectionOptions, NATS_CONNECTION_DEFAULTS } from './nats/nats-client.options';
+export { MessageStorageManager, MESSAGE_STORAGE_MANAGER } from './storage/message-storage-manager';
+export {
+  RedisStorageManager,
+  RedisStorageOptions,
+  REDIS_STORAGE_DEFAULTS,
+  REDIS_CLIENT_DEFAULTS,
+} from './storage/redis-storage-manager';
+export { InMemoryStorageManager, InMemoryStorageOptions } from './storage/in-memory-storage-manager';

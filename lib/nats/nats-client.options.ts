@@ -1,0 +1,23 @@
+import type { ConnectionOptions } from 'nats';
+
+/**
+ * Options of one NATS connection. Everything `nats.connect()` accepts may be given; only
+ * `servers` is needed. Defaults (see `NATS_CONNECTION_DEFAULTS`):
+ * - `name`: `'nestjs-nats-eventbus'` (suffixed with the consumer name for consumer connections);
+ * - `maxReconnectAttempts: -1`: reconnect forever;
+ * - `reconnectTimeWait: 1000` ms with `reconnectJitter: 500` ms: backoff between attempts;
+ * - `timeout: 10000` ms to establish the first connection;
+ * - `pingInterval: 30000` ms, `maxPingOut: 3`: a dead server is noticed in about 90 s.
+ */
+export type NatsConnectionOptions = ConnectionOptions;
+
+export const NATS_CONNECTION_DEFAULTS = {
+  name: 'nestjs-nats-eventbus',
+  maxReconnectAttempts: -1,
+  reconnect: true,
+  reconnectTimeWait: 1000,
+  reconnectJitter: 500,
+  timeout: 10_000,
+  pingInterval: 30_000,
+  maxPingOut: 3,
+} as const satisfies ConnectionOptions;

@@ -1,0 +1,52 @@
+import { randomUUID } from 'node:crypto';
+import { isValidToken, StoredMessageEnvelope } from '../claim-check/envelope';
+import { InvalidMessageError, StoredMessageNotFoundError } from '../errors/event-bus.errors';
+import { MessageStorageManager } from './message-storage-manager';
+
+export interface InMemoryStorageOptions {
+  /** Seconds a stored message lives. Default 300. */
+  ttlSeconds?: number;
+}
+
+/**
+ * Keeps stored messages in this process's memory. Only a publisher and subscriber in the same
+ * process can use it: meant for tests and single-process tools, never for a fleet.
+ */
+export class InMemoryStorageManager extends MessageStorageManager {
+  private readonly entries = new Map<string, { body: Uint8Array; expiresAt: number }>();
+  private readonly ttlMs: number;
+
+  constructor(options: InMemoryStorageOptions = {}) {
+    super();
+    this.ttlMs = (options.ttlSeconds ?? 300) * 1000;
+  }
+
+  async storeMessage(body: Uint8Array): Promise<StoredMessageEnvelope> {
+    this.evictExpired();
+    const token = randomUUID();
+    this.entries.set(token, { body: Uint8Array.from(body), expiresAt: Date.now() + this.ttlMs });
+    return { token, is_stored: true };
+  }
+
+  async recoverMessage(envelope: StoredMessageEnvelope): Promise<Uint8Array> {
+    if (!isValidToken(envelope.token)) throw new InvalidMessageError('envelope token has an unknown shape');
+    const entry = this.entries.get(envelope.token);
+    if (!entry || entry.expiresAt <= Date.now()) throw new StoredMessageNotFoundError(envelope.token);
+    return entry.body;
+  }
+
+  async deleteMessage(envelope: StoredMessageEnvelope): Promise<void> {
+    this.entries.delete(envelope.token);
+  }
+
+  /** Number of live entries; for tests. */
+  get size(): number {
+    this.evictExpired();
+    return this.entries.size;
+  }
+
+  private evictExpired(): void {
+    const now = Date.now();
+    for (const [token, entry] of this.entries) if (entry.expiresAt <= now) this.entries.delete(token);
+  }
+}

@@ -1,0 +1,23 @@
+import { StoredMessageEnvelope } from '../claim-check/envelope';
+
+/** Injection token of the storage that takes bodies too large for NATS. */
+export const MESSAGE_STORAGE_MANAGER = Symbol.for('nestjs-nats-eventbus:MESSAGE_STORAGE_MANAGER');
+
+/**
+ * Stores message bodies too large for NATS and gives them back by envelope.
+ * Subclass it to use another store. Implementations must:
+ * - store the bytes exactly and return an envelope whose token is a UUID (use `crypto.randomUUID()`);
+ * - reject with `MessageStorageError` when the store fails, and with
+ *   `StoredMessageNotFoundError` when the token is unknown or expired;
+ * - never read anything for a token that fails `isValidToken`.
+ */
+export abstract class MessageStorageManager {
+  abstract storeMessage(body: Uint8Array): Promise<StoredMessageEnvelope>;
+  abstract recoverMessage(envelope: StoredMessageEnvelope): Promise<Uint8Array>;
+
+  /** Remove a stored message early. Used for replies, which have one reader. Default: let the TTL do it. */
+  async deleteMessage(_envelope: StoredMessageEnvelope): Promise<void> {}
+
+  /** Throws when the store cannot serve requests. Used by `/_health`. Default: always up. */
+  async ping(): Promise<void> {}
+}
