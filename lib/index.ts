@@ -21,3 +21,18 @@ export {
   REDIS_CLIENT_DEFAULTS,
 } from './storage/redis-storage-manager';
 export { InMemoryStorageManager, InMemoryStorageOptions } from './storage/in-memory-storage-manager';
+export { EventBusModule } from './module/event-bus.module';
+export { EVENT_BUS_MODULE_OPTIONS } from './module/event-bus.module-definition';
+export {
+  EventBusModuleOptions,
+  EventBusStorageOptions,
+  RedisStorageModuleOptions,
+  RedisSingleConnection,
+  RedisClusterConnection,
+  CustomStorageOptions,
+  EventBusHealthOptions,
+  EventBusModuleExtras,
+} from './module/event-bus-module-options.interface';
+export { EVENT_BUS_REDIS, EVENT_BUS_REDIS_CONNECTION } from './module/storage.providers';
+export { Subscribe, SubscribeMetadata, SUBSCRIBE_METADATA } from './discovery/subscribe.decorator';
+export { HEALTH_DEFAULTS } from './health/health.controller';

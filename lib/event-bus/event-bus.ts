@@ -1,4 +1,4 @@
-import { Logger } from '@nestjs/common';
+import { Logger, OnModuleDestroy, OnModuleInit } from '@nestjs/common';
 import { headers as natsHeaders, Msg, MsgHdrs, ServiceErrorCodeHeader, ServiceErrorHeader, Subscription } from 'nats';
 import { ClaimCheckCodec } from '../claim-check/claim-check.codec';
 import { StoredMessageEnvelope } from '../claim-check/envelope';
@@ -44,7 +44,7 @@ interface ActiveSubscription {
  * One event bus per service: a producer connection for `publish`/`rpcRequest`, and named consumer
  * connections for subscriptions. Large bodies go through claim-check both ways.
  */
-export class EventBus {
+export class EventBus implements OnModuleInit, OnModuleDestroy {
   private readonly logger = new Logger('EventBus');
   private readonly codec: ClaimCheckCodec;
   private readonly producer: NatsClient;
@@ -63,6 +63,16 @@ export class EventBus {
     this.options = { ...EVENT_BUS_DEFAULTS, ...options };
     this.codec = new ClaimCheckCodec(storage, options.largeMessageThreshold);
     this.producer = new NatsClient('producer', { ...options.nats, name: this.connectionName() });
+  }
+
+  /** Nest hook: connect before `@Subscribe` methods are subscribed at bootstrap. */
+  onModuleInit(): Promise<void> {
+    return this.connect();
+  }
+
+  /** Nest hook: `app.close()` or a shutdown signal closes the bus before Redis goes. */
+  onModuleDestroy(): Promise<void> {
+    return this.close();
   }
 
   /** Open the producer connection. Called by the module's lifecycle hooks; idempotent. */

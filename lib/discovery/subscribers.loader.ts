@@ -1,0 +1,67 @@
+import { Injectable, Logger, OnApplicationBootstrap } from '@nestjs/common';
+import { DiscoveryService, MetadataScanner } from '@nestjs/core';
+import { InstanceWrapper } from '@nestjs/core/injector/instance-wrapper';
+import { EventBus } from '../event-bus/event-bus';
+import { MessageContext } from '../event-bus/message-context';
+import { SubscribeMetadataAccessor } from './subscribe-metadata.accessor';
+
+/**
+ * At bootstrap, finds `@Subscribe` methods on providers and controllers and subscribes them.
+ * Runs after every `onModuleInit`, so the bus is already connected.
+ */
+@Injectable()
+export class SubscribersLoader implements OnApplicationBootstrap {
+  private readonly logger = new Logger('EventBus');
+
+  constructor(
+    private readonly discovery: DiscoveryService,
+    private readonly scanner: MetadataScanner,
+    private readonly accessor: SubscribeMetadataAccessor,
+    private readonly bus: EventBus,
+  ) {}
+
+  async onApplicationBootstrap(): Promise<void> {
+    const wrappers = [...this.discovery.getProviders(), ...this.discovery.getControllers()];
+    const seen = new Set<object>();
+    const pending: Promise<unknown>[] = [];
+    for (const wrapper of wrappers) {
+      const instance = this.subscribable(wrapper);
+      if (!instance || seen.has(instance)) continue;
+      seen.add(instance);
+      const prototype = Object.getPrototypeOf(instance);
+      for (const method of this.scanner.getAllMethodNames(prototype)) {
+        for (const meta of this.accessor.getSubscriptions(prototype[method]) ?? []) {
+          pending.push(this.subscribeMethod(instance, method, meta.topic, meta.options, wrapper.name));
+        }
+      }
+    }
+    await Promise.all(pending);
+  }
+
+  private subscribable(wrapper: InstanceWrapper): Record<string, any> | undefined {
+    const { instance } = wrapper;
+    if (!instance || typeof instance !== 'object' || !Object.getPrototypeOf(instance)) return undefined;
+    // Request-scoped and transient providers have no single instance to call.
+    if (!wrapper.isDependencyTreeStatic() || wrapper.isTransient) {
+      const name = String(wrapper.name);
+      const hasSubscriptions = this.scanner
+        .getAllMethodNames(Object.getPrototypeOf(instance))
+        .some((m) => this.accessor.getSubscriptions(instance[m])?.length);
+      if (hasSubscriptions) this.logger.warn(`${name} is not a singleton; its @Subscribe methods are ignored`);
+      return undefined;
+    }
+    return instance;
+  }
+
+  private async subscribeMethod(
+    instance: Record<string, any>,
+    method: string,
+    topic: string,
+    options: Parameters<EventBus['subscribe']>[2],
+    owner: unknown,
+  ): Promise<void> {
+    const handler = (payload: unknown, ctx: MessageContext) => instance[method](payload, ctx);
+    await this.bus.subscribe(topic, handler, options);
+    this.logger.log(`${String(owner)}.${method} subscribed to "${topic}"${options?.queue ? ` (queue ${options.queue})` : ''}`);
+  }
+}

@@ -1,0 +1,58 @@
+import type { InjectionToken, OptionalFactoryDependency, Type } from '@nestjs/common';
+import type { ClusterNode, ClusterOptions, RedisOptions } from 'ioredis';
+import type { EventBusCoreOptions } from '../event-bus/event-bus.options';
+import type { RedisStorageOptions } from '../storage/redis-storage-manager';
+import type { MessageStorageManager } from '../storage/message-storage-manager';
+
+/** One Redis server: a URL (`redis://` or `rediss://`), ioredis options, or both. */
+export interface RedisSingleConnection {
+  url?: string;
+  /** ioredis options, merged over `REDIS_CLIENT_DEFAULTS`. */
+  options?: RedisOptions;
+}
+
+/** Redis Cluster through ioredis's `Cluster`. */
+export interface RedisClusterConnection {
+  cluster: { nodes: ClusterNode[]; options?: ClusterOptions };
+}
+
+/** Build a `RedisStorageManager` on a connection made with `@nestjs-modules/ioredis`. */
+export interface RedisStorageModuleOptions extends RedisStorageOptions {
+  redis: RedisSingleConnection | RedisClusterConnection;
+  /** Wait this long at bootstrap for Redis to be ready, in ms. Default 10000. */
+  connectTimeoutMs?: number;
+}
+
+/** Replace the storage with your own `MessageStorageManager`. */
+export type CustomStorageOptions =
+  | { useClass: Type<MessageStorageManager> }
+  | { useExisting: InjectionToken }
+  | {
+      useFactory: (...args: any[]) => MessageStorageManager | Promise<MessageStorageManager>;
+      inject?: Array<InjectionToken | OptionalFactoryDependency>;
+    };
+
+export type EventBusStorageOptions = RedisStorageModuleOptions | CustomStorageOptions;
+
+/** Options of `EventBusModule.forRoot()` / the factory of `forRootAsync()`. */
+export interface EventBusModuleOptions extends EventBusCoreOptions {
+  /**
+   * Where large messages go. Default: none, and a body over the threshold fails with
+   * `PayloadTooLargeError`. `{ redis, ttlSeconds, keyPrefix }` builds a `RedisStorageManager`.
+   */
+  storage?: EventBusStorageOptions;
+}
+
+/** Options of the `/_health` endpoint. Given beside the other options (also in `forRootAsync`). */
+export interface EventBusHealthOptions {
+  /** Serve the endpoint. Default true. */
+  enabled?: boolean;
+  /** Route path. Default `'_health'`. */
+  path?: string;
+  /** Time allowed for the NATS round trip and Redis PING, in ms. Default 2000. */
+  timeoutMs?: number;
+}
+
+export interface EventBusModuleExtras {
+  health?: EventBusHealthOptions;
+}

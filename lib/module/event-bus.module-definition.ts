@@ -1,0 +1,12 @@
+import { ConfigurableModuleBuilder } from '@nestjs/common';
+import { EventBusModuleExtras, EventBusModuleOptions } from './event-bus-module-options.interface';
+
+export const {
+  ConfigurableModuleClass: EventBusConfigurableModule,
+  MODULE_OPTIONS_TOKEN: EVENT_BUS_MODULE_OPTIONS,
+  OPTIONS_TYPE: EVENT_BUS_OPTIONS_TYPE,
+  ASYNC_OPTIONS_TYPE: EVENT_BUS_ASYNC_OPTIONS_TYPE,
+} = new ConfigurableModuleBuilder<EventBusModuleOptions>({ moduleName: 'EventBus' })
+  .setClassMethodName('forRoot')
+  .setExtras<EventBusModuleExtras>({ health: {} }, (definition) => ({ ...definition, global: true }))
+  .build();

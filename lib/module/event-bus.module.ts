@@ -1,0 +1,82 @@
+import { DynamicModule, Inject, Module, OnApplicationShutdown, Provider } from '@nestjs/common';
+import { DiscoveryModule } from '@nestjs/core';
+import { TerminusModule } from '@nestjs/terminus';
+import type { Cluster, Redis } from 'ioredis';
+import { SubscribeMetadataAccessor } from '../discovery/subscribe-metadata.accessor';
+import { SubscribersLoader } from '../discovery/subscribers.loader';
+import { InvalidOptionsError } from '../errors/event-bus.errors';
+import { EventBus } from '../event-bus/event-bus';
+import { createHealthController, HEALTH_DEFAULTS } from '../health/health.controller';
+import { NatsHealthIndicator } from '../health/nats.health-indicator';
+import { StorageHealthIndicator } from '../health/storage.health-indicator';
+import { MESSAGE_STORAGE_MANAGER, MessageStorageManager } from '../storage/message-storage-manager';
+import {
+  EVENT_BUS_ASYNC_OPTIONS_TYPE,
+  EVENT_BUS_MODULE_OPTIONS,
+  EVENT_BUS_OPTIONS_TYPE,
+  EventBusConfigurableModule,
+} from './event-bus.module-definition';
+import { EventBusHealthOptions, EventBusModuleOptions } from './event-bus-module-options.interface';
+import { EVENT_BUS_REDIS, redisConnectionProvider, storageProvider } from './storage.providers';
+
+const eventBusProvider: Provider = {
+  provide: EventBus,
+  inject: [EVENT_BUS_MODULE_OPTIONS, MESSAGE_STORAGE_MANAGER],
+  useFactory: (options: EventBusModuleOptions, storage: MessageStorageManager | null) => {
+    const { storage: _storageOptions, ...core } = options;
+    return new EventBus(core, storage);
+  },
+};
+
+/**
+ * The event bus for a Nest app. Global: import it once, in the root module.
+ *
+ * `EventBusModule.forRoot({ nats, storage, ... })` or
+ * `EventBusModule.forRootAsync({ imports, inject, useFactory, health })`.
+ */
+@Module({
+  imports: [DiscoveryModule, TerminusModule],
+  providers: [
+    redisConnectionProvider,
+    storageProvider,
+    eventBusProvider,
+    SubscribeMetadataAccessor,
+    SubscribersLoader,
+    NatsHealthIndicator,
+    StorageHealthIndicator,
+  ],
+  exports: [EventBus, MESSAGE_STORAGE_MANAGER, EVENT_BUS_REDIS],
+})
+export class EventBusModule extends EventBusConfigurableModule implements OnApplicationShutdown {
+  constructor(@Inject(EVENT_BUS_REDIS) private readonly redis: Redis | Cluster | null) {
+    super();
+  }
+
+  static forRoot(options: typeof EVENT_BUS_OPTIONS_TYPE): DynamicModule {
+    return withHealth(super.forRoot(options), options.health);
+  }
+
+  static forRootAsync(options: typeof EVENT_BUS_ASYNC_OPTIONS_TYPE): DynamicModule {
+    return withHealth(super.forRootAsync(options), options.health);
+  }
+
+  /** Runs after every handler finished and the bus closed (`onModuleDestroy`). */
+  async onApplicationShutdown(): Promise<void> {
+    if (!this.redis || this.redis.status === 'end') return;
+    try {
+      await this.redis.quit();
+    } catch {
+      this.redis.disconnect();
+    }
+  }
+}
+
+function withHealth(definition: DynamicModule, health: EventBusHealthOptions | undefined): DynamicModule {
+  const h = health ?? {};
+  if (h.enabled === false) return definition;
+  const path = h.path ?? HEALTH_DEFAULTS.path;
+  if (typeof path !== 'string') throw new InvalidOptionsError('health.path', 'must be a string');
+  const timeoutMs = h.timeoutMs ?? HEALTH_DEFAULTS.timeoutMs;
+  if (!(timeoutMs > 0)) throw new InvalidOptionsError('health.timeoutMs', 'must be a positive number of milliseconds');
+  return { ...definition, controllers: [...(definition.controllers ?? []), createHealthController(path, timeoutMs)] };
+}

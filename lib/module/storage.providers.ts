@@ -1,0 +1,101 @@
+import { FactoryProvider, Provider } from '@nestjs/common';
+import { ModuleRef } from '@nestjs/core';
+import { createRedisConnection, getRedisConnectionToken, RedisModuleOptions } from '@nestjs-modules/ioredis';
+import type { Cluster, Redis } from 'ioredis';
+import { InvalidOptionsError } from '../errors/event-bus.errors';
+import { MESSAGE_STORAGE_MANAGER, MessageStorageManager } from '../storage/message-storage-manager';
+import { REDIS_CLIENT_DEFAULTS, RedisStorageManager } from '../storage/redis-storage-manager';
+import { EVENT_BUS_MODULE_OPTIONS } from './event-bus.module-definition';
+import { EventBusModuleOptions, EventBusStorageOptions, RedisStorageModuleOptions } from './event-bus-module-options.interface';
+
+/** Name of the bus's Redis connection: `@InjectRedis(EVENT_BUS_REDIS_CONNECTION)` gives the same client. */
+export const EVENT_BUS_REDIS_CONNECTION = 'eventbus';
+export const EVENT_BUS_REDIS = getRedisConnectionToken(EVENT_BUS_REDIS_CONNECTION);
+
+function isRedisStorage(storage: EventBusStorageOptions | undefined): storage is RedisStorageModuleOptions {
+  return !!storage && typeof storage === 'object' && 'redis' in storage;
+}
+
+/** Map our options onto `@nestjs-modules/ioredis`'s, with the bus's client defaults. */
+export function toRedisModuleOptions(storage: RedisStorageModuleOptions): RedisModuleOptions {
+  const redis = storage.redis;
+  if (!redis || typeof redis !== 'object') throw new InvalidOptionsError('storage.redis', 'must be { url, options } or { cluster: { nodes } }');
+  if ('cluster' in redis) {
+    const nodes = redis.cluster?.nodes;
+    if (!Array.isArray(nodes) || nodes.length === 0) throw new InvalidOptionsError('storage.redis.cluster.nodes', 'must list at least one node');
+    return {
+      type: 'cluster',
+      nodes,
+      options: {
+        enableOfflineQueue: REDIS_CLIENT_DEFAULTS.enableOfflineQueue,
+        lazyConnect: true,
+        ...redis.cluster.options,
+        redisOptions: { maxRetriesPerRequest: REDIS_CLIENT_DEFAULTS.maxRetriesPerRequest, ...redis.cluster.options?.redisOptions },
+      },
+    };
+  }
+  if (redis.url !== undefined && (typeof redis.url !== 'string' || !/^rediss?:\/\//.test(redis.url))) {
+    throw new InvalidOptionsError('storage.redis.url', 'must start with redis:// or rediss://');
+  }
+  if (redis.url === undefined && !redis.options) {
+    throw new InvalidOptionsError('storage.redis', 'needs a url or ioredis options');
+  }
+  return { type: 'single', url: redis.url, options: { ...REDIS_CLIENT_DEFAULTS, ...redis.options } };
+}
+
+/** The Redis client the bus owns, or null when storage is not Redis. */
+export const redisConnectionProvider: FactoryProvider = {
+  provide: EVENT_BUS_REDIS,
+  inject: [EVENT_BUS_MODULE_OPTIONS],
+  useFactory: (options: EventBusModuleOptions): Redis | Cluster | null =>
+    isRedisStorage(options.storage) ? createRedisConnection(toRedisModuleOptions(options.storage)) : null,
+};
+
+export const storageProvider: Provider = {
+  provide: MESSAGE_STORAGE_MANAGER,
+  inject: [EVENT_BUS_MODULE_OPTIONS, ModuleRef, EVENT_BUS_REDIS],
+  useFactory: async (
+    options: EventBusModuleOptions,
+    moduleRef: ModuleRef,
+    redis: Redis | Cluster | null,
+  ): Promise<MessageStorageManager | null> => {
+    const storage = options.storage;
+    if (storage === undefined || storage === null) return null;
+    if (typeof storage !== 'object') throw new InvalidOptionsError('storage', 'must be an object');
+    if (isRedisStorage(storage)) {
+      const manager = new RedisStorageManager(redis!, storage);
+      await manager.connect(storage.connectTimeoutMs ?? 10_000);
+      return manager;
+    }
+    if ('useClass' in storage) {
+      if (typeof storage.useClass !== 'function') throw new InvalidOptionsError('storage.useClass', 'must be a class');
+      return checked('storage.useClass', await moduleRef.create(storage.useClass));
+    }
+    if ('useExisting' in storage) {
+      return checked('storage.useExisting', moduleRef.get(storage.useExisting, { strict: false }));
+    }
+    if ('useFactory' in storage) {
+      if (typeof storage.useFactory !== 'function') throw new InvalidOptionsError('storage.useFactory', 'must be a function');
+      const deps = (storage.inject ?? []).map((dep) => {
+        const token = typeof dep === 'object' && dep !== null && 'token' in dep ? dep.token : dep;
+        const optional = typeof dep === 'object' && dep !== null && 'optional' in dep && dep.optional;
+        try {
+          return moduleRef.get(token as never, { strict: false });
+        } catch (err) {
+          if (optional) return undefined;
+          throw err;
+        }
+      });
+      return checked('storage.useFactory', await storage.useFactory(...deps));
+    }
+    throw new InvalidOptionsError('storage', 'must have one of: redis, useClass, useExisting, useFactory');
+  },
+};
+
+function checked(option: string, value: unknown): MessageStorageManager {
+  const v = value as MessageStorageManager;
+  if (!v || typeof v.storeMessage !== 'function' || typeof v.recoverMessage !== 'function') {
+    throw new InvalidOptionsError(option, 'must give a MessageStorageManager (storeMessage and recoverMessage)');
+  }
+  return v;
+}
