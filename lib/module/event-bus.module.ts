@@ -63,6 +63,11 @@ export class EventBusModule extends EventBusConfigurableModule implements OnAppl
   /** Runs after every handler finished and the bus closed (`onModuleDestroy`). */
   async onApplicationShutdown(): Promise<void> {
     if (!this.redis || this.redis.status === 'end') return;
+    // A client that never connected (storage overridden in a test) must not connect just to quit.
+    if (this.redis.status === 'wait') {
+      this.redis.disconnect();
+      return;
+    }
     try {
       await this.redis.quit();
     } catch {
