@@ -36,3 +36,4 @@ export {
 export { EVENT_BUS_REDIS, EVENT_BUS_REDIS_CONNECTION } from './module/storage.providers';
 export { Subscribe, SubscribeMetadata, SUBSCRIBE_METADATA } from './discovery/subscribe.decorator';
 export { HEALTH_DEFAULTS } from './health/health.controller';
+export { EventBusTransport, EventBusClientProxy, EventBusTransportOptions, NestNatsOptions } from './microservices';

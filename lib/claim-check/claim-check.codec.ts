@@ -5,6 +5,12 @@ import { encodeEnvelope, isValidToken, looksLikeEnvelope, StoredMessageEnvelope 
 /** Bytes kept free under max_payload for NATS headers (service-error headers on replies, user headers). */
 export const HEADER_ROOM_BYTES = 8 * 1024;
 
+/**
+ * No envelope is longer than this (ours is 63 bytes; the Python services' json.dumps form about
+ * 70), so `peekEnvelope` never parses a larger body.
+ */
+export const MAX_ENVELOPE_BYTES = 512;
+
 /** A received body, parsed. When `envelope` is set, the payload must still be recovered. */
 export interface DecodedBody {
   payload: unknown;
@@ -55,20 +61,38 @@ export class ClaimCheckCodec {
   /** Parse a received body. Throws `InvalidMessageError` for non-JSON or a forged envelope. */
   decode(subject: string, data: Uint8Array): DecodedBody {
     const payload = parseJson(subject, data);
-    if (!looksLikeEnvelope(payload)) return { payload };
-    if (!isValidToken(payload.token)) {
-      throw new InvalidMessageError(`envelope on "${subject}" has a token of unknown shape; ignored`);
+    const envelope = envelopeOf(subject, payload);
+    return envelope ? { payload, envelope } : { payload };
+  }
+
+  /**
+   * The envelope `data` is, or undefined for an ordinary body, for callers that parse bodies
+   * themselves (the `@nestjs/microservices` transport). Only bodies of at most
+   * `MAX_ENVELOPE_BYTES` are parsed; a body that is not JSON is left to the caller's parser.
+   * Throws `InvalidMessageError` for an envelope with a forged token.
+   */
+  peekEnvelope(subject: string, data: Uint8Array): StoredMessageEnvelope | undefined {
+    if (data.byteLength > MAX_ENVELOPE_BYTES || data.byteLength === 0) return undefined;
+    let payload: unknown;
+    try {
+      payload = parseJson(subject, data);
+    } catch {
+      return undefined;
     }
-    return { payload, envelope: { token: payload.token, is_stored: true } };
+    return envelopeOf(subject, payload);
   }
 
   /** Fetch and parse the body an envelope stands for. */
   async recover(subject: string, envelope: StoredMessageEnvelope): Promise<unknown> {
+    return parseJson(subject, await this.recoverBytes(subject, envelope));
+  }
+
+  /** Fetch the stored body an envelope stands for, as bytes (the original JSON, byte for byte). */
+  async recoverBytes(subject: string, envelope: StoredMessageEnvelope): Promise<Uint8Array> {
     if (!this.storage) {
       throw new MessageStorageError(`message on "${subject}" was stored (token ${envelope.token}) but no message storage is configured`);
     }
-    const bytes = await this.storage.recoverMessage(envelope);
-    return parseJson(subject, bytes);
+    return this.storage.recoverMessage(envelope);
   }
 
   /** Remove a stored reply once its one reader has it. Best effort. */
@@ -87,6 +111,15 @@ export class ClaimCheckCodec {
     }
     return encodeEnvelope(envelope.token);
   }
+}
+
+/** The envelope a parsed body is, or undefined. Throws `InvalidMessageError` for a forged token. */
+function envelopeOf(subject: string, payload: unknown): StoredMessageEnvelope | undefined {
+  if (!looksLikeEnvelope(payload)) return undefined;
+  if (!isValidToken(payload.token)) {
+    throw new InvalidMessageError(`envelope on "${subject}" has a token of unknown shape; ignored`);
+  }
+  return { token: payload.token, is_stored: true };
 }
 
 function parseJson(subject: string, data: Uint8Array): unknown {

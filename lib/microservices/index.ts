@@ -1,0 +1,3 @@
+export { EventBusTransport } from './event-bus.transport';
+export { EventBusClientProxy } from './event-bus.client-proxy';
+export { EventBusTransportOptions, NestNatsOptions } from './event-bus-transport.options';
