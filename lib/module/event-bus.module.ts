@@ -1,4 +1,4 @@
-import { DynamicModule, Inject, Module, OnApplicationShutdown, Provider } from '@nestjs/common';
+import { DynamicModule, Inject, Logger, Module, OnApplicationShutdown, Provider } from '@nestjs/common';
 import { DiscoveryModule } from '@nestjs/core';
 import { TerminusModule } from '@nestjs/terminus';
 import type { Cluster, Redis } from 'ioredis';
@@ -50,6 +50,21 @@ const eventBusProvider: Provider = {
 export class EventBusModule extends EventBusConfigurableModule implements OnApplicationShutdown {
   constructor(@Inject(EVENT_BUS_REDIS) private readonly redis: Redis | Cluster | null) {
     super();
+    // Without an 'error' listener, ioredis prints "[ioredis] Unhandled error event" with a stack
+    // to stderr on every failed reconnect while Redis is down. Log once per outage instead.
+    if (redis) {
+      const logger = new Logger('EventBus:redis');
+      let down = false;
+      redis.on('error', (err: Error) => {
+        if (down) return;
+        down = true;
+        logger.warn(`Redis connection error: ${err?.message ?? String(err)}; reconnecting`);
+      });
+      redis.on('ready', () => {
+        if (down) logger.log('Redis connection is ready again');
+        down = false;
+      });
+    }
   }
 
   static forRoot(options: typeof EVENT_BUS_OPTIONS_TYPE): DynamicModule {
