@@ -1,0 +1,30 @@
+import 'reflect-metadata';
+import { Logger, Type } from '@nestjs/common';
+import { NestFactory } from '@nestjs/core';
+import { ServiceConfig } from './config';
+import { JsonLogger } from './json-logger';
+
+/**
+ * Start one sample service: JSON log lines, `/_health` (from EventBusModule) on HOST:PORT,
+ * and a clean shutdown on SIGTERM/SIGINT (the bus stops taking messages, lets handlers finish,
+ * flushes and closes).
+ */
+export async function bootstrap(module: Type<unknown>, config: ServiceConfig): Promise<void> {
+  const logger = new JsonLogger(config.service);
+  try {
+    const app = await NestFactory.create(module, { logger });
+    app.enableShutdownHooks();
+    await app.listen(config.port, config.host);
+    const address = app.getHttpServer().address();
+    const port = typeof address === 'object' && address ? address.port : config.port;
+    new Logger('Bootstrap').log({
+      msg: `${config.service} listening on http://${config.host}:${port}/_health`,
+      hop: 'listening',
+      port,
+      pid: process.pid,
+    });
+  } catch (err) {
+    logger.error(err instanceof Error ? err : new Error(String(err)), 'Bootstrap');
+    process.exit(1);
+  }
+}

@@ -1,0 +1,261 @@
+#!/usr/bin/env node
+'use strict';
+// `npm run sample`: build the library and the sample, make sure NATS and Redis answer (starting
+// local servers when nothing does), then run the three services as child processes until Ctrl-C
+// or SIGTERM. Every line on stdout is JSON; the services' own lines carry their "service" name.
+const { spawn, spawnSync } = require('node:child_process');
+const fs = require('node:fs');
+const http = require('node:http');
+const net = require('node:net');
+const path = require('node:path');
+
+const ROOT = path.resolve(__dirname, '..');
+const OUT = path.join(ROOT, '.tmp', 'sample');
+
+const env = (name, fallback) => (process.env[name] === undefined || process.env[name] === '' ? fallback : process.env[name]);
+const NATS_URL = env('NATS_URL', 'nats://127.0.0.1:4222');
+const REDIS_URL = env('REDIS_URL', 'redis://127.0.0.1:6379');
+const START_TIMEOUT_MS = Number(env('SAMPLE_START_TIMEOUT_MS', '30000'));
+const STOP_TIMEOUT_MS = Number(env('SAMPLE_STOP_TIMEOUT_MS', '15000'));
+
+// Started in this order; each must answer /_health before the next group starts, so the monitor's
+// first cycle finds the bridge and the notifier subscribed.
+const SERVICES = [
+  { name: 'velocloud-bridge', portVar: 'VELOCLOUD_BRIDGE_PORT', port: 5001, group: 0 },
+  { name: 'notifier', portVar: 'NOTIFIER_PORT', port: 5002, group: 0 },
+  { name: 'sites-monitor', portVar: 'SITES_MONITOR_PORT', port: 5000, group: 1 },
+];
+
+function log(level, msg, fields = {}) {
+  process.stdout.write(JSON.stringify({ time: new Date().toISOString(), service: 'run', level, msg, ...fields }) + '\n');
+}
+
+const children = new Map(); // name -> ChildProcess
+const servers = []; // servers this script started
+let shuttingDown = null;
+
+/** Newest modification time (ms) of the files under `dir` whose names pass `filter`. */
+function newest(dir, filter) {
+  let latest = 0;
+  for (const entry of fs.readdirSync(dir, { withFileTypes: true })) {
+    const full = path.join(dir, entry.name);
+    if (entry.isDirectory()) latest = Math.max(latest, newest(full, filter));
+    else if (filter(entry.name)) latest = Math.max(latest, fs.statSync(full).mtimeMs);
+  }
+  return latest;
+}
+
+/** dist/ is up to date when it is newer than every source of lib/ and the build's configuration. */
+function libraryIsBuilt() {
+  try {
+    const built = Math.min(...['index.js', 'index.d.ts'].map((f) => fs.statSync(path.join(ROOT, 'dist', f)).mtimeMs));
+    const sources = Math.max(
+      newest(path.join(ROOT, 'lib'), (n) => n.endsWith('.ts')),
+      ...['package.json', 'tsconfig.json', 'tsconfig.build.json'].map((f) => fs.statSync(path.join(ROOT, f)).mtimeMs),
+    );
+    return built > sources;
+  } catch {
+    return false;
+  }
+}
+
+function build() {
+  const steps = [
+    // `npm run build` is the library's own build (dist/); skipped when dist/ is newer than lib/.
+    ['library', 'npm', ['run', 'build', '--silent']],
+    ['sample', process.execPath, [require.resolve('typescript/bin/tsc', { paths: [ROOT] }), '-p', path.join('sample', 'tsconfig.json')]],
+  ];
+  for (const [what, cmd, args] of steps) {
+    if (what === 'library' && libraryIsBuilt()) {
+      log('log', 'the library is up to date (dist/ is newer than lib/)');
+      continue;
+    }
+    const started = Date.now();
+    // Compiler output goes to stderr, so stdout stays JSON lines.
+    const res = spawnSync(cmd, args, { cwd: ROOT, stdio: ['ignore', 2, 2], shell: process.platform === 'win32' });
+    if (res.status !== 0) {
+      log('error', `building the ${what} failed (${[cmd, ...args].join(' ')})`, { exit_code: res.status, error: res.error && res.error.message });
+      process.exit(1);
+    }
+    log('log', `built the ${what}`, { ms: Date.now() - started });
+  }
+}
+
+/** True when something accepts a TCP connection at the URL's host and port. */
+function answers(url, timeoutMs = 1000) {
+  return new Promise((resolve) => {
+    const sock = net.connect(Number(url.port), url.hostname);
+    const done = (ok) => {
+      sock.destroy();
+      resolve(ok);
+    };
+    sock.setTimeout(timeoutMs, () => done(false));
+    sock.on('connect', () => done(true));
+    sock.on('error', () => done(false));
+  });
+}
+
+const LOCAL_HOSTS = new Set(['127.0.0.1', 'localhost', '::1', '[::1]']);
+
+/** Use the server at `rawUrl`, or start a local one on its port when nothing answers there. */
+async function ensureServer(kind, rawUrl, defaultPort) {
+  const url = new URL(rawUrl);
+  if (!url.port) url.port = String(defaultPort);
+  if (await answers(url)) {
+    log('log', `${kind} answers at ${rawUrl}; using it`);
+    return;
+  }
+  if (!LOCAL_HOSTS.has(url.hostname)) throw new Error(`nothing answers at ${kind === 'nats' ? 'NATS_URL' : 'REDIS_URL'}=${rawUrl}, and it is not a local address to start a server on`);
+  // The launcher the tests use; requireBinary's error says how to install a missing server.
+  const { NatsServer, RedisServer } = require(path.join(ROOT, 'test', 'harness', 'local-servers.js'));
+  const server = kind === 'nats' ? new NatsServer(Number(url.port), { jetstream: false }) : new RedisServer(Number(url.port));
+  servers.push(server);
+  await server.start();
+  log('log', `started a local ${server.name} for ${rawUrl}`, { pid: server.child && server.child.pid, port: server.port });
+}
+
+function pipeLines(stream, onLine) {
+  let buf = '';
+  stream.setEncoding('utf8');
+  stream.on('data', (d) => {
+    buf += d;
+    let i;
+    while ((i = buf.indexOf('\n')) >= 0) {
+      onLine(buf.slice(0, i));
+      buf = buf.slice(i + 1);
+    }
+  });
+  stream.on('end', () => buf && onLine(buf));
+}
+
+function startService(svc) {
+  const port = env(svc.portVar, String(svc.port));
+  const main = path.join(OUT, svc.name, 'main.js');
+  const child = spawn(process.execPath, [main], {
+    cwd: ROOT,
+    env: { ...process.env, NATS_URL, REDIS_URL, PORT: port, OUTBOX_DIR: env('OUTBOX_DIR', path.join(OUT, 'outbox')) },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  children.set(svc.name, child);
+  log('log', `started ${svc.name}`, { app: svc.name, pid: child.pid, port: Number(port) });
+  pipeLines(child.stdout, (line) => process.stdout.write(line.startsWith('{') ? line + '\n' : JSON.stringify({ service: svc.name, level: 'stdout', msg: line }) + '\n'));
+  pipeLines(child.stderr, (line) => process.stdout.write(JSON.stringify({ service: svc.name, level: 'stderr', msg: line }) + '\n'));
+  child.on('exit', (code, signal) => {
+    children.delete(svc.name);
+    if (shuttingDown) {
+      log('log', `${svc.name} stopped`, { app: svc.name, pid: child.pid, code, signal });
+    } else {
+      log('error', `${svc.name} exited unexpectedly`, { app: svc.name, pid: child.pid, code, signal });
+      void shutdown(1);
+    }
+  });
+  return { svc, child, port: Number(port) };
+}
+
+function healthy(port) {
+  return new Promise((resolve) => {
+    const req = http.get({ host: '127.0.0.1', port, path: '/_health', timeout: 2000 }, (res) => {
+      res.resume();
+      resolve(res.statusCode === 200);
+    });
+    req.on('timeout', () => req.destroy());
+    req.on('error', () => resolve(false));
+  });
+}
+
+async function waitHealthy({ svc, child, port }) {
+  const deadline = Date.now() + START_TIMEOUT_MS;
+  while (Date.now() < deadline) {
+    if (shuttingDown || child.exitCode !== null || child.signalCode !== null) throw new Error(`${svc.name} is not running`);
+    if (await healthy(port)) {
+      log('log', `${svc.name} is healthy`, { app: svc.name, url: `http://127.0.0.1:${port}/_health` });
+      return;
+    }
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  throw new Error(`${svc.name} did not answer /_health on port ${port} within ${START_TIMEOUT_MS} ms`);
+}
+
+function stopChild(name, child) {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => {
+      log('warn', `${name} did not stop within ${STOP_TIMEOUT_MS} ms; killing it`, { app: name, pid: child.pid });
+      child.kill('SIGKILL');
+    }, STOP_TIMEOUT_MS);
+    child.once('exit', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+    child.kill('SIGTERM');
+  });
+}
+
+function shutdown(code) {
+  if (shuttingDown) return shuttingDown;
+  shuttingDown = (async () => {
+    log('log', 'stopping', { services: [...children.keys()] });
+    // The monitor first, so nothing new is asked of the others while they drain.
+    const monitor = children.get('sites-monitor');
+    if (monitor) await stopChild('sites-monitor', monitor);
+    await Promise.all([...children.entries()].map(([name, child]) => stopChild(name, child)));
+    for (const server of servers.reverse()) {
+      await server.dispose().catch((err) => log('error', `could not stop ${server.name}: ${err.message}`));
+      log('log', `${server.name} stopped`, { port: server.port });
+    }
+    log('log', 'stopped', { code });
+    process.exit(code);
+  })();
+  return shuttingDown;
+}
+
+let firstSignalAt = 0;
+for (const sig of ['SIGINT', 'SIGTERM']) {
+  process.on(sig, () => {
+    // A second signal, a moment after the first (a Ctrl-C can arrive twice, to the process and
+    // to its group), kills everything at once instead of waiting for a clean stop.
+    if (shuttingDown && firstSignalAt && Date.now() - firstSignalAt > 1000) {
+      log('warn', `${sig} again: killing everything now`);
+      for (const child of children.values()) child.kill('SIGKILL');
+      for (const server of servers) server.stop('SIGKILL');
+      process.exit(130);
+    }
+    if (!firstSignalAt) firstSignalAt = Date.now();
+    void shutdown(0);
+  });
+}
+// Last resort: never leave a child behind, even when this process dies of an error.
+process.on('exit', () => {
+  for (const child of children.values()) if (child.exitCode === null) child.kill('SIGKILL');
+  for (const server of servers) if (server.child && server.child.exitCode === null) server.child.kill('SIGKILL');
+});
+
+async function main() {
+  if (env('SAMPLE_SKIP_BUILD', '') !== '1') build();
+  try {
+    await ensureServer('nats', NATS_URL, 4222);
+    await ensureServer('redis', REDIS_URL, 6379);
+  } catch (err) {
+    log('error', err.message);
+    return shutdown(1);
+  }
+  for (const group of [0, 1]) {
+    if (shuttingDown) return;
+    const started = SERVICES.filter((s) => s.group === group).map(startService);
+    try {
+      await Promise.all(started.map(waitHealthy));
+    } catch (err) {
+      if (shuttingDown) return;
+      log('error', err.message);
+      return shutdown(1);
+    }
+  }
+  log('log', 'all services are up; Ctrl-C stops them', {
+    services: SERVICES.map((s) => ({ name: s.name, pid: children.get(s.name) && children.get(s.name).pid, health: `http://127.0.0.1:${env(s.portVar, String(s.port))}/_health` })),
+  });
+}
+
+main().catch((err) => {
+  log('error', err.stack || String(err));
+  void shutdown(1);
+});
