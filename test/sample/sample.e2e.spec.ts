@@ -78,6 +78,13 @@ beforeAll(async () => {
       MONITOR_INTERVAL_MS: '2000',
       EVENTBUS_KEY_PREFIX: 'sample-e2e:',
       SAMPLE_START_TIMEOUT_MS: '40000',
+      // Pinned, so a developer's own settings cannot change what the test expects.
+      FLEET_SEED: '42',
+      FLEET_SIZE: '12',
+      BIG_EDGE_EVENTS: '8000',
+      REPORT_EVERY_CYCLES: '12',
+      RPC_TIMEOUT_MS: '10000',
+      SAMPLE_SKIP_BUILD: '',
     },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
