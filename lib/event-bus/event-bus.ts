@@ -11,6 +11,7 @@ import {
   StoredMessageNotFoundError,
 } from '../errors/event-bus.errors';
 import { NatsClient } from '../nats/nats-client';
+import { settleWithin } from '../nats/settle-within';
 import { NATS_CONNECTION_DEFAULTS, NatsConnectionOptions } from '../nats/nats-client.options';
 import { MessageStorageManager } from '../storage/message-storage-manager';
 import { BoundedDispatcher } from './bounded-dispatcher';
@@ -78,7 +79,14 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
   /** Open the producer connection. Called by the module's lifecycle hooks; idempotent. */
   connect(): Promise<void> {
     if (this.closing) return Promise.reject(new NotConnectedError('EventBus is closed'));
-    this.connecting ??= this.producer.connect().then(() => this.checkThreshold(this.producer));
+    this.connecting ??= this.producer.connect().then(
+      () => this.checkThreshold(this.producer),
+      (err) => {
+        throw describeConnectError(err, this.options.nats);
+      },
+    );
+    // A bad threshold fails bootstrap, and Nest then runs no destroy hook: release the connection here.
+    this.connecting.catch(() => this.producer.drain(1000));
     return this.connecting;
   }
 
@@ -186,26 +194,19 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
   private async doClose(): Promise<void> {
     const deadline = this.options.shutdownTimeoutMs;
     await Promise.all([...this.subscriptions].map((s) => this.stopSubscription(s, deadline)));
-    await Promise.all([...this.consumers.values()].map((c) => c.drain()));
+    await Promise.all([...this.consumers.values()].map((c) => c.drain(deadline)));
     await this.connecting?.catch(() => undefined);
-    await this.producer.drain();
+    await this.producer.drain(deadline);
   }
 
   private async stopSubscription(active: ActiveSubscription, timeoutMs: number): Promise<void> {
     if (!this.subscriptions.delete(active)) return;
-    try {
-      // drain() unsubscribes and waits for messages already sent by the server to arrive.
-      if (!active.sub.isClosed()) await active.sub.drain();
-    } catch {
-      active.sub.unsubscribe();
-    }
-    let timer: NodeJS.Timeout | undefined;
-    const timedOut = new Promise<boolean>((resolve) => {
-      timer = setTimeout(() => resolve(true), timeoutMs);
-    });
-    const late = await Promise.race([active.dispatcher.whenIdle().then(() => false), timedOut]);
-    clearTimeout(timer);
-    if (late) {
+    // drain() unsubscribes and waits for messages already sent by the server to arrive;
+    // while the server is unreachable it cannot finish, so it is bounded too.
+    if (!active.sub.isClosed()) await settleWithin(active.sub.drain(), timeoutMs);
+    if (!active.sub.isClosed()) active.sub.unsubscribe();
+    const idle = await settleWithin(active.dispatcher.whenIdle(), timeoutMs);
+    if (!idle) {
       this.logger.warn(
         `"${active.subject}": ${active.dispatcher.inFlight} handlers still running and ${active.dispatcher.pending} messages waiting after ${timeoutMs} ms; closing anyway`,
       );
@@ -271,6 +272,7 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
       return;
     }
     if (decoded.envelope) return this.recoverAndRun(client, msg, handler, decoded.envelope);
+    // nats.js decodes `msg.reply` again on every read while it is empty (an event), so read it once.
     return this.run(client, msg, handler, decoded.payload, { subject, reply: msg.reply || undefined, headers: msg.headers, recovered: false });
   }
 
@@ -295,6 +297,7 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
   }
 
   private run(client: NatsClient, msg: Msg, handler: MessageHandler, payload: unknown, ctx: MessageContext): void | Promise<void> {
+    const isRequest = ctx.reply !== undefined;
     let result: unknown;
     try {
       result = handler(payload, ctx);
@@ -304,11 +307,11 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
     }
     if (result !== null && typeof result === 'object' && typeof (result as Promise<unknown>).then === 'function') {
       return (result as Promise<unknown>).then(
-        (value) => (msg.reply ? this.reply(client, msg, value) : undefined),
+        isRequest ? (value) => this.reply(client, msg, value) : undefined,
         (err) => this.handlerFailed(client, msg, err),
       );
     }
-    if (msg.reply) return this.reply(client, msg, result);
+    if (isRequest) return this.reply(client, msg, result);
   }
 
   private reply(client: NatsClient, msg: Msg, value: unknown): void | Promise<void> {
@@ -356,6 +359,20 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
     h.set(ServiceErrorHeader, description.split(/\r?\n/, 1)[0].slice(0, 1024) || 'error');
     this.send(client, msg, new Uint8Array(0), h);
   }
+}
+
+/** Name what failed without echoing credentials that a server URL may carry. */
+function describeConnectError(err: unknown, nats: NatsConnectionOptions): Error {
+  if (!(err instanceof Error)) return new Error(`could not connect to NATS: ${String(err)}`);
+  const servers = ([] as string[]).concat((nats.servers as string | string[] | undefined) ?? []);
+  let message = err.message;
+  for (const secret of [nats.pass, nats.token, nats.user].filter((x): x is string => typeof x === 'string' && x.length > 0)) {
+    message = message.split(secret).join('***');
+  }
+  message = message.replace(/(\w+:\/\/)[^@\s/]*@/g, '$1***@');
+  const wrapped = new Error(`could not connect to NATS (${servers.length} server(s) configured, see option "nats"): ${message}`, { cause: err });
+  (wrapped as Error & { code?: string }).code = (err as Error & { code?: string }).code;
+  return wrapped;
 }
 
 function toHeaders(record: Record<string, string>): MsgHdrs {

@@ -11,9 +11,23 @@ import {
 } from 'nats';
 import { NoRespondersError, NotConnectedError, RemoteHandlerError, RpcTimeoutError } from '../errors/event-bus.errors';
 import { NATS_CONNECTION_DEFAULTS, NatsConnectionOptions } from './nats-client.options';
+import { settleWithin } from './settle-within';
 
 /** 1 MiB: the server default, used until a connection has said otherwise in its INFO. */
 export const DEFAULT_MAX_PAYLOAD = 1024 * 1024;
+
+/**
+ * Bytes of publishes held while a connection is reconnecting (as the Go client's ReconnectBufSize).
+ * Past this, `publish` throws `NotConnectedError` instead of growing without bound.
+ */
+export const RECONNECT_BUFFER_BYTES = 8 * 1024 * 1024;
+
+interface HeldPublish {
+  subject: string;
+  data: Uint8Array;
+  headers?: MsgHdrs;
+  reply?: string;
+}
 
 /**
  * One NATS connection with library defaults: reconnects forever, tracks whether it is up,
@@ -22,6 +36,16 @@ export const DEFAULT_MAX_PAYLOAD = 1024 * 1024;
 export class NatsClient {
   private nc?: NatsConnection;
   private up = false;
+  /**
+   * From a `disconnect` until shortly after the next `reconnect` (see `releaseHeld`): publishes
+   * are held, not sent.
+   */
+  private reconnecting = false;
+  private held: HeldPublish[] = [];
+  private heldBytes = 0;
+  private releaseTimer?: NodeJS.Timeout;
+  /** False from a `disconnect` until the next `reconnect`. */
+  private connectedAgain = true;
   private readonly logger: Logger;
 
   constructor(
@@ -59,8 +83,27 @@ export class NatsClient {
     return this.connection.rtt();
   }
 
+  /**
+   * Publish, or, while the connection is reconnecting, hold the message (up to
+   * `RECONNECT_BUFFER_BYTES`) and send it once reconnected. nats.js itself discards what was
+   * published while disconnected at every reconnect attempt, so without this those messages
+   * would be lost. Core NATS stays at most once: a subscriber that has not re-subscribed yet
+   * still misses them (see `releaseHeld`).
+   */
   publish(subject: string, data: Uint8Array, headers?: MsgHdrs, reply?: string): void {
-    this.connection.publish(subject, data, headers || reply ? { headers, reply } : undefined);
+    const nc = this.connection;
+    if (this.reconnecting && !nc.isDraining()) {
+      const size = data.byteLength + subject.length + (reply?.length ?? 0);
+      if (this.heldBytes + size > RECONNECT_BUFFER_BYTES) {
+        throw new NotConnectedError(
+          `NATS connection "${this.label}" is reconnecting and its reconnect buffer (${RECONNECT_BUFFER_BYTES} bytes) is full; message to "${subject}" not sent`,
+        );
+      }
+      this.held.push({ subject, data, headers, reply });
+      this.heldBytes += size;
+      return;
+    }
+    nc.publish(subject, data, headers || reply ? { headers, reply } : undefined);
   }
 
   subscribe(subject: string, callback: (msg: Msg) => void, queue?: string): Subscription {
@@ -99,18 +142,62 @@ export class NatsClient {
   }
 
   /** Stop receiving, deliver what is buffered, flush, close. Idempotent. */
-  async drain(): Promise<void> {
+  async drain(timeoutMs = 10_000): Promise<void> {
     const nc = this.nc;
     if (!nc || nc.isClosed()) return;
     this.up = false;
-    try {
-      if (!nc.isDraining()) await nc.drain();
-      else await nc.closed();
-    } catch (err) {
-      // A connection that cannot drain (e.g. server gone) must still be released.
-      this.logger.warn(`drain failed, closing: ${(err as Error).message}`);
+    clearTimeout(this.releaseTimer);
+    if (this.held.length) {
+      // Connected again (waiting for the others to re-subscribe): send now rather than drop.
+      if (this.reconnecting && this.connectedAgain && !nc.isDraining()) this.sendHeld(nc);
+      else this.logger.warn(`closing while reconnecting: ${this.held.length} held publishes were not sent`);
+      this.held = [];
+      this.heldBytes = 0;
+    }
+    this.reconnecting = false;
+    let failure: unknown;
+    const draining = nc.isDraining() ? nc.closed() : nc.drain().catch((err) => (failure = err));
+    // A connection that cannot drain (server gone, still reconnecting) must still be released.
+    const drained = await settleWithin(draining, timeoutMs);
+    if (!drained || failure) {
+      this.logger.warn(`drain ${drained ? `failed (${(failure as Error).message})` : `did not finish in ${timeoutMs} ms`}; closing`);
       await nc.close().catch(() => undefined);
     }
+  }
+
+  /**
+   * After a reconnect, keep holding for one reconnect interval (`reconnectTimeWait` +
+   * `reconnectJitter`) before sending what was held. The subscribers, on other connections, retry
+   * at that same pace: sending at once would often reach the server before they re-subscribed,
+   * and the server would drop every held message. Holding that little longer keeps the order.
+   */
+  private releaseHeld(nc: NatsConnection): void {
+    clearTimeout(this.releaseTimer);
+    const o = { ...NATS_CONNECTION_DEFAULTS, ...this.options };
+    const graceMs = (o.reconnectTimeWait ?? 0) + (o.reconnectJitter ?? 0);
+    this.releaseTimer = setTimeout(() => {
+      this.reconnecting = false;
+      this.sendHeld(nc);
+    }, graceMs);
+    this.releaseTimer.unref?.();
+  }
+
+  /** Send, in order, what was published while reconnecting. */
+  private sendHeld(nc: NatsConnection): void {
+    const held = this.held;
+    this.held = [];
+    this.heldBytes = 0;
+    if (!held.length) return;
+    let sent = 0;
+    try {
+      for (const m of held) {
+        nc.publish(m.subject, m.data, m.headers || m.reply ? { headers: m.headers, reply: m.reply } : undefined);
+        sent++;
+      }
+    } catch (err) {
+      this.logger.error(`could not send ${held.length - sent} publishes held while reconnecting: ${(err as Error).message}`);
+    }
+    if (sent) this.logger.log(`sent ${sent} publishes held while reconnecting`);
   }
 
   private async watchStatus(nc: NatsConnection): Promise<void> {
@@ -118,10 +205,15 @@ export class NatsClient {
       switch (status.type) {
         case 'disconnect':
           this.up = false;
+          this.reconnecting = true;
+          this.connectedAgain = false;
+          clearTimeout(this.releaseTimer);
           this.logger.warn(`disconnected from ${String(status.data)}; reconnecting`);
           break;
         case 'reconnect':
           this.up = true;
+          this.connectedAgain = true;
+          this.releaseHeld(nc);
           this.logger.log(`reconnected to ${String(status.data)}`);
           break;
         case 'error':

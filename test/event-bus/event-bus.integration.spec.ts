@@ -361,4 +361,35 @@ describe('EventBus under server faults', () => {
     for (let n = 40; n < 60; n++) await bus.publish('f.restart', { n });
     await waitUntil(() => [...got].filter((n) => n >= 40).length === 20, 'every message published after reconnecting', 20_000);
   });
+
+  it('closes within shutdownTimeoutMs when a handler never finishes', async () => {
+    const stuck = new EventBus({ nats: { servers: nats.url }, shutdownTimeoutMs: 500 }, null);
+    await stuck.connect();
+    let started = false;
+    await stuck.subscribe('f.stuck', () => {
+      started = true;
+      return new Promise(() => undefined);
+    });
+    await stuck.publish('f.stuck', {});
+    await waitUntil(() => started, 'stuck handler started');
+    const t0 = Date.now();
+    await stuck.close();
+    expect(Date.now() - t0).toBeLessThan(3000);
+    await expect(stuck.publish('f.stuck', {})).rejects.toMatchObject({ code: 'NOT_CONNECTED' });
+  });
+
+  it('closes in bounded time while NATS is down', async () => {
+    const lonely = new EventBus({ nats: { servers: nats.url, reconnectTimeWait: 100 }, shutdownTimeoutMs: 1000 }, null);
+    await lonely.connect();
+    await lonely.subscribe('f.lonely', () => undefined);
+    await nats.stop();
+    try {
+      await lonely.publish('f.lonely', { buffered: true });
+      const t0 = Date.now();
+      await lonely.close();
+      expect(Date.now() - t0).toBeLessThan(5000);
+    } finally {
+      await nats.start();
+    }
+  });
 });
