@@ -36,4 +36,5 @@ export {
 export { EVENT_BUS_REDIS, EVENT_BUS_REDIS_CONNECTION } from './module/storage.providers';
 export { Subscribe, SubscribeMetadata, SUBSCRIBE_METADATA } from './discovery/subscribe.decorator';
 export { HEALTH_DEFAULTS } from './health/health.controller';
-export { EventBusTransport, EventBusClientProxy, EventBusTransportOptions, NestNatsOptions } from './microservices';
+// The @nestjs/microservices transport is at 'nestjs-nats-eventbus/microservices', so this entry
+// does not require @nestjs/microservices.

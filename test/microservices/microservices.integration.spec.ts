@@ -15,9 +15,8 @@ import { Test, TestingModule } from '@nestjs/testing';
 import Redis from 'ioredis';
 import { connect, NatsConnection, StringCodec, Subscription } from 'nats';
 import { firstValueFrom, from, lastValueFrom, toArray } from 'rxjs';
+import { EventBusClientProxy, EventBusTransport } from '../../lib/microservices';
 import {
-  EventBusClientProxy,
-  EventBusTransport,
   MESSAGE_STORAGE_MANAGER,
   MessageStorageManager,
   PayloadTooLargeError,
