@@ -64,7 +64,13 @@ export const storageProvider: Provider = {
     if (typeof storage !== 'object') throw new InvalidOptionsError('storage', 'must be an object');
     if (isRedisStorage(storage)) {
       const manager = new RedisStorageManager(redis!, storage);
-      await manager.connect(storage.connectTimeoutMs ?? 10_000);
+      try {
+        await manager.connect(storage.connectTimeoutMs ?? 10_000);
+      } catch (err) {
+        // Bootstrap fails, so no shutdown hook will close this client: stop its reconnecting here.
+        redis!.disconnect();
+        throw err;
+      }
       return manager;
     }
     if ('useClass' in storage) {

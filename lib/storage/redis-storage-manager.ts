@@ -66,21 +66,36 @@ export class RedisStorageManager extends MessageStorageManager {
       client.connect().catch(() => undefined);
     }
     await new Promise<void>((resolve, reject) => {
+      let lastError = '';
       const done = (err?: Error) => {
         clearTimeout(timer);
         client.off('ready', onReady);
         client.off('end', onEnd);
+        client.off('error', onError);
         if (err) reject(err);
         else resolve();
       };
       const onReady = () => done();
       const onEnd = () => done(new MessageStorageError('Redis connection was closed before it was ready'));
+      // Refused credentials do not get better by retrying: fail at once, naming the option, never the secret.
+      const onError = (err: unknown) => {
+        lastError = describe(err);
+        if (/WRONGPASS|NOAUTH|NOPERM|invalid password/i.test(lastError)) {
+          done(new MessageStorageError(`Redis refused the credentials (check storage.redis username/password): ${lastError}`));
+        }
+      };
       const timer = setTimeout(
-        () => done(new MessageStorageError(`Redis did not become ready within ${timeoutMs} ms (check storage.redis)`)),
+        () =>
+          done(
+            new MessageStorageError(
+              `Redis did not become ready within ${timeoutMs} ms (check storage.redis)${lastError ? `: ${lastError}` : ''}`,
+            ),
+          ),
         timeoutMs,
       );
       client.on('ready', onReady);
       client.on('end', onEnd);
+      client.on('error', onError);
       if (client.status === 'ready') done();
     });
   }
