@@ -87,7 +87,11 @@ export class EventBusModule extends EventBusConfigurableModule implements OnAppl
       await this.redis.quit();
     } catch {
       this.redis.disconnect();
+      return;
     }
+    // quit() leaves the connections of ioredis's Sentinel `failoverDetector` open (they would keep
+    // the process alive); disconnect() on the ended client closes them.
+    if (!(this.redis as Cluster).isCluster) this.redis.disconnect();
   }
 }
 
