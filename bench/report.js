@@ -1,0 +1,85 @@
+'use strict';
+// The bench report: a table of medians with per-round values, the ratio table, and the last
+// line `RATIOS ...`. Pure functions of the results object, so they can be tested without servers.
+
+const median = (xs) => {
+  const s = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
+  if (!s.length) return NaN;
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+};
+
+
+const fmt = (x, d = 0) => (Number.isFinite(x) ? x.toLocaleString('en-US', { minimumFractionDigits: d, maximumFractionDigits: d }) : 'n/a');
+const ratiosOf = (a, b, key, invert = false) => a.map((x, i) => (invert ? b[i][key] / x[key] : x[key] / b[i][key]));
+
+function table(headers, rows) {
+  const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => String(r[i]).length)));
+  const line = (cells) => `| ${cells.map((c, i) => String(c).padEnd(widths[i])).join(' | ')} |`;
+  return [line(headers), `|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`, ...rows.map(line)].join('\n');
+}
+
+function report(results, rounds) {
+  const out = [];
+  const medRows = [];
+  const ratioRows = [];
+  const ratio = {};
+  const addRatio = (name, perRound, target) => {
+    const m = median(perRound);
+    ratio[name] = m;
+    ratioRows.push([name, perRound.map((x) => fmt(x, 2)).join(' / '), fmt(m, 2), target ? `>= ${target}` : '', target ? (m >= target ? 'ok' : 'MISS') : '']);
+  };
+  const R = (xs) => xs.map((x) => fmt(x)).join(' / ');
+
+  if (results.events) {
+    const s = results.events.perSide;
+    for (const side of ['bus', 'raw', 'nestms']) {
+      const lost = s[side].some((x) => x.received !== results.events.n);
+      medRows.push([`events ${results.events.n} x 128 B`, side, 'msg/s at handler', R(s[side].map((x) => x.rate)), fmt(median(s[side].map((x) => x.rate))) + (lost ? ' (LOSS)' : '')]);
+    }
+    addRatio('events bus/raw', ratiosOf(s.bus, s.raw, 'rate'), 0.9);
+    addRatio('events bus/nestms', ratiosOf(s.bus, s.nestms, 'rate'), 3.0);
+  }
+  if (results.rpc) {
+    for (const inflight of ['1', '64']) {
+      const s = results.rpc.perInflight[inflight];
+      for (const side of ['bus', 'raw', 'nestms']) {
+        const med = (k) => median(s[side].map((x) => x[k]));
+        medRows.push([`rpc ${results.rpc.n} x 64 B, ${inflight} in flight`, side, 'req/s; p50 / p99 ms', R(s[side].map((x) => x.rate)), `${fmt(med('rate'))}; ${fmt(med('p50'), 2)} / ${fmt(med('p99'), 2)}`]);
+      }
+      addRatio(`rpc${inflight} bus/raw`, ratiosOf(s.bus, s.raw, 'rate'), inflight === '64' ? 0.9 : undefined);
+      addRatio(`rpc${inflight} bus/nestms`, ratiosOf(s.bus, s.nestms, 'rate'));
+    }
+  }
+  if (results.large) {
+    for (const [label, L] of Object.entries(results.large)) {
+      for (const side of ['bus', 'floor']) {
+        const xs = L.perSide[side];
+        const extra = side === 'bus' ? `; publish ${fmt(median(xs.map((x) => x.publishMs)), 1)} ms; encodes/payload ${Math.max(...xs.map((x) => x.encodesPerPayload))}` : `; publish ${fmt(median(xs.map((x) => x.publishMs)), 1)} ms`;
+        medRows.push([`large ${label} (${fmt(xs[0].bytes)} B) x ${L.count}`, side, 'ms publish→handler', xs.map((x) => fmt(x.latencyMs, 1)).join(' / '), fmt(median(xs.map((x) => x.latencyMs)), 1) + extra]);
+      }
+      const f = L.nestms.attempts.map((a) => `${a.kind}: ${a.ok ? 'ok' : `${a.name}${a.code ? ` ${a.code}` : ''} "${a.message}"`} after ${fmt(a.ms, 1)} ms`).join('; ');
+      medRows.push([`large ${label}`, 'nestms', 'fails', '', `${f}; handler got ${L.nestms.received}`]);
+      addRatio(`large${label.replace('MiB', 'm')} bus/floor`, ratiosOf(L.perSide.bus, L.perSide.floor, 'latencyMs', true), 0.8);
+    }
+  }
+  if (results.mem) {
+    const s = results.mem.perSide;
+    const names = { bus: 'bus (64 concurrent, default)', 'bus-c1': 'bus maxConcurrent 1', floor: 'floor (one at a time)' };
+    for (const side of Object.keys(s)) {
+      medRows.push([`memory ${results.mem.n} x 8 MiB, ${results.mem.handlerMs} ms handler`, names[side], 'peak RSS MiB (base)', R(s[side].map((x) => x.peakRssMiB)), `${fmt(median(s[side].map((x) => x.peakRssMiB)))} (${fmt(median(s[side].map((x) => x.baseRssMiB)))})` + (s[side].some((x) => x.received !== results.mem.n) ? ' (LOSS)' : '')]);
+    }
+  }
+  out.push(table(['scenario', 'side', 'metric', "per round", 'median'], medRows));
+  out.push('');
+  out.push(table(['ratio (bus / other)', 'per round', 'median', 'target', ''], ratioRows));
+  return { text: out.join('\n'), ratio };
+}
+
+/** The last line of a bench run; `nan` for a scenario that did not run. */
+function ratiosLine(ratio) {
+  const r = (k) => (Number.isFinite(ratio[k]) ? ratio[k].toFixed(2) : 'nan');
+  return `RATIOS events_vs_raw=${r('events bus/raw')} events_vs_nestms=${r('events bus/nestms')} rpc64_vs_raw=${r('rpc64 bus/raw')} large2m_vs_floor=${r('large2m bus/floor')} large8m_vs_floor=${r('large8m bus/floor')}`;
+}
+
+module.exports = { median, report, ratiosLine, table, fmt };

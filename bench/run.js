@@ -1,0 +1,314 @@
+'use strict';
+// `npm run bench [-- --quick] [-- --only=events,rpc,large,mem] [-- --rounds=N] [-- --cpu-prof=ROLE:SIDE]`
+// Runs every scenario against a fresh nats-server and redis-server on loopback. The sides of a
+// comparison run interleaved (A B A B ...), each in its own processes (publisher and subscriber
+// apart, as deployed). Prints a table of medians with per-round ratios, writes
+// bench/results.json, and ends with one `RATIOS ...` line.
+const { fork } = require('node:child_process');
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+const { NatsServer, RedisServer } = require('../test/harness/local-servers');
+const { fmt, median, report, ratiosLine } = require('./report');
+
+const args = process.argv.slice(2);
+const flag = (name) => {
+  const a = args.find((x) => x === `--${name}` || x.startsWith(`--${name}=`));
+  if (!a) return undefined;
+  return a.includes('=') ? a.slice(a.indexOf('=') + 1) : true;
+};
+const QUICK = !!flag('quick');
+// Rounds of the ratio scenarios (events, rpc, large): 5 in a full run, 3 with --quick; the
+// memory scenario, which reports no ratio, runs 3. Never fewer than 3.
+const ROUNDS = Math.max(3, Number(flag('rounds') || (QUICK ? 3 : 5)));
+const MEM_ROUNDS = 3;
+const ONLY = flag('only') ? String(flag('only')).split(',') : ['events', 'rpc', 'large', 'mem'];
+const CPU_PROF = flag('cpu-prof') ? String(flag('cpu-prof')) : null; // e.g. events-recv:bus,rpc-req:bus (profiles land in .tmp/prof)
+const ROOT = path.resolve(__dirname, '..');
+const WORKER = path.join(__dirname, 'worker.js');
+const MiB = 1024 * 1024;
+
+const P = QUICK
+  ? { events: 40_000, rpc: 1_500, rpcWarmup: 200, large: { [2 * MiB]: 3, [8 * MiB]: 2 }, largeWarmup: 1, mem: 8, memHandlerMs: 100 }
+  : { events: 200_000, rpc: 20_000, rpcWarmup: 1_000, large: { [2 * MiB]: 15, [8 * MiB]: 8 }, largeWarmup: 2, mem: 100, memHandlerMs: 100 };
+
+const log = (...a) => console.error(...a); // progress on stderr; the table and RATIOS on stdout
+
+// ---------------------------------------------------------------------------------------------
+// Workers
+
+function startWorker(role, side, cfg) {
+  const execArgv = [];
+  if (CPU_PROF && CPU_PROF.split(',').includes(`${role}:${side}`)) {
+    const dir = path.join(ROOT, '.tmp', 'prof');
+    fs.mkdirSync(dir, { recursive: true });
+    execArgv.push('--cpu-prof', `--cpu-prof-dir=${dir}`);
+  }
+  if (role.startsWith('large') || role.startsWith('mem')) execArgv.push('--max-old-space-size=8192');
+  const child = fork(WORKER, [JSON.stringify({ role, side, ...cfg })], { execArgv, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const inbox = [];
+  const waiters = [];
+  let exited = null;
+  child.on('message', (m) => {
+    const w = waiters.findIndex((x) => x.type === m.type || m.type === 'error');
+    if (w >= 0) {
+      const [x] = waiters.splice(w, 1);
+      clearTimeout(x.timer);
+      if (m.type === 'error') x.reject(new Error(`${role}/${side}: ${m.message}`));
+      else x.resolve(m);
+    } else inbox.push(m);
+  });
+  child.on('exit', (code, signal) => {
+    exited = { code, signal };
+    for (const x of waiters.splice(0)) {
+      clearTimeout(x.timer);
+      x.reject(new Error(`${role}/${side} exited (${code ?? signal})`));
+    }
+  });
+  const next = (type, timeoutMs = 120_000) => {
+    const i = inbox.findIndex((m) => m.type === type || m.type === 'error');
+    if (i >= 0) {
+      const [m] = inbox.splice(i, 1);
+      return m.type === 'error' ? Promise.reject(new Error(`${role}/${side}: ${m.message}`)) : Promise.resolve(m);
+    }
+    if (exited) return Promise.reject(new Error(`${role}/${side} exited (${exited.code ?? exited.signal})`));
+    return new Promise((resolve, reject) => {
+      const x = { type, resolve, reject };
+      x.timer = setTimeout(() => {
+        waiters.splice(waiters.indexOf(x), 1);
+        reject(Object.assign(new Error(`${role}/${side}: no "${type}" within ${timeoutMs} ms`), { timeout: true }));
+      }, timeoutMs);
+      waiters.push(x);
+    });
+  };
+  return {
+    child,
+    next,
+    cmd: (m) => child.send(m),
+    async stop() {
+      if (exited) return;
+      const gone = new Promise((r) => child.once('exit', r));
+      try {
+        child.send({ cmd: 'stop' });
+      } catch {
+        /* already gone */
+      }
+      const timer = setTimeout(() => child.kill('SIGKILL'), 8000);
+      await gone;
+      clearTimeout(timer);
+    },
+  };
+}
+
+/** Starts a receiving and a sending worker side by side; resolves once both are ready. */
+async function startPair(recvRole, sendRole, side, cfg) {
+  const recv = startWorker(recvRole, side, cfg);
+  const sender = startWorker(sendRole, side, cfg);
+  try {
+    const [, ready] = await Promise.all([recv.next('ready'), sender.next('ready')]);
+    return { recv, sender, ready };
+  } catch (err) {
+    await Promise.all([recv.stop(), sender.stop()]);
+    throw err;
+  }
+}
+
+async function withServers(fn) {
+  const nats = await NatsServer.start({ jetstream: false });
+  const redis = await RedisServer.start();
+  try {
+    return await fn({ natsUrl: nats.url, redisUrl: redis.url, redis });
+  } finally {
+    await nats.dispose();
+    await redis.dispose();
+  }
+}
+
+/** Runs `runSide(side, round)` for each round and side, interleaved: A B C A B C ... */
+async function interleave(sides, runSide, rounds = ROUNDS) {
+  const perSide = Object.fromEntries(sides.map((s) => [s, []]));
+  for (let r = 0; r < rounds; r++) {
+    for (const side of sides) {
+      const v = await runSide(side, r);
+      perSide[side].push(v);
+      log(`  round ${r + 1} ${side}: ${JSON.stringify(v)}`);
+    }
+  }
+  return perSide;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scenarios
+
+async function events() {
+  log(`events: ${P.events} x 128 B`);
+  return withServers(async (env) => {
+    const perSide = await interleave(['bus', 'raw', 'nestms'], async (side, r) => {
+      const cfg = { ...env, redis: undefined, subject: `bench.events.${r}`, n: P.events, bytes: 128 };
+      const { recv, sender } = await startPair('events-recv', 'events-send', side, cfg);
+      sender.cmd({ cmd: 'go' });
+      const sent = await sender.next('sent');
+      let done;
+      try {
+        done = await recv.next('done', 60_000);
+      } catch (err) {
+        if (!err.timeout) throw err;
+        recv.cmd({ cmd: 'report' });
+        done = await recv.next('done');
+      }
+      await Promise.all([sender.stop(), recv.stop()]);
+      const ms = done.last - sent.t0;
+      return { rate: done.incomplete ? NaN : (done.count / ms) * 1000, received: done.count, ms, sendMs: sent.ms };
+    });
+    return { n: P.events, bytes: 128, perSide };
+  });
+}
+
+async function rpc() {
+  log(`rpc: ${P.rpc} x 64 B at 1 and 64 in flight`);
+  return withServers(async (env) => {
+    // One responder/requester pair per side and round measures 1 in flight, then 64.
+    const perSide = await interleave(['bus', 'raw', 'nestms'], async (side, r) => {
+      const cfg = { ...env, redis: undefined, subject: `bench.rpc.${r}`, bytes: 64 };
+      const { recv: resp, sender: req } = await startPair('rpc-resp', 'rpc-req', side, cfg);
+      const out = {};
+      for (const inflight of [1, 64]) {
+        req.cmd({ cmd: 'go', n: P.rpc, inflight, warmup: P.rpcWarmup });
+        const res = await req.next('result', 300_000);
+        out[inflight] = { rate: res.rate, p50: res.p50, p99: res.p99 };
+      }
+      await Promise.all([req.stop(), resp.stop()]);
+      return out;
+    });
+    const perInflight = {};
+    for (const inflight of [1, 64]) {
+      perInflight[inflight] = Object.fromEntries(Object.entries(perSide).map(([side, xs]) => [side, xs.map((x) => x[inflight])]));
+    }
+    return { n: P.rpc, bytes: 64, perInflight };
+  });
+}
+
+async function large() {
+  const sizes = Object.keys(P.large).map(Number);
+  const label = (bytes) => `${bytes / MiB}MiB`;
+  log(`large: ${sizes.map((b) => `${label(b)} x ${P.large[b]}`).join(', ')} per run, one at a time`);
+  return withServers(async (env) => {
+    // One receiver/sender pair per side and round sends every size.
+    const perSide = await interleave(['bus', 'floor'], async (side, r) => {
+      const cfg = { ...env, redis: undefined, subject: `bench.large.${r}`, sizes };
+      const { recv, sender, ready } = await startPair('large-recv', 'large-send', side, cfg);
+      const out = {};
+      for (const bytes of sizes) {
+        const lat = [];
+        const pub = [];
+        const encodes = [];
+        for (let i = 0; i < P.largeWarmup + P.large[bytes]; i++) {
+          sender.cmd({ cmd: 'go', bytes });
+          const sent = await sender.next('sent');
+          const got = await recv.next('got');
+          if (got.edges <= 0 || !got.recovered) throw new Error(`large ${side}: bad delivery ${JSON.stringify(got)}`);
+          if (i < P.largeWarmup) continue;
+          lat.push(got.t - sent.t0);
+          pub.push(sent.publishMs);
+          encodes.push(sent.encodes);
+        }
+        out[label(bytes)] = {
+          latencyMs: median(lat),
+          publishMs: median(pub),
+          encodesPerPayload: side === 'bus' ? Math.max(...encodes) : 1,
+          bytes: ready.sizes[bytes],
+        };
+      }
+      await Promise.all([sender.stop(), recv.stop()]);
+      env.redis.cli('FLUSHALL');
+      return out;
+    });
+    // How @nestjs/microservices handles the same payloads (once; it is a failure, not a rate).
+    const cfg = { ...env, redis: undefined, subject: 'bench.large.nestms', sizes, failWaitMs: 5000 };
+    const { recv, sender } = await startPair('large-recv', 'large-send', 'nestms', cfg);
+    const nestms = {};
+    for (const bytes of sizes) {
+      sender.cmd({ cmd: 'go', bytes });
+      const failure = await sender.next('failure', 60_000);
+      let received = 0;
+      try {
+        await recv.next('got', 1000);
+        received = 1;
+      } catch {
+        /* nothing arrived, as expected */
+      }
+      log(`  nestms ${label(bytes)}: ${JSON.stringify(failure.attempts)} received=${received}`);
+      nestms[label(bytes)] = { ...failure, received };
+    }
+    await Promise.all([sender.stop(), recv.stop()]);
+    const out = {};
+    for (const bytes of sizes) {
+      const l = label(bytes);
+      out[l] = {
+        bytes,
+        count: P.large[bytes],
+        perSide: Object.fromEntries(Object.entries(perSide).map(([side, xs]) => [side, xs.map((x) => x[l])])),
+        nestms: nestms[l],
+      };
+    }
+    return out;
+  });
+}
+
+async function mem() {
+  const bytes = 8 * MiB;
+  log(`memory: ${P.mem} x 8 MiB to a ${P.memHandlerMs} ms handler`);
+  return withServers(async (env) => {
+    const perSide = await interleave(['bus', 'bus-c1', 'floor'], async (side, r) => {
+      const cfg = { ...env, redis: undefined, subject: `bench.mem.${r}`, bytes, n: P.mem, handlerMs: P.memHandlerMs };
+      const { recv, sender } = await startPair('mem-recv', 'mem-send', side, cfg);
+      sender.cmd({ cmd: 'go', n: P.mem });
+      const t0 = Date.now();
+      await sender.next('sent', 600_000);
+      let done;
+      try {
+        done = await recv.next('done', 600_000);
+      } catch (err) {
+        if (!err.timeout) throw err;
+        recv.cmd({ cmd: 'report' });
+        done = await recv.next('done');
+      }
+      const ms = Date.now() - t0;
+      await Promise.all([sender.stop(), recv.stop()]);
+      env.redis.cli('FLUSHALL');
+      return { peakRssMiB: done.peakRssKiB / 1024, baseRssMiB: done.baseRssKiB / 1024, received: done.count, ms };
+    }, MEM_ROUNDS);
+    return { n: P.mem, bytes, handlerMs: P.memHandlerMs, perSide };
+  });
+}
+
+async function main() {
+  if (!fs.existsSync(path.join(ROOT, 'dist', 'index.js'))) throw new Error('dist/ is missing: run `npm run build` first');
+  const started = Date.now();
+  const results = {};
+  if (ONLY.includes('events')) results.events = await events();
+  if (ONLY.includes('rpc')) results.rpc = await rpc();
+  if (ONLY.includes('large')) results.large = await large();
+  if (ONLY.includes('mem')) results.mem = await mem();
+  const { text, ratio } = report(results, ROUNDS);
+  const meta = {
+    date: new Date().toISOString(),
+    quick: QUICK,
+    rounds: ROUNDS,
+    memRounds: MEM_ROUNDS,
+    nproc: os.availableParallelism ? os.availableParallelism() : os.cpus().length,
+    cpu: os.cpus()[0] && os.cpus()[0].model,
+    node: process.version,
+    seconds: (Date.now() - started) / 1000,
+    params: P,
+  };
+  fs.writeFileSync(path.join(__dirname, 'results.json'), JSON.stringify({ meta, ratio, results }, null, 2) + '\n');
+  console.log(`\nnestjs-nats-eventbus bench — ${meta.date}, nproc ${meta.nproc}, node ${meta.node}${QUICK ? ', --quick' : ''}, ${fmt(meta.seconds)} s\n`);
+  console.log(text);
+  console.log(ratiosLine(ratio));
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});

@@ -1,0 +1,453 @@
+'use strict';
+// One side of one benchmark scenario, in its own process (forked by bench/run.js).
+// argv[2] is a JSON config: { role, side, natsUrl, redisUrl, subject, ... }.
+// Talks to the parent over IPC: sends {type:'ready'} once set up, then answers commands.
+// Times are epoch milliseconds with sub-ms resolution, comparable across processes.
+
+const cfg = JSON.parse(process.argv[2]);
+
+// Counts JSON.stringify calls made while publishing, to check "encode once" (large messages).
+// Only the large-message senders carry the wrapper, so the small-message hot paths stay untouched.
+let stringifyCalls = 0;
+if (cfg.role === 'large-send' || cfg.role === 'mem-send') {
+  const realStringify = JSON.stringify;
+  JSON.stringify = function countedStringify(value, replacer, space) {
+    stringifyCalls++;
+    return realStringify(value, replacer, space);
+  };
+}
+
+require('reflect-metadata');
+const { performance } = require('node:perf_hooks');
+const { randomUUID } = require('node:crypto');
+const { fixedJson, largeJson } = require('./payloads');
+
+const now = () => performance.timeOrigin + performance.now();
+const tick = () => new Promise((r) => setImmediate(r));
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const send = (m) => process.send(m);
+const NEST_LOG = ['error', 'warn'];
+const KEY_PREFIX = 'eventbus:';
+
+// ---------------------------------------------------------------------------------------------
+// Building blocks: a Nest app with EventBusModule, a @nestjs/microservices server/client, raw nats.
+
+function lib() {
+  return require('../dist');
+}
+
+async function busApp(handlers, moduleExtra = {}) {
+  const { Injectable, Module } = require('@nestjs/common');
+  const { NestFactory } = require('@nestjs/core');
+  const { EventBusModule, Subscribe, EventBus } = lib();
+  // What a user writes with decorators, applied by hand (this file is plain JS).
+  class BenchHandlers {}
+  handlers.forEach((h, i) => {
+    const name = `handler${i}`;
+    BenchHandlers.prototype[name] = h.fn;
+    Subscribe(h.topic, h.options || {})(BenchHandlers.prototype, name, Object.getOwnPropertyDescriptor(BenchHandlers.prototype, name));
+  });
+  Injectable()(BenchHandlers);
+  class BenchModule {}
+  Module({
+    imports: [
+      EventBusModule.forRoot({
+        nats: { servers: [cfg.natsUrl], name: `bench-${cfg.role}` },
+        storage: { redis: { url: cfg.redisUrl }, ttlSeconds: 300, keyPrefix: KEY_PREFIX },
+        health: { enabled: false },
+        ...moduleExtra,
+      }),
+    ],
+    providers: [BenchHandlers],
+  })(BenchModule);
+  const app = await NestFactory.createApplicationContext(BenchModule, { logger: NEST_LOG });
+  const bus = app.get(EventBus);
+  return { bus, close: () => app.close() };
+}
+
+async function nestmsServer(patterns) {
+  const { Controller, Module } = require('@nestjs/common');
+  const { NestFactory } = require('@nestjs/core');
+  const { EventPattern, MessagePattern, Transport } = require('@nestjs/microservices');
+  class BenchController {}
+  patterns.forEach((p, i) => {
+    const name = `handler${i}`;
+    BenchController.prototype[name] = p.fn;
+    const deco = p.kind === 'event' ? EventPattern(p.pattern) : MessagePattern(p.pattern);
+    deco(BenchController.prototype, name, Object.getOwnPropertyDescriptor(BenchController.prototype, name));
+  });
+  Controller()(BenchController);
+  class BenchModule {}
+  Module({ controllers: [BenchController] })(BenchModule);
+  const app = await NestFactory.createMicroservice(BenchModule, {
+    transport: Transport.NATS,
+    options: { servers: [cfg.natsUrl] },
+    logger: NEST_LOG,
+  });
+  await app.listen();
+  return { close: () => app.close() };
+}
+
+async function nestmsClient() {
+  const { ClientProxyFactory, Transport } = require('@nestjs/microservices');
+  const client = ClientProxyFactory.create({ transport: Transport.NATS, options: { servers: [cfg.natsUrl] } });
+  await client.connect();
+  return client;
+}
+
+async function rawNats() {
+  const { connect } = require('nats');
+  return connect({ servers: [cfg.natsUrl], name: `bench-raw-${cfg.role}` });
+}
+
+async function rawRedis() {
+  const Redis = require('ioredis');
+  const r = new Redis(cfg.redisUrl, { lazyConnect: true });
+  await r.connect();
+  return r;
+}
+
+// Raw sides do the JSON work a hand-written service does: stringify + UTF-8 on send, parse on receive.
+const encode = (v) => Buffer.from(JSON.stringify(v), 'utf8');
+const decode = (data) => JSON.parse(Buffer.from(data.buffer, data.byteOffset, data.byteLength).toString('utf8'));
+
+function toPromise(x) {
+  if (x && typeof x.subscribe === 'function') {
+    const { lastValueFrom } = require('rxjs');
+    return lastValueFrom(x, { defaultValue: undefined });
+  }
+  return x;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scenario 1: events. Receiver counts at the handler; sender publishes as fast as it can.
+
+async function eventsRecv() {
+  const n = cfg.n;
+  let count = 0;
+  let first = 0;
+  const onMessage = () => {
+    if (count === 0) first = now();
+    if (++count === n) send({ type: 'done', count, first, last: now() });
+  };
+  let close;
+  if (cfg.side === 'bus') {
+    ({ close } = await busApp([{ topic: cfg.subject, fn: (payload) => void (payload.id, onMessage()) }]));
+  } else if (cfg.side === 'raw') {
+    const nc = await rawNats();
+    nc.subscribe(cfg.subject, {
+      callback: (err, msg) => {
+        if (err) throw err;
+        const payload = decode(msg.data);
+        void payload.id;
+        onMessage();
+      },
+    });
+    await nc.flush();
+    close = () => nc.close();
+  } else if (cfg.side === 'nestms') {
+    ({ close } = await nestmsServer([{ kind: 'event', pattern: cfg.subject, fn: (payload) => void (payload.id, onMessage()) }]));
+  }
+  return { close, report: () => ({ type: 'done', count, first, last: now(), incomplete: true }) };
+}
+
+async function eventsSend() {
+  const payload = fixedJson(cfg.bytes);
+  if (Buffer.byteLength(JSON.stringify(payload)) !== cfg.bytes) throw new Error('payload size mismatch');
+  let publish;
+  let flush;
+  let close;
+  if (cfg.side === 'bus') {
+    const app = await busApp([]);
+    publish = () => app.bus.publish(cfg.subject, payload);
+    flush = () => app.bus.connections().get('producer').flush();
+    close = app.close;
+  } else if (cfg.side === 'raw') {
+    const nc = await rawNats();
+    publish = () => nc.publish(cfg.subject, encode(payload));
+    flush = () => nc.flush();
+    close = () => nc.close();
+  } else if (cfg.side === 'nestms') {
+    const client = await nestmsClient();
+    publish = () => client.emit(cfg.subject, payload);
+    flush = async () => undefined;
+    close = () => client.close();
+  }
+  return {
+    close,
+    go: async () => {
+      const n = cfg.n;
+      const batch = 1000;
+      const t0 = now();
+      let last;
+      for (let i = 1; i <= n; i++) {
+        last = publish();
+        // Let the socket drain now and then; every side gets the same pacing.
+        if (i % batch === 0 || i === n) {
+          await toPromise(last);
+          await tick();
+        }
+      }
+      await flush();
+      return { type: 'sent', t0, ms: now() - t0 };
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scenario 2: request/reply. The responder returns the request; the requester keeps `inflight`
+// requests outstanding and records each one's latency.
+
+async function rpcResp() {
+  let close;
+  if (cfg.side === 'bus') {
+    ({ close } = await busApp([{ topic: cfg.subject, fn: (payload) => payload }]));
+  } else if (cfg.side === 'raw') {
+    const nc = await rawNats();
+    nc.subscribe(cfg.subject, {
+      callback: (err, msg) => {
+        if (err) throw err;
+        msg.respond(encode(decode(msg.data)));
+      },
+    });
+    await nc.flush();
+    close = () => nc.close();
+  } else if (cfg.side === 'nestms') {
+    ({ close } = await nestmsServer([{ kind: 'message', pattern: cfg.subject, fn: (payload) => payload }]));
+  }
+  return { close };
+}
+
+async function rpcReq() {
+  const payload = fixedJson(cfg.bytes);
+  let request;
+  let close;
+  if (cfg.side === 'bus') {
+    const app = await busApp([]);
+    request = () => app.bus.rpcRequest(cfg.subject, payload, { timeout: 10_000 });
+    close = app.close;
+  } else if (cfg.side === 'raw') {
+    const nc = await rawNats();
+    request = () => nc.request(cfg.subject, encode(payload), { timeout: 10_000 }).then((m) => decode(m.data));
+    close = () => nc.close();
+  } else if (cfg.side === 'nestms') {
+    const client = await nestmsClient();
+    const { lastValueFrom } = require('rxjs');
+    request = () => lastValueFrom(client.send(cfg.subject, payload));
+    close = () => client.close();
+  }
+  const runBatch = async (n, inflight, lat) => {
+    let next = 0;
+    const loop = async () => {
+      for (;;) {
+        const i = next++;
+        if (i >= n) return;
+        const s = performance.now();
+        const reply = await request();
+        if (lat) lat[i] = performance.now() - s;
+        if (reply.id !== payload.id) throw new Error('wrong reply');
+      }
+    };
+    await Promise.all(Array.from({ length: inflight }, loop));
+  };
+  return {
+    close,
+    go: async ({ n, inflight, warmup }) => {
+      await runBatch(warmup, inflight, null);
+      const lat = new Float64Array(n);
+      const t0 = performance.now();
+      await runBatch(n, inflight, lat);
+      const ms = performance.now() - t0;
+      lat.sort();
+      return { type: 'result', n, inflight, ms, rate: (n / ms) * 1000, p50: lat[Math.floor(n * 0.5)], p99: lat[Math.min(n - 1, Math.floor(n * 0.99))] };
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scenario 3: large messages, one at a time. The parent asks the sender for message i and
+// waits for the receiver's handler to report it; latency = handler time - publish start.
+
+async function largeRecv() {
+  const got = (payload, recovered) => {
+    const t = now();
+    send({ type: 'got', t, edges: payload && payload.edges ? payload.edges.length : -1, recovered });
+  };
+  let close;
+  if (cfg.side === 'bus') {
+    ({ close } = await busApp([{ topic: cfg.subject, fn: (payload, ctx) => got(payload, ctx.recovered) }]));
+  } else if (cfg.side === 'floor') {
+    // Hand-written claim check: envelope → GET → JSON.parse → handler.
+    const nc = await rawNats();
+    const redis = await rawRedis();
+    nc.subscribe(cfg.subject, {
+      callback: (err, msg) => {
+        if (err) throw err;
+        const envelope = decode(msg.data);
+        redis.get(KEY_PREFIX + envelope.token).then((json) => got(JSON.parse(json), true));
+      },
+    });
+    await nc.flush();
+    close = async () => {
+      await nc.close();
+      redis.disconnect();
+    };
+  } else if (cfg.side === 'nestms') {
+    ({ close } = await nestmsServer([{ kind: 'event', pattern: cfg.subject, fn: (payload) => got(payload, false) }]));
+  }
+  return { close };
+}
+
+async function largeSend() {
+  // One payload per size; `go({ bytes })` picks one.
+  const payloads = new Map(cfg.sizes.map((size) => [size, largeJson(size)]));
+  const sizes = Object.fromEntries([...payloads].map(([size, p]) => [size, Buffer.byteLength(JSON.stringify(p))]));
+  let payload;
+  let publish;
+  let close;
+  if (cfg.side === 'bus') {
+    const app = await busApp([]);
+    publish = () => app.bus.publish(cfg.subject, payload);
+    close = app.close;
+  } else if (cfg.side === 'floor') {
+    const nc = await rawNats();
+    const redis = await rawRedis();
+    publish = async () => {
+      const json = JSON.stringify(payload);
+      const token = randomUUID();
+      await redis.set(KEY_PREFIX + token, json, 'EX', 300);
+      nc.publish(cfg.subject, Buffer.from(`{"token":"${token}","is_stored":true}`, 'utf8'));
+    };
+    close = async () => {
+      await nc.close();
+      redis.disconnect();
+    };
+  } else if (cfg.side === 'nestms') {
+    const client = await nestmsClient();
+    close = () => client.close();
+    return {
+      close,
+      sizes,
+      // How @nestjs/microservices fails: emit and send, each timed until it errors (or gives up).
+      go: async (m) => {
+        payload = payloads.get(m.bytes);
+        const attempt = async (kind) => {
+          const t0 = now();
+          try {
+            await Promise.race([
+              toPromise(kind === 'emit' ? client.emit(cfg.subject, payload) : client.send(cfg.subject, payload)),
+              sleep(cfg.failWaitMs).then(() => {
+                throw Object.assign(new Error(`no answer within ${cfg.failWaitMs} ms`), { name: 'BenchTimeout' });
+              }),
+            ]);
+            return { kind, ok: true, ms: now() - t0 };
+          } catch (err) {
+            return { kind, ok: false, ms: now() - t0, name: err && err.name, code: err && err.code, message: String((err && err.message) || err).slice(0, 200) };
+          }
+        };
+        return { type: 'failure', bytes: sizes[m.bytes], attempts: [await attempt('emit'), await attempt('send')] };
+      },
+    };
+  }
+  return {
+    close,
+    sizes,
+    go: async (m) => {
+      payload = payloads.get(m.bytes);
+      const before = stringifyCalls;
+      const t0 = now();
+      await publish();
+      return { type: 'sent', t0, publishMs: now() - t0, encodes: stringifyCalls - before, bytes: sizes[m.bytes] };
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scenario 4: memory. 100 large messages to a slow handler; the receiver reports its peak RSS.
+
+async function memRecv() {
+  const n = cfg.n;
+  let done = 0;
+  const baseRss = process.resourceUsage().maxRSS;
+  const finish = () => {
+    if (++done === n) send({ type: 'done', count: done, baseRssKiB: baseRss, peakRssKiB: process.resourceUsage().maxRSS });
+  };
+  const slow = async (payload) => {
+    void payload.edges.length;
+    await sleep(cfg.handlerMs);
+    finish();
+  };
+  let close;
+  if (cfg.side === 'bus' || cfg.side === 'bus-c1') {
+    const options = cfg.side === 'bus-c1' ? { maxConcurrent: 1 } : {};
+    ({ close } = await busApp([{ topic: cfg.subject, fn: slow, options }]));
+  } else if (cfg.side === 'floor') {
+    // Hand-written: envelopes queue up; one GET + parse + handler at a time.
+    const nc = await rawNats();
+    const redis = await rawRedis();
+    const queue = [];
+    let busy = false;
+    const pump = async () => {
+      if (busy) return;
+      busy = true;
+      while (queue.length) {
+        const token = queue.shift();
+        await slow(JSON.parse(await redis.get(KEY_PREFIX + token)));
+      }
+      busy = false;
+    };
+    nc.subscribe(cfg.subject, {
+      callback: (err, msg) => {
+        if (err) throw err;
+        queue.push(decode(msg.data).token);
+        void pump();
+      },
+    });
+    await nc.flush();
+    close = async () => {
+      await nc.close();
+      redis.disconnect();
+    };
+  }
+  return { close, report: () => ({ type: 'done', count: done, baseRssKiB: baseRss, peakRssKiB: process.resourceUsage().maxRSS, incomplete: true }) };
+}
+
+async function memSend() {
+  cfg.side = cfg.side === 'floor' ? 'floor' : 'bus';
+  cfg.sizes = [cfg.bytes];
+  const sender = await largeSend();
+  return {
+    close: sender.close,
+    go: async ({ n }) => {
+      const t0 = now();
+      for (let i = 0; i < n; i++) await sender.go({ bytes: cfg.bytes });
+      return { type: 'sent', ms: now() - t0 };
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+
+const roles = { 'events-recv': eventsRecv, 'events-send': eventsSend, 'rpc-resp': rpcResp, 'rpc-req': rpcReq, 'large-recv': largeRecv, 'large-send': largeSend, 'mem-recv': memRecv, 'mem-send': memSend };
+
+async function main() {
+  const role = await roles[cfg.role]();
+  process.on('message', async (m) => {
+    try {
+      if (m.cmd === 'go') send(await role.go(m));
+      else if (m.cmd === 'report') send(role.report());
+      else if (m.cmd === 'stop') {
+        await Promise.race([Promise.resolve(role.close && role.close()).catch(() => undefined), sleep(3000)]);
+        process.exit(0);
+      }
+    } catch (err) {
+      send({ type: 'error', message: String((err && err.stack) || err) });
+    }
+  });
+  send({ type: 'ready', sizes: role.sizes });
+}
+
+main().catch((err) => {
+  send({ type: 'error', message: String((err && err.stack) || err) });
+  setTimeout(() => process.exit(1), 100);
+});
