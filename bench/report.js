@@ -33,22 +33,25 @@ function report(results, rounds) {
 
   if (results.events) {
     const s = results.events.perSide;
-    for (const side of ['bus', 'raw', 'nestms']) {
+    for (const side of ['bus', 'raw', 'nestms', 'nestms-cc'].filter((x) => s[x])) {
       const lost = s[side].some((x) => x.received !== results.events.n);
       medRows.push([`events ${results.events.n} x 128 B`, side, 'msg/s at handler', R(s[side].map((x) => x.rate)), fmt(median(s[side].map((x) => x.rate))) + (lost ? ' (LOSS)' : '')]);
     }
     addRatio('events bus/raw', ratiosOf(s.bus, s.raw, 'rate'), 0.9);
     addRatio('events bus/nestms', ratiosOf(s.bus, s.nestms, 'rate'), 3.0);
+    // The claim-check transport for @nestjs/microservices users, against the stock one.
+    if (s['nestms-cc']) addRatio('events nestms-cc/nestms', ratiosOf(s['nestms-cc'], s.nestms, 'rate'));
   }
   if (results.rpc) {
     for (const inflight of ['1', '64']) {
       const s = results.rpc.perInflight[inflight];
-      for (const side of ['bus', 'raw', 'nestms']) {
+      for (const side of ['bus', 'raw', 'nestms', 'nestms-cc'].filter((x) => s[x])) {
         const med = (k) => median(s[side].map((x) => x[k]));
         medRows.push([`rpc ${results.rpc.n} x 64 B, ${inflight} in flight`, side, 'req/s; p50 / p99 ms', R(s[side].map((x) => x.rate)), `${fmt(med('rate'))}; ${fmt(med('p50'), 2)} / ${fmt(med('p99'), 2)}`]);
       }
       addRatio(`rpc${inflight} bus/raw`, ratiosOf(s.bus, s.raw, 'rate'), inflight === '64' ? 0.9 : undefined);
       addRatio(`rpc${inflight} bus/nestms`, ratiosOf(s.bus, s.nestms, 'rate'));
+      if (s['nestms-cc']) addRatio(`rpc${inflight} nestms-cc/nestms`, ratiosOf(s['nestms-cc'], s.nestms, 'rate'));
     }
   }
   if (results.large) {
@@ -72,7 +75,7 @@ function report(results, rounds) {
   }
   out.push(table(['scenario', 'side', 'metric', "per round", 'median'], medRows));
   out.push('');
-  out.push(table(['ratio (bus / other)', 'per round', 'median', 'target', ''], ratioRows));
+  out.push(table(['ratio (A / B)', 'per round', 'median', 'target', ''], ratioRows));
   return { text: out.join('\n'), ratio };
 }
 

@@ -143,7 +143,7 @@ async function interleave(sides, runSide, rounds = ROUNDS) {
 async function events() {
   log(`events: ${P.events} x 128 B`);
   return withServers(async (env) => {
-    const perSide = await interleave(['bus', 'raw', 'nestms'], async (side, r) => {
+    const perSide = await interleave(['bus', 'raw', 'nestms', 'nestms-cc'], async (side, r) => {
       const cfg = { ...env, redis: undefined, subject: `bench.events.${r}`, n: P.events, bytes: 128 };
       const { recv, sender } = await startPair('events-recv', 'events-send', side, cfg);
       sender.cmd({ cmd: 'go' });
@@ -168,7 +168,7 @@ async function rpc() {
   log(`rpc: ${P.rpc} x 64 B at 1 and 64 in flight`);
   return withServers(async (env) => {
     // One responder/requester pair per side and round measures 1 in flight, then 64.
-    const perSide = await interleave(['bus', 'raw', 'nestms'], async (side, r) => {
+    const perSide = await interleave(['bus', 'raw', 'nestms', 'nestms-cc'], async (side, r) => {
       const cfg = { ...env, redis: undefined, subject: `bench.rpc.${r}`, bytes: 64 };
       const { recv: resp, sender: req } = await startPair('rpc-resp', 'rpc-req', side, cfg);
       const out = {};

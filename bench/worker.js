@@ -65,7 +65,16 @@ async function busApp(handlers, moduleExtra = {}) {
   return { bus, close: () => app.close() };
 }
 
-async function nestmsServer(patterns) {
+// Claim-check storage for the nestms-cc side: what a user of 'nestjs-nats-eventbus/microservices' passes.
+async function ccStorage() {
+  const Redis = require('ioredis');
+  const { RedisStorageManager, REDIS_CLIENT_DEFAULTS } = lib();
+  const storage = new RedisStorageManager(new Redis(cfg.redisUrl, { ...REDIS_CLIENT_DEFAULTS }), { keyPrefix: KEY_PREFIX });
+  await storage.connect();
+  return storage;
+}
+
+async function nestmsServer(patterns, claimCheck = false) {
   const { Controller, Module } = require('@nestjs/common');
   const { NestFactory } = require('@nestjs/core');
   const { EventPattern, MessagePattern, Transport } = require('@nestjs/microservices');
@@ -79,17 +88,37 @@ async function nestmsServer(patterns) {
   Controller()(BenchController);
   class BenchModule {}
   Module({ controllers: [BenchController] })(BenchModule);
-  const app = await NestFactory.createMicroservice(BenchModule, {
-    transport: Transport.NATS,
-    options: { servers: [cfg.natsUrl] },
-    logger: NEST_LOG,
-  });
+  let storage;
+  let transport = { transport: Transport.NATS, options: { servers: [cfg.natsUrl] } };
+  if (claimCheck) {
+    const { EventBusTransport } = require('../dist/microservices');
+    storage = await ccStorage();
+    transport = { strategy: new EventBusTransport({ nats: { servers: [cfg.natsUrl] }, storage }) };
+  }
+  const app = await NestFactory.createMicroservice(BenchModule, { ...transport, logger: NEST_LOG });
   await app.listen();
-  return { close: () => app.close() };
+  return {
+    close: async () => {
+      await app.close();
+      if (storage) await storage.disconnect();
+    },
+  };
 }
 
-async function nestmsClient() {
+async function nestmsClient(claimCheck = false) {
   const { ClientProxyFactory, Transport } = require('@nestjs/microservices');
+  if (claimCheck) {
+    const { EventBusClientProxy } = require('../dist/microservices');
+    const storage = await ccStorage();
+    const client = new EventBusClientProxy({ nats: { servers: [cfg.natsUrl] }, storage });
+    await client.connect();
+    const close = client.close.bind(client);
+    client.close = async () => {
+      await close();
+      await storage.disconnect();
+    };
+    return client;
+  }
   const client = ClientProxyFactory.create({ transport: Transport.NATS, options: { servers: [cfg.natsUrl] } });
   await client.connect();
   return client;
@@ -145,8 +174,8 @@ async function eventsRecv() {
     });
     await nc.flush();
     close = () => nc.close();
-  } else if (cfg.side === 'nestms') {
-    ({ close } = await nestmsServer([{ kind: 'event', pattern: cfg.subject, fn: (payload) => void (payload.id, onMessage()) }]));
+  } else if (cfg.side === 'nestms' || cfg.side === 'nestms-cc') {
+    ({ close } = await nestmsServer([{ kind: 'event', pattern: cfg.subject, fn: (payload) => void (payload.id, onMessage()) }], cfg.side === 'nestms-cc'));
   }
   return { close, report: () => ({ type: 'done', count, first, last: now(), incomplete: true }) };
 }
@@ -167,8 +196,8 @@ async function eventsSend() {
     publish = () => nc.publish(cfg.subject, encode(payload));
     flush = () => nc.flush();
     close = () => nc.close();
-  } else if (cfg.side === 'nestms') {
-    const client = await nestmsClient();
+  } else if (cfg.side === 'nestms' || cfg.side === 'nestms-cc') {
+    const client = await nestmsClient(cfg.side === 'nestms-cc');
     publish = () => client.emit(cfg.subject, payload);
     flush = async () => undefined;
     close = () => client.close();
@@ -212,8 +241,8 @@ async function rpcResp() {
     });
     await nc.flush();
     close = () => nc.close();
-  } else if (cfg.side === 'nestms') {
-    ({ close } = await nestmsServer([{ kind: 'message', pattern: cfg.subject, fn: (payload) => payload }]));
+  } else if (cfg.side === 'nestms' || cfg.side === 'nestms-cc') {
+    ({ close } = await nestmsServer([{ kind: 'message', pattern: cfg.subject, fn: (payload) => payload }], cfg.side === 'nestms-cc'));
   }
   return { close };
 }
@@ -230,8 +259,8 @@ async function rpcReq() {
     const nc = await rawNats();
     request = () => nc.request(cfg.subject, encode(payload), { timeout: 10_000 }).then((m) => decode(m.data));
     close = () => nc.close();
-  } else if (cfg.side === 'nestms') {
-    const client = await nestmsClient();
+  } else if (cfg.side === 'nestms' || cfg.side === 'nestms-cc') {
+    const client = await nestmsClient(cfg.side === 'nestms-cc');
     const { lastValueFrom } = require('rxjs');
     request = () => lastValueFrom(client.send(cfg.subject, payload));
     close = () => client.close();
