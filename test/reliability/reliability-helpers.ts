@@ -1,0 +1,115 @@
+import { appendFileSync } from 'node:fs';
+import { ConsoleLogger, Logger, LoggerService } from '@nestjs/common';
+
+/** `SOAK=1` selects the long-run sizes (`npm run soak`); otherwise the `npm test` sizes. */
+export const SOAK = process.env.SOAK === '1';
+export const pick = <T>(normal: T, soak: T): T => (SOAK ? soak : normal);
+
+export const MiB = 1024 * 1024;
+
+/**
+ * Record the figures of one scenario: printed, and appended as one JSON line to the file named by
+ * `RELIABILITY_FIGURES` (the soak runner reads it back for its summary).
+ */
+export function report(scenario: string, figures: Record<string, unknown>): void {
+  const line = JSON.stringify({ scenario, soak: SOAK, ...figures });
+  process.stdout.write(`[reliability] ${line}\n`);
+  if (process.env.RELIABILITY_FIGURES) appendFileSync(process.env.RELIABILITY_FIGURES, line + '\n');
+}
+
+/** A Nest LoggerService that keeps every line, installed as the static Logger's target. */
+export interface LogCapture extends LoggerService {
+  lines: Array<{ level: string; context?: string; message: string }>;
+  matching(re: RegExp): string[];
+  clear(): void;
+  restore(): void;
+}
+
+export function captureLogs(echo = false): LogCapture {
+  const lines: LogCapture['lines'] = [];
+  const keep =
+    (level: string) =>
+    (message: unknown, ...rest: unknown[]) => {
+      const context = typeof rest[rest.length - 1] === 'string' ? (rest[rest.length - 1] as string) : undefined;
+      const text = message instanceof Error ? message.message : String(message);
+      lines.push({ level, context, message: text });
+      if (echo && (level === 'error' || level === 'warn')) process.stderr.write(`${level} [${context}] ${text}\n`);
+    };
+  const capture: LogCapture = {
+    lines,
+    log: keep('log'),
+    error: keep('error'),
+    warn: keep('warn'),
+    debug: keep('debug'),
+    verbose: keep('verbose'),
+    fatal: keep('fatal'),
+    matching: (re) => lines.map((l) => l.message).filter((m) => re.test(m)),
+    clear: () => void lines.splice(0),
+    restore: () => Logger.overrideLogger(new ConsoleLogger()),
+  };
+  Logger.overrideLogger(capture);
+  return capture;
+}
+
+/** Records uncaught exceptions and unhandled rejections while installed ("nothing crashes"). */
+export function watchCrashes(): { errors: unknown[]; stop(): void } {
+  const errors: unknown[] = [];
+  const onErr = (err: unknown) => errors.push(err);
+  process.on('uncaughtException', onErr);
+  process.on('unhandledRejection', onErr);
+  return {
+    errors,
+    stop: () => {
+      process.off('uncaughtException', onErr);
+      process.off('unhandledRejection', onErr);
+    },
+  };
+}
+
+/** Samples RSS every `everyMs` ms; `stop()` returns the peak in MiB. */
+export function sampleRss(everyMs = 25): { stop(): number; peakMiB(): number } {
+  let peak = process.memoryUsage().rss;
+  const timer = setInterval(() => {
+    const rss = process.memoryUsage().rss;
+    if (rss > peak) peak = rss;
+  }, everyMs);
+  return {
+    peakMiB: () => Math.round(peak / (1024 * 1024)),
+    stop: () => {
+      clearInterval(timer);
+      const rss = process.memoryUsage().rss;
+      if (rss > peak) peak = rss;
+      return Math.round(peak / (1024 * 1024));
+    },
+  };
+}
+
+export const rssMiB = () => Math.round(process.memoryUsage().rss / (1024 * 1024));
+
+/** Count deliveries by integer id: lost and duplicated ids. */
+export class DeliveryCounter {
+  private readonly counts: Uint8Array;
+  received = 0;
+  constructor(readonly total: number) {
+    this.counts = new Uint8Array(total);
+  }
+  hit(id: number): void {
+    this.received++;
+    if (id >= 0 && id < this.total && this.counts[id] < 255) this.counts[id]++;
+  }
+  get lost(): number {
+    let n = 0;
+    for (let i = 0; i < this.total; i++) if (this.counts[i] === 0) n++;
+    return n;
+  }
+  get duplicated(): number {
+    let n = 0;
+    for (let i = 0; i < this.total; i++) if (this.counts[i] > 1) n++;
+    return n;
+  }
+  lostIds(from = 0, to = this.total): number[] {
+    const ids: number[] = [];
+    for (let i = from; i < to; i++) if (this.counts[i] === 0) ids.push(i);
+    return ids;
+  }
+}
