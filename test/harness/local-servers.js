@@ -31,16 +31,32 @@ function requireBinary(name, dirs) {
   throw new Error(`${name} was not found on PATH or in /usr/sbin. Install the Debian package with: ${hint}`);
 }
 
-function freePort() {
-  return new Promise((resolve, reject) => {
+// Ports are picked below Linux's ephemeral range (32768+), so an outgoing connection (a NATS
+// route, a client) can never take a port between the moment it is picked and the server's bind.
+// Redis Cluster also listens on port + 10000, which stays below 32768 as well.
+const PORT_RANGE = { from: 20000, to: 22700 };
+const handedOut = new Set();
+
+function canListen(port) {
+  return new Promise((resolve) => {
     const srv = net.createServer();
     srv.unref();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
+    srv.once('error', () => resolve(false));
+    srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
   });
+}
+
+/** A loopback port no one listens on, never the same one twice in this process. */
+async function freePort() {
+  for (let attempt = 0; attempt < 200; attempt++) {
+    const port = PORT_RANGE.from + Math.floor(Math.random() * (PORT_RANGE.to - PORT_RANGE.from));
+    if (handedOut.has(port)) continue;
+    if ((await canListen(port)) && (await canListen(port + 10000))) {
+      handedOut.add(port);
+      return port;
+    }
+  }
+  throw new Error(`no free loopback port found in ${PORT_RANGE.from}-${PORT_RANGE.to}`);
 }
 
 /**
