@@ -15,6 +15,7 @@ import { settleWithin } from '../nats/settle-within';
 import { NATS_CONNECTION_DEFAULTS, NatsConnectionOptions } from '../nats/nats-client.options';
 import { MessageStorageManager } from '../storage/message-storage-manager';
 import { BoundedDispatcher } from './bounded-dispatcher';
+import { RateLimitedLog } from './rate-limited-log';
 import {
   EVENT_BUS_DEFAULTS,
   EventBusCoreOptions,
@@ -47,6 +48,7 @@ interface ActiveSubscription {
  */
 export class EventBus implements OnModuleInit, OnModuleDestroy {
   private readonly logger = new Logger('EventBus');
+  private readonly badInputLog = new RateLimitedLog(this.logger);
   private readonly codec: ClaimCheckCodec;
   private readonly producer: NatsClient;
   private readonly consumers = new Map<string, NatsClient>();
@@ -272,7 +274,7 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
     try {
       decoded = this.codec.decode(subject, msg.data);
     } catch (err) {
-      this.logger.error(`dropped message on "${subject}": ${(err as Error).message}`);
+      this.badInputLog.error(subject, `dropped message on "${subject}": ${(err as Error).message}`);
       if (msg.reply) this.respondError(client, msg, 400, (err as Error).message);
       return;
     }
@@ -287,7 +289,7 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
       payload = await this.codec.recover(msg.subject, envelope);
     } catch (err) {
       const code = err instanceof StoredMessageNotFoundError ? 404 : err instanceof InvalidMessageError ? 400 : 503;
-      this.logger.error(`could not recover message on "${msg.subject}" (token ${envelope.token}): ${(err as Error).message}`);
+      this.badInputLog.error(msg.subject, `could not recover message on "${msg.subject}" (token ${envelope.token}): ${(err as Error).message}`);
       if (msg.reply) this.respondError(client, msg, code, `could not recover stored message ${envelope.token}`);
       return;
     }
