@@ -169,8 +169,10 @@ export class NatsClient {
     const drained = await settleWithin(draining, timeoutMs);
     if (!drained || failure) {
       this.logger.warn(`drain ${drained ? `failed (${(failure as Error).message})` : `did not finish in ${timeoutMs} ms`}; closing`);
-      await nc.close().catch(() => undefined);
     }
+    // nats.js can resolve drain() while disconnected without closing, and its reconnect loop would
+    // then run (and reconnect) forever; close() is the call that stops it.
+    if (!nc.isClosed()) await nc.close().catch(() => undefined);
   }
 
   /**

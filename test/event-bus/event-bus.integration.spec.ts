@@ -6,6 +6,7 @@ import {
   MessageContext,
   MessageStorageError,
   NoRespondersError,
+  NotConnectedError,
   PayloadTooLargeError,
   RedisStorageManager,
   REDIS_CLIENT_DEFAULTS,
@@ -378,8 +379,8 @@ describe('EventBus under server faults', () => {
     await expect(stuck.publish('f.stuck', {})).rejects.toMatchObject({ code: 'NOT_CONNECTED' });
   });
 
-  it('closes in bounded time while NATS is down', async () => {
-    const lonely = new EventBus({ nats: { servers: nats.url, reconnectTimeWait: 100 }, shutdownTimeoutMs: 1000 }, null);
+  it('closes in bounded time while NATS is down, and stays closed when NATS comes back', async () => {
+    const lonely = new EventBus({ nats: { servers: nats.url, reconnectTimeWait: 100, reconnectJitter: 0 }, shutdownTimeoutMs: 1000 }, null);
     await lonely.connect();
     await lonely.subscribe('f.lonely', () => undefined);
     await nats.stop();
@@ -390,6 +391,15 @@ describe('EventBus under server faults', () => {
       expect(Date.now() - t0).toBeLessThan(5000);
     } finally {
       await nats.start();
+    }
+    // nats.js may settle drain() while disconnected without closing; its reconnect loop would
+    // then bring the "closed" bus back to life and keep the process running.
+    await new Promise((r) => setTimeout(r, 1000));
+    const conns = [...lonely.connections().values()];
+    expect(conns).toHaveLength(2);
+    for (const c of conns) {
+      expect(c.isConnected).toBe(false);
+      expect(() => c.connection).toThrow(NotConnectedError);
     }
   });
 });
