@@ -7,7 +7,9 @@ import type { ConnectionOptions } from 'nats';
  * - `maxReconnectAttempts: -1`: reconnect forever;
  * - `reconnectTimeWait: 1000` ms with `reconnectJitter: 500` ms: backoff between attempts;
  * - `timeout: 10000` ms to establish the first connection;
- * - `pingInterval: 30000` ms, `maxPingOut: 3`: a dead server is noticed in about 90 s.
+ * - `pingInterval: 30000` ms, `maxPingOut: 3`: a dead server is noticed in about 90 s;
+ * - `noAsyncTraces: true`: nats.js would otherwise build two `Error`s (stack captures) per request
+ *   to say where a failed request started; our typed errors name the subject instead.
  */
 export type NatsConnectionOptions = ConnectionOptions;
 
@@ -20,4 +22,5 @@ export const NATS_CONNECTION_DEFAULTS = {
   timeout: 10_000,
   pingInterval: 30_000,
   maxPingOut: 3,
+  noAsyncTraces: true,
 } as const satisfies ConnectionOptions;
