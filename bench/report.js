@@ -35,7 +35,14 @@ function report(results, rounds) {
     const s = results.events.perSide;
     for (const side of ['bus', 'raw', 'nestms', 'nestms-cc'].filter((x) => s[x])) {
       const lost = s[side].some((x) => x.received !== results.events.n);
-      medRows.push([`events ${results.events.n} x 128 B`, side, 'msg/s at handler', R(s[side].map((x) => x.rate)), fmt(median(s[side].map((x) => x.rate))) + (lost ? ' (LOSS)' : '')]);
+      const med = (k) => median(s[side].map((x) => x[k]));
+      medRows.push([
+        `events ${results.events.n} x 128 B`,
+        side,
+        'msg/s at handler; CPU µs/msg (sender / receiver)',
+        R(s[side].map((x) => x.rate)),
+        `${fmt(med('rate'))}${lost ? ' (LOSS)' : ''}; ${fmt(med('sendCpuUs'), 1)} / ${fmt(med('recvCpuUs'), 1)}`,
+      ]);
     }
     addRatio('events bus/raw', ratiosOf(s.bus, s.raw, 'rate'), 0.9);
     addRatio('events bus/nestms', ratiosOf(s.bus, s.nestms, 'rate'), 3.0);
@@ -47,7 +54,7 @@ function report(results, rounds) {
       const s = results.rpc.perInflight[inflight];
       for (const side of ['bus', 'raw', 'nestms', 'nestms-cc'].filter((x) => s[x])) {
         const med = (k) => median(s[side].map((x) => x[k]));
-        medRows.push([`rpc ${results.rpc.n} x 64 B, ${inflight} in flight`, side, 'req/s; p50 / p99 ms', R(s[side].map((x) => x.rate)), `${fmt(med('rate'))}; ${fmt(med('p50'), 2)} / ${fmt(med('p99'), 2)}`]);
+        medRows.push([`rpc ${fmt(typeof results.rpc.n === 'object' ? results.rpc.n[inflight] : results.rpc.n)} x 64 B, ${inflight} in flight`, side, 'req/s; p50 / p99 ms; CPU µs/req (requester / responder)', R(s[side].map((x) => x.rate)), `${fmt(med('rate'))}; ${fmt(med('p50'), 2)} / ${fmt(med('p99'), 2)}; ${fmt(med('reqCpuUs'))} / ${fmt(med('respCpuUs'))}`]);
       }
       addRatio(`rpc${inflight} bus/raw`, ratiosOf(s.bus, s.raw, 'rate'), inflight === '64' ? 0.9 : undefined);
       addRatio(`rpc${inflight} bus/nestms`, ratiosOf(s.bus, s.nestms, 'rate'));

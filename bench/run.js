@@ -29,8 +29,8 @@ const WORKER = path.join(__dirname, 'worker.js');
 const MiB = 1024 * 1024;
 
 const P = QUICK
-  ? { events: 40_000, rpc: 1_500, rpcWarmup: 200, large: { [2 * MiB]: 3, [8 * MiB]: 2 }, largeWarmup: 1, mem: 8, memHandlerMs: 100 }
-  : { events: 200_000, rpc: 20_000, rpcWarmup: 1_000, large: { [2 * MiB]: 15, [8 * MiB]: 8 }, largeWarmup: 2, mem: 100, memHandlerMs: 100 };
+  ? { events: 30_000, rpc1: 300, rpc64: 4_000, rpcWarmup: 50, large: { [2 * MiB]: 3, [8 * MiB]: 2 }, largeWarmup: 1, mem: 5, memHandlerMs: 100 }
+  : { events: 200_000, rpc1: 20_000, rpc64: 20_000, rpcWarmup: 1_000, large: { [2 * MiB]: 15, [8 * MiB]: 8 }, largeWarmup: 2, mem: 100, memHandlerMs: 100 };
 
 const log = (...a) => console.error(...a); // progress on stderr; the table and RATIOS on stdout
 
@@ -124,17 +124,51 @@ async function withServers(fn) {
   }
 }
 
-/** Runs `runSide(side, round)` for each round and side, interleaved: A B C A B C ... */
-async function interleave(sides, runSide, rounds = ROUNDS) {
+/**
+ * Runs `runSide(side, round)` for each round and side, interleaved: A B C A B C ... With
+ * `warmup`, one round first that is not counted: JIT and connection warm-up land there, so the
+ * counted rounds measure the steady state a long-running service is in.
+ */
+async function interleave(sides, runSide, rounds = ROUNDS, { warmup = false } = {}) {
   const perSide = Object.fromEntries(sides.map((s) => [s, []]));
-  for (let r = 0; r < rounds; r++) {
+  for (let r = warmup ? -1 : 0; r < rounds; r++) {
     for (const side of sides) {
       const v = await runSide(side, r);
-      perSide[side].push(v);
-      log(`  round ${r + 1} ${side}: ${JSON.stringify(v)}`);
+      log(`  ${r < 0 ? 'warm-up' : `round ${r + 1}`} ${side}: ${JSON.stringify(v)}`);
+      if (r >= 0) perSide[side].push(v);
     }
   }
   return perSide;
+}
+
+/**
+ * Starts every side's receiver/sender pair at once, before any round, and keeps each pair for all
+ * the rounds, as a long-running service would be. Process start-up (Nest bootstrap, connects) is
+ * then paid once per side, not once per round, and no round is measured while another side boots.
+ * `pairs.renew(side)` replaces a pair whose round went wrong, so it cannot pollute the next one.
+ */
+async function startSides(sides, recvRole, sendRole, cfgFor) {
+  const generation = Object.fromEntries(sides.map((s) => [s, 0]));
+  const start = (side) => startPair(recvRole, sendRole, side, cfgFor(side, generation[side]));
+  const started = await Promise.allSettled(sides.map(start));
+  const pairs = new Map();
+  started.forEach((r, i) => r.status === 'fulfilled' && pairs.set(sides[i], r.value));
+  const stopAll = () => Promise.all([...pairs.values()].flatMap((p) => [p.sender.stop(), p.recv.stop()]));
+  const failed = started.find((r) => r.status === 'rejected');
+  if (failed) {
+    await stopAll();
+    throw failed.reason;
+  }
+  return {
+    get: (side) => pairs.get(side),
+    async renew(side) {
+      const old = pairs.get(side);
+      await Promise.all([old.sender.stop(), old.recv.stop()]);
+      generation[side]++;
+      pairs.set(side, await start(side));
+    },
+    stopAll,
+  };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -142,49 +176,80 @@ async function interleave(sides, runSide, rounds = ROUNDS) {
 
 async function events() {
   log(`events: ${P.events} x 128 B`);
+  const sides = ['bus', 'raw', 'nestms', 'nestms-cc'];
   return withServers(async (env) => {
-    const perSide = await interleave(['bus', 'raw', 'nestms', 'nestms-cc'], async (side, r) => {
-      const cfg = { ...env, redis: undefined, subject: `bench.events.${r}`, n: P.events, bytes: 128 };
-      const { recv, sender } = await startPair('events-recv', 'events-send', side, cfg);
-      sender.cmd({ cmd: 'go' });
-      const sent = await sender.next('sent');
-      let done;
-      try {
-        done = await recv.next('done', 60_000);
-      } catch (err) {
-        if (!err.timeout) throw err;
-        recv.cmd({ cmd: 'report' });
-        done = await recv.next('done');
-      }
-      await Promise.all([sender.stop(), recv.stop()]);
-      const ms = done.last - sent.t0;
-      return { rate: done.incomplete ? NaN : (done.count / ms) * 1000, received: done.count, ms, sendMs: sent.ms };
-    });
-    return { n: P.events, bytes: 128, perSide };
+    const cfgFor = (side, gen) => ({ ...env, redis: undefined, subject: `bench.events.${side}.${gen}`, n: P.events, bytes: 128 });
+    const pairs = await startSides(sides, 'events-recv', 'events-send', cfgFor);
+    try {
+      const perSide = await interleave(sides, async (side) => {
+        const { recv, sender } = pairs.get(side);
+        // The receiver counts afresh each round; the previous round ended with all n received.
+        recv.cmd({ cmd: 'go' });
+        await recv.next('armed');
+        sender.cmd({ cmd: 'go' });
+        const sent = await sender.next('sent');
+        let done;
+        try {
+          done = await recv.next('done', 60_000);
+        } catch (err) {
+          if (!err.timeout) throw err;
+          recv.cmd({ cmd: 'report' });
+          done = await recv.next('done');
+        }
+        if (done.incomplete) await pairs.renew(side);
+        const ms = done.last - sent.t0;
+        return {
+          rate: done.incomplete ? NaN : (done.count / ms) * 1000,
+          received: done.count,
+          ms,
+          sendMs: sent.ms,
+          // CPU per message on each end: unlike msg/s, it does not swing with what else the 2 cores run.
+          sendCpuUs: sent.cpuUs / P.events,
+          recvCpuUs: done.cpuUs / P.events,
+        };
+      }, ROUNDS, { warmup: true });
+      return { n: P.events, bytes: 128, perSide };
+    } finally {
+      await pairs.stopAll();
+    }
   });
 }
 
 async function rpc() {
-  log(`rpc: ${P.rpc} x 64 B at 1 and 64 in flight`);
+  log(`rpc: 64 B, ${P.rpc1} at 1 in flight, ${P.rpc64} at 64 in flight`);
+  const sides = ['bus', 'raw', 'nestms', 'nestms-cc'];
   return withServers(async (env) => {
-    // One responder/requester pair per side and round measures 1 in flight, then 64.
-    const perSide = await interleave(['bus', 'raw', 'nestms', 'nestms-cc'], async (side, r) => {
-      const cfg = { ...env, redis: undefined, subject: `bench.rpc.${r}`, bytes: 64 };
-      const { recv: resp, sender: req } = await startPair('rpc-resp', 'rpc-req', side, cfg);
-      const out = {};
+    const cfgFor = (side, gen) => ({ ...env, redis: undefined, subject: `bench.rpc.${side}.${gen}`, bytes: 64 });
+    const pairs = await startSides(sides, 'rpc-resp', 'rpc-req', cfgFor);
+    try {
+      // Each side's round measures 1 in flight, then 64.
+      const perSide = await interleave(sides, async (side) => {
+        const { recv: resp, sender: req } = pairs.get(side);
+        const out = {};
+        // CPU per request on each end: unlike req/s, it does not swing with what else the 2 cores run.
+        const respCpu = async () => {
+          resp.cmd({ cmd: 'go' });
+          const c = await resp.next('cpu');
+          return c.user + c.system;
+        };
+        for (const inflight of [1, 64]) {
+          const n = inflight === 1 ? P.rpc1 : P.rpc64;
+          const before = await respCpu();
+          req.cmd({ cmd: 'go', n, inflight, warmup: P.rpcWarmup });
+          const res = await req.next('result', 300_000);
+          const respUsPerReq = ((await respCpu()) - before) / (n + P.rpcWarmup);
+          out[inflight] = { rate: res.rate, p50: res.p50, p99: res.p99, reqCpuUs: res.cpuUsPerReq, respCpuUs: respUsPerReq };
+        }
+        return out;
+      }, ROUNDS, { warmup: true });
+      const perInflight = {};
       for (const inflight of [1, 64]) {
-        req.cmd({ cmd: 'go', n: P.rpc, inflight, warmup: P.rpcWarmup });
-        const res = await req.next('result', 300_000);
-        out[inflight] = { rate: res.rate, p50: res.p50, p99: res.p99 };
+        perInflight[inflight] = Object.fromEntries(Object.entries(perSide).map(([side, xs]) => [side, xs.map((x) => x[inflight])]));
       }
-      await Promise.all([req.stop(), resp.stop()]);
-      return out;
-    });
-    const perInflight = {};
-    for (const inflight of [1, 64]) {
-      perInflight[inflight] = Object.fromEntries(Object.entries(perSide).map(([side, xs]) => [side, xs.map((x) => x[inflight])]));
+      return { n: { 1: P.rpc1, 64: P.rpc64 }, bytes: 64, perInflight };
+    } finally {
+      await pairs.stopAll();
     }
-    return { n: P.rpc, bytes: 64, perInflight };
   });
 }
 
@@ -192,37 +257,43 @@ async function large() {
   const sizes = Object.keys(P.large).map(Number);
   const label = (bytes) => `${bytes / MiB}MiB`;
   log(`large: ${sizes.map((b) => `${label(b)} x ${P.large[b]}`).join(', ')} per run, one at a time`);
+  const sides = ['bus', 'floor'];
   return withServers(async (env) => {
-    // One receiver/sender pair per side and round sends every size.
-    const perSide = await interleave(['bus', 'floor'], async (side, r) => {
-      const cfg = { ...env, redis: undefined, subject: `bench.large.${r}`, sizes };
-      const { recv, sender, ready } = await startPair('large-recv', 'large-send', side, cfg);
-      const out = {};
-      for (const bytes of sizes) {
-        const lat = [];
-        const pub = [];
-        const encodes = [];
-        for (let i = 0; i < P.largeWarmup + P.large[bytes]; i++) {
-          sender.cmd({ cmd: 'go', bytes });
-          const sent = await sender.next('sent');
-          const got = await recv.next('got');
-          if (got.edges <= 0 || !got.recovered) throw new Error(`large ${side}: bad delivery ${JSON.stringify(got)}`);
-          if (i < P.largeWarmup) continue;
-          lat.push(got.t - sent.t0);
-          pub.push(sent.publishMs);
-          encodes.push(sent.encodes);
+    const cfgFor = (side, gen) => ({ ...env, redis: undefined, subject: `bench.large.${side}.${gen}`, sizes });
+    // Each side sends every size, one message at a time; the first of each size is a warm-up.
+    const pairs = await startSides(sides, 'large-recv', 'large-send', cfgFor);
+    let perSide;
+    try {
+      perSide = await interleave(sides, async (side) => {
+        const { recv, sender, ready } = pairs.get(side);
+        const out = {};
+        for (const bytes of sizes) {
+          const lat = [];
+          const pub = [];
+          const encodes = [];
+          for (let i = 0; i < P.largeWarmup + P.large[bytes]; i++) {
+            sender.cmd({ cmd: 'go', bytes });
+            const sent = await sender.next('sent');
+            const got = await recv.next('got');
+            if (got.edges <= 0 || !got.recovered) throw new Error(`large ${side}: bad delivery ${JSON.stringify(got)}`);
+            if (i < P.largeWarmup) continue;
+            lat.push(got.t - sent.t0);
+            pub.push(sent.publishMs);
+            encodes.push(sent.encodes);
+          }
+          out[label(bytes)] = {
+            latencyMs: median(lat),
+            publishMs: median(pub),
+            encodesPerPayload: side === 'bus' ? Math.max(...encodes) : 1,
+            bytes: ready.sizes[bytes],
+          };
         }
-        out[label(bytes)] = {
-          latencyMs: median(lat),
-          publishMs: median(pub),
-          encodesPerPayload: side === 'bus' ? Math.max(...encodes) : 1,
-          bytes: ready.sizes[bytes],
-        };
-      }
-      await Promise.all([sender.stop(), recv.stop()]);
-      env.redis.cli('FLUSHALL');
-      return out;
-    });
+        env.redis.cli('FLUSHALL');
+        return out;
+      });
+    } finally {
+      await pairs.stopAll();
+    }
     // How @nestjs/microservices handles the same payloads (once; it is a failure, not a rate).
     const cfg = { ...env, redis: undefined, subject: 'bench.large.nestms', sizes, failWaitMs: 5000 };
     const { recv, sender } = await startPair('large-recv', 'large-send', 'nestms', cfg);
@@ -259,25 +330,40 @@ async function mem() {
   const bytes = 8 * MiB;
   log(`memory: ${P.mem} x 8 MiB to a ${P.memHandlerMs} ms handler`);
   return withServers(async (env) => {
-    const perSide = await interleave(['bus', 'bus-c1', 'floor'], async (side, r) => {
-      const cfg = { ...env, redis: undefined, subject: `bench.mem.${r}`, bytes, n: P.mem, handlerMs: P.memHandlerMs };
-      const { recv, sender } = await startPair('mem-recv', 'mem-send', side, cfg);
-      sender.cmd({ cmd: 'go', n: P.mem });
-      const t0 = Date.now();
-      await sender.next('sent', 600_000);
-      let done;
-      try {
-        done = await recv.next('done', 600_000);
-      } catch (err) {
-        if (!err.timeout) throw err;
-        recv.cmd({ cmd: 'report' });
-        done = await recv.next('done');
-      }
-      const ms = Date.now() - t0;
-      await Promise.all([sender.stop(), recv.stop()]);
-      env.redis.cli('FLUSHALL');
-      return { peakRssMiB: done.peakRssKiB / 1024, baseRssMiB: done.baseRssKiB / 1024, received: done.count, ms };
-    }, MEM_ROUNDS);
+    const sides = ['bus', 'bus-c1', 'floor'];
+    const cfg = { ...env, redis: undefined, bytes, n: P.mem, handlerMs: P.memHandlerMs };
+    // Peak RSS only grows, so every round needs a fresh receiver. All of them start up front,
+    // together with one sender per side, and wait idle for their turn: start-up is paid once.
+    const senders = Object.fromEntries(sides.map((side) => [side, startWorker('mem-send', side, { ...cfg, subject: 'unused' })]));
+    const receivers = Array.from({ length: MEM_ROUNDS }, (_, r) =>
+      Object.fromEntries(sides.map((side) => [side, startWorker('mem-recv', side, { ...cfg, subject: `bench.mem.${side}.${r}` })])),
+    );
+    const all = [...Object.values(senders), ...receivers.flatMap((x) => Object.values(x))];
+    let perSide;
+    try {
+      await Promise.all(all.map((w) => w.next('ready')));
+      perSide = await interleave(sides, async (side, r) => {
+        const recv = receivers[r][side];
+        const sender = senders[side];
+        sender.cmd({ cmd: 'go', n: P.mem, subject: `bench.mem.${side}.${r}` });
+        const t0 = Date.now();
+        await sender.next('sent', 600_000);
+        let done;
+        try {
+          done = await recv.next('done', 600_000);
+        } catch (err) {
+          if (!err.timeout) throw err;
+          recv.cmd({ cmd: 'report' });
+          done = await recv.next('done');
+        }
+        const ms = Date.now() - t0;
+        await recv.stop();
+        env.redis.cli('FLUSHALL');
+        return { peakRssMiB: done.peakRssKiB / 1024, baseRssMiB: done.baseRssKiB / 1024, received: done.count, ms };
+      }, MEM_ROUNDS);
+    } finally {
+      await Promise.all(all.map((w) => w.stop()));
+    }
     return { n: P.mem, bytes, handlerMs: P.memHandlerMs, perSide };
   });
 }
@@ -286,10 +372,13 @@ async function main() {
   if (!fs.existsSync(path.join(ROOT, 'dist', 'index.js'))) throw new Error('dist/ is missing: run `npm run build` first');
   const started = Date.now();
   const results = {};
-  if (ONLY.includes('events')) results.events = await events();
-  if (ONLY.includes('rpc')) results.rpc = await rpc();
-  if (ONLY.includes('large')) results.large = await large();
-  if (ONLY.includes('mem')) results.mem = await mem();
+  const scenarios = { events, rpc, large, mem };
+  for (const [name, run] of Object.entries(scenarios)) {
+    if (!ONLY.includes(name)) continue;
+    const t0 = Date.now();
+    results[name] = await run();
+    log(`${name}: ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+  }
   const { text, ratio } = report(results, ROUNDS);
   const meta = {
     date: new Date().toISOString(),

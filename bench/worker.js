@@ -155,9 +155,14 @@ async function eventsRecv() {
   const n = cfg.n;
   let count = 0;
   let first = 0;
+  let cpu0 = process.cpuUsage();
+  const cpuUs = () => {
+    const c = process.cpuUsage(cpu0);
+    return c.user + c.system;
+  };
   const onMessage = () => {
     if (count === 0) first = now();
-    if (++count === n) send({ type: 'done', count, first, last: now() });
+    if (++count === n) send({ type: 'done', count, first, last: now(), cpuUs: cpuUs() });
   };
   let close;
   if (cfg.side === 'bus') {
@@ -177,7 +182,17 @@ async function eventsRecv() {
   } else if (cfg.side === 'nestms' || cfg.side === 'nestms-cc') {
     ({ close } = await nestmsServer([{ kind: 'event', pattern: cfg.subject, fn: (payload) => void (payload.id, onMessage()) }], cfg.side === 'nestms-cc'));
   }
-  return { close, report: () => ({ type: 'done', count, first, last: now(), incomplete: true }) };
+  return {
+    close,
+    // Arms the counter for a new round; the pair is reused across rounds.
+    go: () => {
+      count = 0;
+      first = 0;
+      cpu0 = process.cpuUsage();
+      return { type: 'armed' };
+    },
+    report: () => ({ type: 'done', count, first, last: now(), cpuUs: cpuUs(), incomplete: true }),
+  };
 }
 
 async function eventsSend() {
@@ -207,6 +222,7 @@ async function eventsSend() {
     go: async () => {
       const n = cfg.n;
       const batch = 1000;
+      const cpu0 = process.cpuUsage();
       const t0 = now();
       let last;
       for (let i = 1; i <= n; i++) {
@@ -218,7 +234,8 @@ async function eventsSend() {
         }
       }
       await flush();
-      return { type: 'sent', t0, ms: now() - t0 };
+      const cpu = process.cpuUsage(cpu0);
+      return { type: 'sent', t0, ms: now() - t0, cpuUs: cpu.user + cpu.system };
     },
   };
 }
@@ -244,7 +261,8 @@ async function rpcResp() {
   } else if (cfg.side === 'nestms' || cfg.side === 'nestms-cc') {
     ({ close } = await nestmsServer([{ kind: 'message', pattern: cfg.subject, fn: (payload) => payload }], cfg.side === 'nestms-cc'));
   }
-  return { close };
+  // CPU time so far, so the parent can charge each batch its responder CPU per request.
+  return { close, go: () => ({ type: 'cpu', ...process.cpuUsage() }) };
 }
 
 async function rpcReq() {
@@ -284,11 +302,14 @@ async function rpcReq() {
     go: async ({ n, inflight, warmup }) => {
       await runBatch(warmup, inflight, null);
       const lat = new Float64Array(n);
+      const cpu0 = process.cpuUsage();
       const t0 = performance.now();
       await runBatch(n, inflight, lat);
       const ms = performance.now() - t0;
+      const cpu = process.cpuUsage(cpu0);
       lat.sort();
-      return { type: 'result', n, inflight, ms, rate: (n / ms) * 1000, p50: lat[Math.floor(n * 0.5)], p99: lat[Math.min(n - 1, Math.floor(n * 0.99))] };
+      const cpuUsPerReq = (cpu.user + cpu.system) / n;
+      return { type: 'result', n, inflight, ms, rate: (n / ms) * 1000, p50: lat[Math.floor(n * 0.5)], p99: lat[Math.min(n - 1, Math.floor(n * 0.99))], cpuUsPerReq };
     },
   };
 }
@@ -447,7 +468,9 @@ async function memSend() {
   const sender = await largeSend();
   return {
     close: sender.close,
-    go: async ({ n }) => {
+    // The sender is reused across rounds; each round sends to its own fresh receiver.
+    go: async ({ n, subject }) => {
+      if (subject) cfg.subject = subject;
       const t0 = now();
       for (let i = 0; i < n; i++) await sender.go({ bytes: cfg.bytes });
       return { type: 'sent', ms: now() - t0 };
