@@ -4,6 +4,7 @@ import type { Msg, NatsConnection } from 'nats';
 import { ClaimCheckCodec } from '../claim-check/claim-check.codec';
 import { StoredMessageEnvelope } from '../claim-check/envelope';
 import { MessageStorageError } from '../errors/event-bus.errors';
+import { RateLimitedLog } from '../event-bus/rate-limited-log';
 import {
   checkThreshold,
   claimCheckFor,
@@ -29,6 +30,7 @@ import {
  */
 export class EventBusTransport extends ServerNats implements CustomTransportStrategy {
   private readonly log = new Logger('EventBusTransport');
+  private readonly badInputLog = new RateLimitedLog(this.log);
   private readonly codec: ClaimCheckCodec;
   private connection: NatsConnection | null = null;
 
@@ -58,14 +60,19 @@ export class EventBusTransport extends ServerNats implements CustomTransportStra
   }
 
   /** Recovers a stored packet, then hands it to Nest's own handling. Never rejects. */
-  async handleMessage(channel: string, natsMsg: Msg): Promise<any> {
+  handleMessage(channel: string, natsMsg: Msg): Promise<any> {
     let envelope: StoredMessageEnvelope | undefined;
     try {
       envelope = this.codec.peekEnvelope(natsMsg.subject, natsMsg.data);
     } catch (err) {
-      return this.drop(natsMsg, (err as Error).message, 'invalid claim-check envelope');
+      return Promise.resolve(this.drop(natsMsg, (err as Error).message, 'invalid claim-check envelope'));
     }
+    // Most messages are inline: no async frame of our own around Nest's on their path.
     if (!envelope) return this.handleGuarded(channel, natsMsg);
+    return this.recoverAndHandle(channel, natsMsg, envelope);
+  }
+
+  private async recoverAndHandle(channel: string, natsMsg: Msg, envelope: StoredMessageEnvelope): Promise<any> {
     let body: Uint8Array;
     try {
       body = await this.codec.recoverBytes(natsMsg.subject, envelope);
@@ -142,18 +149,19 @@ export class EventBusTransport extends ServerNats implements CustomTransportStra
     return this.respond(natsMsg, packet.data, packet.headers);
   }
 
-  private async handleGuarded(channel: string, natsMsg: Msg): Promise<any> {
+  private handleGuarded(channel: string, natsMsg: Msg): Promise<any> {
+    // Nest's deserializer throws on a body that is not JSON; keep the subscription alive.
+    const invalid = (err: unknown) => this.drop(natsMsg, (err as Error)?.message ?? String(err), 'invalid message');
     try {
-      return await super.handleMessage(channel, natsMsg);
+      return super.handleMessage(channel, natsMsg).catch(invalid);
     } catch (err) {
-      // Nest's deserializer throws on a body that is not JSON; keep the subscription alive.
-      return this.drop(natsMsg, (err as Error)?.message ?? String(err), 'invalid message');
+      return Promise.resolve(invalid(err));
     }
   }
 
   /** Log a message that cannot be handled; a requester gets an error packet instead of a timeout. */
   private drop(natsMsg: Msg, logMessage: string, replyMessage: string): void {
-    this.log.error(`dropped message on "${natsMsg.subject}": ${logMessage}`);
+    this.badInputLog.error(natsMsg.subject, `dropped message on "${natsMsg.subject}": ${logMessage}`);
     if (natsMsg.reply) {
       // The packet id is unknown here; Nest's client accepts an answer without one on its own inbox.
       const packet = this.serializer.serialize({ err: rpcError(replyMessage), isDisposed: true } as any);

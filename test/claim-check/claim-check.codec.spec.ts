@@ -94,6 +94,21 @@ describe('ClaimCheckCodec', () => {
     expect(() => codec.decode('t', Buffer.from('{"token":"../x","is_stored":true}'))).toThrow(/unknown shape/);
   });
 
+  it('peekEnvelope finds envelopes in both spellings, and passes over everything else', () => {
+    const codec = new ClaimCheckCodec(new InMemoryStorageManager());
+    const uuid = '2f1c3f0e-5b7a-4c1e-9d2a-0e6b7c8d9f10';
+    const short = 'vytxeTZskVKR7C7WgdSP3d';
+    expect(codec.peekEnvelope('t', Buffer.from(`{"token":"${uuid}","is_stored":true}`))).toEqual({ token: uuid, is_stored: true });
+    // Python's json.dumps puts a space after each separator.
+    expect(codec.peekEnvelope('t', Buffer.from(`{"is_stored": true, "token": "${short}"}`))).toEqual({ token: short, is_stored: true });
+    // A view into a larger buffer (as nats.js hands out) is searched only within its bounds.
+    const framed = Buffer.from(`xx{"pattern":"p","data":{"a":1}}"is_stored"`);
+    expect(codec.peekEnvelope('t', framed.subarray(2, framed.indexOf('}}') + 2))).toBeUndefined();
+    expect(codec.peekEnvelope('t', Buffer.from('{"pattern":"p","data":{"is_stored":true,"token":"x"}}'))).toBeUndefined();
+    expect(codec.peekEnvelope('t', Buffer.from('{nope'))).toBeUndefined();
+    expect(() => codec.peekEnvelope('t', Buffer.from('{"token":"../x","is_stored":true}'))).toThrow(InvalidMessageError);
+  });
+
   it('encodes unencodable payloads as InvalidMessageError naming the subject', () => {
     const codec = new ClaimCheckCodec(null);
     expect(() => codec.encodeJson(undefined, 'a.b')).toThrow(/"a\.b"/);
