@@ -171,6 +171,17 @@ async function startSides(sides, recvRole, sendRole, cfgFor) {
   };
 }
 
+/** The receiver's `done`; past `timeoutMs`, what it has counted so far (marked incomplete). */
+async function doneOrReport(recv, timeoutMs) {
+  try {
+    return await recv.next('done', timeoutMs);
+  } catch (err) {
+    if (!err.timeout) throw err;
+    recv.cmd({ cmd: 'report' });
+    return recv.next('done');
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Scenarios
 
@@ -188,14 +199,7 @@ async function events() {
         await recv.next('armed');
         sender.cmd({ cmd: 'go' });
         const sent = await sender.next('sent');
-        let done;
-        try {
-          done = await recv.next('done', 60_000);
-        } catch (err) {
-          if (!err.timeout) throw err;
-          recv.cmd({ cmd: 'report' });
-          done = await recv.next('done');
-        }
+        const done = await doneOrReport(recv, 60_000);
         if (done.incomplete) await pairs.renew(side);
         const ms = done.last - sent.t0;
         return {
@@ -348,14 +352,7 @@ async function mem() {
         sender.cmd({ cmd: 'go', n: P.mem, subject: `bench.mem.${side}.${r}` });
         const t0 = Date.now();
         await sender.next('sent', 600_000);
-        let done;
-        try {
-          done = await recv.next('done', 600_000);
-        } catch (err) {
-          if (!err.timeout) throw err;
-          recv.cmd({ cmd: 'report' });
-          done = await recv.next('done');
-        }
+        const done = await doneOrReport(recv, 600_000);
         const ms = Date.now() - t0;
         await recv.stop();
         env.redis.cli('FLUSHALL');

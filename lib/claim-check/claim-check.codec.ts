@@ -78,7 +78,7 @@ export class ClaimCheckCodec {
     if (data.byteLength > MAX_ENVELOPE_BYTES || data.byteLength === 0) return undefined;
     // The caller parses ordinary bodies itself: a native byte search spares them a second parse.
     // (A key written with \u escapes is not recognised; no producer of envelopes writes one.)
-    if (Buffer.from(data.buffer, data.byteOffset, data.byteLength).indexOf(IS_STORED_KEY) === -1) return undefined;
+    if (asBuffer(data).indexOf(IS_STORED_KEY) === -1) return undefined;
     let payload: unknown;
     try {
       payload = parseJson(subject, data);
@@ -128,8 +128,13 @@ function envelopeOf(subject: string, payload: unknown): StoredMessageEnvelope | 
   return { token: payload.token, is_stored: true };
 }
 
+/** The same bytes as a Buffer, without a copy (nats.js hands out plain Uint8Array views). */
+function asBuffer(data: Uint8Array): Buffer {
+  return Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+}
+
 function parseJson(subject: string, data: Uint8Array): unknown {
-  const text = (Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength)).toString('utf8');
+  const text = asBuffer(data).toString('utf8');
   try {
     return JSON.parse(text);
   } catch {
