@@ -63,7 +63,7 @@ export class ClaimCheckCodec {
 
   /** Parse a received body. Throws `InvalidMessageError` for non-JSON or a forged envelope. */
   decode(subject: string, data: Uint8Array): DecodedBody {
-    const payload = parseJson(subject, data);
+    const payload = parseJsonBody(subject, data);
     const envelope = envelopeOf(subject, payload);
     return envelope ? { payload, envelope } : { payload };
   }
@@ -81,16 +81,24 @@ export class ClaimCheckCodec {
     if (asBuffer(data).indexOf(IS_STORED_KEY) === -1) return undefined;
     let payload: unknown;
     try {
-      payload = parseJson(subject, data);
+      payload = parseJsonBody(subject, data);
     } catch {
       return undefined;
     }
     return envelopeOf(subject, payload);
   }
 
+  /**
+   * The envelope an already parsed body is, or undefined. For bodies `peekEnvelope` does not look
+   * into (over `MAX_ENVELOPE_BYTES`, e.g. padded with white space). Throws for a forged token.
+   */
+  envelopeIn(subject: string, payload: unknown): StoredMessageEnvelope | undefined {
+    return envelopeOf(subject, payload);
+  }
+
   /** Fetch and parse the body an envelope stands for. */
   async recover(subject: string, envelope: StoredMessageEnvelope): Promise<unknown> {
-    return parseJson(subject, await this.recoverBytes(subject, envelope));
+    return parseJsonBody(subject, await this.recoverBytes(subject, envelope));
   }
 
   /** Fetch the stored body an envelope stands for, as bytes (the original JSON, byte for byte). */
@@ -133,7 +141,8 @@ function asBuffer(data: Uint8Array): Buffer {
   return Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
 }
 
-function parseJson(subject: string, data: Uint8Array): unknown {
+/** Parse a UTF-8 JSON body; `InvalidMessageError` names the subject when it is not JSON. */
+export function parseJsonBody(subject: string, data: Uint8Array): unknown {
   const text = asBuffer(data).toString('utf8');
   try {
     return JSON.parse(text);

@@ -1,7 +1,5 @@
 import { Logger, OnModuleDestroy, OnModuleInit } from '@nestjs/common';
-import { headers as natsHeaders, Msg, MsgHdrs, ServiceErrorCodeHeader, ServiceErrorHeader, Subscription } from 'nats';
 import { ClaimCheckCodec } from '../claim-check/claim-check.codec';
-import { StoredMessageEnvelope } from '../claim-check/envelope';
 import {
   EventBusError,
   InvalidMessageError,
@@ -10,12 +8,14 @@ import {
   NotConnectedError,
   StoredMessageNotFoundError,
 } from '../errors/event-bus.errors';
-import { NatsClient } from '../nats/nats-client';
+import { createHeaders, Msg, NatsClient, Subscription } from '../nats/nats-client';
 import { settleWithin } from '../nats/settle-within';
 import { NATS_CONNECTION_DEFAULTS, NatsConnectionOptions } from '../nats/nats-client.options';
 import { MessageStorageManager } from '../storage/message-storage-manager';
-import { BoundedDispatcher } from './bounded-dispatcher';
-import { RateLimitedLog } from './rate-limited-log';
+import { BoundedDispatcher } from '../delivery/bounded-dispatcher';
+import { ClaimCheckDelivery } from '../delivery/claim-check-delivery';
+import { HandlerDelivery } from './handler-delivery';
+import { RateLimitedLog } from '../delivery/rate-limited-log';
 import {
   EVENT_BUS_DEFAULTS,
   EventBusCoreOptions,
@@ -109,7 +109,7 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
       const producer = this.openProducer();
       const body = this.codec.encodeJson(payload, topic);
       const wire = this.codec.toWire(topic, body, producer.maxPayload);
-      const hdrs = opts?.headers ? toHeaders(opts.headers) : undefined;
+      const hdrs = opts?.headers ? createHeaders(opts.headers) : undefined;
       if (wire instanceof Uint8Array) {
         producer.publish(topic, wire, hdrs);
         return Promise.resolve();
@@ -132,7 +132,7 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
     const pending = this.codec.toWire(topic, body, producer.maxPayload);
     // A small body is ready now: awaiting it anyway would cost a microtask hop per request.
     const wire = pending instanceof Uint8Array ? pending : await pending;
-    const reply = await producer.request(topic, wire, timeout, opts?.headers ? toHeaders(opts.headers) : undefined);
+    const reply = await producer.request(topic, wire, timeout, opts?.headers ? createHeaders(opts.headers) : undefined);
     const decoded = this.codec.decode(`${topic} (reply)`, reply.data);
     if (!decoded.envelope) return decoded.payload as T;
     const recovered = await this.codec.recover(`${topic} (reply)`, decoded.envelope);
@@ -157,11 +157,12 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
     // On a subject without wildcards every message's subject is the topic; knowing it spares
     // nats.js decoding `msg.subject` from bytes for each message.
     const literalSubject = /[*>]/.test(topic) ? undefined : topic;
+    const delivery = this.deliveryFor(client);
     const dispatcher = new BoundedDispatcher<Msg>(
       topic,
       maxConcurrent,
       this.options.maxPendingMessages,
-      (msg) => this.deliver(client, msg, handler as MessageHandler, literalSubject),
+      (msg) => delivery.deliver(msg, handler as MessageHandler, literalSubject),
       this.logger,
     );
     const sub = client.subscribe(topic, (msg) => dispatcher.push(msg), opts.queue);
@@ -252,6 +253,17 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
   }
 
   private readonly consumerReady = new Map<string, Promise<NatsClient>>();
+  private readonly deliveries = new Map<NatsClient, HandlerDelivery>();
+
+  /** Each consumer connection replies on itself, so it gets its own delivery path. */
+  private deliveryFor(client: NatsClient): HandlerDelivery {
+    let d = this.deliveries.get(client);
+    if (!d) {
+      d = new HandlerDelivery(new ClaimCheckDelivery(this.codec, client, this.logger), this.logger, this.badInputLog);
+      this.deliveries.set(client, d);
+    }
+    return d;
+  }
 
   private connectionName(): string {
     return this.options.nats.name ?? NATS_CONNECTION_DEFAULTS.name;
@@ -265,107 +277,6 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
         `${t} bytes is above what the server accepts (max_payload ${client.maxPayload} minus header room = ${this.codec.thresholdFor(client.maxPayload)})`,
       );
     }
-  }
-
-  /** One message through recovery, the handler, and the reply. Never throws. */
-  private deliver(client: NatsClient, msg: Msg, handler: MessageHandler, literalSubject?: string): void | Promise<void> {
-    const subject = literalSubject ?? msg.subject;
-    let decoded;
-    try {
-      decoded = this.codec.decode(subject, msg.data);
-    } catch (err) {
-      this.badInputLog.error(subject, `dropped message on "${subject}": ${(err as Error).message}`);
-      if (msg.reply) this.respondError(client, msg, 400, (err as Error).message);
-      return;
-    }
-    if (decoded.envelope) return this.recoverAndRun(client, msg, handler, decoded.envelope);
-    // nats.js decodes `msg.reply` again on every read while it is empty (an event), so read it once.
-    return this.run(client, msg, handler, decoded.payload, { subject, reply: msg.reply || undefined, headers: msg.headers, recovered: false });
-  }
-
-  private async recoverAndRun(client: NatsClient, msg: Msg, handler: MessageHandler, envelope: StoredMessageEnvelope): Promise<void> {
-    let payload: unknown;
-    try {
-      payload = await this.codec.recover(msg.subject, envelope);
-    } catch (err) {
-      const code = err instanceof StoredMessageNotFoundError ? 404 : err instanceof InvalidMessageError ? 400 : 503;
-      this.badInputLog.error(msg.subject, `could not recover message on "${msg.subject}" (token ${envelope.token}): ${(err as Error).message}`);
-      if (msg.reply) this.respondError(client, msg, code, `could not recover stored message ${envelope.token}`);
-      return;
-    }
-    const ctx: MessageContext = {
-      subject: msg.subject,
-      reply: msg.reply || undefined,
-      headers: msg.headers,
-      recovered: true,
-      token: envelope.token,
-    };
-    return this.run(client, msg, handler, payload, ctx);
-  }
-
-  private run(client: NatsClient, msg: Msg, handler: MessageHandler, payload: unknown, ctx: MessageContext): void | Promise<void> {
-    const isRequest = ctx.reply !== undefined;
-    const subject = ctx.subject;
-    let result: unknown;
-    try {
-      result = handler(payload, ctx);
-    } catch (err) {
-      this.handlerFailed(client, msg, err);
-      return;
-    }
-    if (result !== null && typeof result === 'object' && typeof (result as Promise<unknown>).then === 'function') {
-      return (result as Promise<unknown>).then(
-        isRequest ? (value) => this.reply(client, msg, value, subject) : undefined,
-        (err) => this.handlerFailed(client, msg, err),
-      );
-    }
-    if (isRequest) return this.reply(client, msg, result, subject);
-  }
-
-  private reply(client: NatsClient, msg: Msg, value: unknown, subject: string): void | Promise<void> {
-    let wire: Uint8Array | Promise<Uint8Array>;
-    try {
-      wire = this.codec.toWire(subject, this.codec.encodeJson(value === undefined ? null : value, subject), client.maxPayload);
-    } catch (err) {
-      return this.replyFailed(client, msg, err);
-    }
-    if (wire instanceof Uint8Array) return this.send(client, msg, wire);
-    return wire.then(
-      (envelope) => this.send(client, msg, envelope),
-      (err) => this.replyFailed(client, msg, err),
-    );
-  }
-
-  private send(client: NatsClient, msg: Msg, data: Uint8Array, hdrs?: MsgHdrs): void {
-    try {
-      client.publish(msg.reply!, data, hdrs);
-    } catch (err) {
-      this.logger.error(`could not send reply for "${msg.subject}": ${(err as Error).message}`);
-    }
-  }
-
-  private replyFailed(client: NatsClient, msg: Msg, err: unknown): void {
-    const code = err instanceof MessageStorageError ? 503 : 500;
-    this.logger.error(`could not encode or store reply for "${msg.subject}": ${(err as Error).message}`);
-    this.respondError(client, msg, code, `reply could not be sent: ${(err as Error).message}`);
-  }
-
-  private handlerFailed(client: NatsClient, msg: Msg, err: unknown): void {
-    const message = err instanceof Error ? err.message : String(err);
-    this.logger.error(`handler for "${msg.subject}" failed: ${message}`, err instanceof Error ? err.stack : undefined);
-    if (msg.reply) {
-      const code = err instanceof EventBusError ? 400 : 500;
-      this.respondError(client, msg, code, message || 'handler failed');
-    }
-  }
-
-  /** Answer a request with the NATS service-error headers, so the requester fails at once. */
-  private respondError(client: NatsClient, msg: Msg, code: number, description: string): void {
-    const h = natsHeaders();
-    h.set(ServiceErrorCodeHeader, String(code));
-    // Header values cannot carry newlines; keep the first line, bounded.
-    h.set(ServiceErrorHeader, description.split(/\r?\n/, 1)[0].slice(0, 1024) || 'error');
-    this.send(client, msg, new Uint8Array(0), h);
   }
 }
 
@@ -383,11 +294,6 @@ function describeConnectError(err: unknown, nats: NatsConnectionOptions): Error 
   return wrapped;
 }
 
-function toHeaders(record: Record<string, string>): MsgHdrs {
-  const h = natsHeaders();
-  for (const [k, v] of Object.entries(record)) h.set(k, v);
-  return h;
-}
 
 function validateCoreOptions(options: EventBusCoreOptions): void {
   if (!options || typeof options !== 'object') throw new InvalidOptionsError('options', 'must be an object');

@@ -1,6 +1,8 @@
 import type { NatsOptions } from '@nestjs/microservices';
 import { ClaimCheckCodec } from '../claim-check/claim-check.codec';
 import { InvalidOptionsError } from '../errors/event-bus.errors';
+import { NatsClient } from '../nats/nats-client';
+import type { NatsConnectionOptions } from '../nats/nats-client.options';
 import { MessageStorageManager } from '../storage/message-storage-manager';
 import { RedisStorageManager } from '../storage/redis-storage-manager';
 
@@ -12,7 +14,11 @@ export type NestNatsOptions = NonNullable<NatsOptions['options']>;
  * Nest's own NATS transport, plus the claim-check storage of `EventBusModule`.
  */
 export interface EventBusTransportOptions {
-  /** Passed unchanged to Nest's NATS transport (`Transport.NATS` `options`). Default: `nats://localhost:4222`. */
+  /**
+   * What `Transport.NATS` takes in `options` (`servers`, `queue`, `headers`, `gracefulShutdown`,
+   * `serializer`, …); the connection options go to nats.js v3 with the library's defaults
+   * (`NATS_CONNECTION_DEFAULTS`). Default server: `nats://localhost:4222`.
+   */
   nats?: NestNatsOptions;
   /**
    * Where packets too large for NATS go, e.g. a `RedisStorageManager` or (one process only) an
@@ -28,11 +34,21 @@ export interface EventBusTransportOptions {
   largeMessageThreshold?: number;
 }
 
-/** NATS' default max_payload, used until the server's INFO is known. */
-const DEFAULT_MAX_PAYLOAD = 1024 * 1024;
+/** Options that are Nest's, not the connection's. */
+const NEST_ONLY_KEYS = ['queue', 'gracefulShutdown', 'gracePeriod', 'serializer', 'deserializer', 'headers', 'debug'];
+
+/** What both sides build from their options, once. */
+export interface TransportSetup {
+  codec: ClaimCheckCodec;
+  /** The `Transport.NATS` options as given. */
+  nest: Record<string, any>;
+  /** The part of them that is a NATS connection's. */
+  connection: NatsConnectionOptions;
+  storage: MessageStorageManager | null;
+}
 
 /** Validates the options and builds the claim-check codec both sides share. */
-export function claimCheckFor(options: EventBusTransportOptions | undefined, who: string): ClaimCheckCodec {
+export function transportSetup(options: EventBusTransportOptions | undefined, who: string): TransportSetup {
   if (!options || typeof options !== 'object') throw new InvalidOptionsError('options', `${who} needs { nats, storage }`);
   const { storage, largeMessageThreshold: t, nats } = options;
   if (nats !== undefined && (nats === null || typeof nats !== 'object'))
@@ -41,29 +57,30 @@ export function claimCheckFor(options: EventBusTransportOptions | undefined, who
     throw new InvalidOptionsError('storage', `${who}: must be a MessageStorageManager (e.g. new RedisStorageManager(redis)) or null`);
   if (t !== undefined && (!Number.isInteger(t) || t < 1))
     throw new InvalidOptionsError('largeMessageThreshold', `must be a whole number >= 1, got ${String(t)}`);
-  return new ClaimCheckCodec(storage ?? null, t);
+  const nest = { ...(nats ?? {}) } as Record<string, any>;
+  const connection: Record<string, any> = { servers: 'nats://localhost:4222' };
+  for (const [k, v] of Object.entries(nest)) if (!NEST_ONLY_KEYS.includes(k)) connection[k] = v;
+  return { codec: new ClaimCheckCodec(storage ?? null, t), nest, connection: connection as NatsConnectionOptions, storage: storage ?? null };
 }
 
-/** Wait for a Redis storage that connects lazily; other storages need nothing. */
-export async function readyStorage(options: EventBusTransportOptions): Promise<void> {
-  if (options.storage instanceof RedisStorageManager) await options.storage.connect();
-}
-
-/** max_payload of a connected `nats` connection. */
-export function maxPayloadOf(nc: { info?: { max_payload?: number } } | null | undefined): number {
-  return nc?.info?.max_payload ?? DEFAULT_MAX_PAYLOAD;
-}
-
-/** Fails at connect time when `largeMessageThreshold` is above what the server accepts. */
-export function checkThreshold(codec: ClaimCheckCodec, options: EventBusTransportOptions, maxPayload: number): void {
+/**
+ * Connects storage (a lazily connecting Redis) and a NATS connection of the transport's own;
+ * rejects, leaving nothing open, when the threshold is above what the server accepts.
+ */
+export async function openTransportClient(setup: TransportSetup, options: EventBusTransportOptions, label: string): Promise<NatsClient> {
+  if (setup.storage instanceof RedisStorageManager) await setup.storage.connect();
+  const client = new NatsClient(label, setup.connection);
+  await client.connect();
   const t = options.largeMessageThreshold;
-  const ceiling = codec.thresholdFor(maxPayload);
+  const ceiling = setup.codec.thresholdFor(client.maxPayload);
   if (t !== undefined && t > ceiling) {
+    await client.drain(1000);
     throw new InvalidOptionsError(
       'largeMessageThreshold',
-      `${t} bytes is above what the server accepts (max_payload ${maxPayload} minus header room = ${ceiling})`,
+      `${t} bytes is above what the server accepts (max_payload ${client.maxPayload} minus header room = ${ceiling})`,
     );
   }
+  return client;
 }
 
 /** Nest's error packet body (`{ status: 'error', message }`), as its RPC exception filter writes it. */

@@ -1,149 +1,218 @@
-import { ClientNats, PacketId, ReadPacket, WritePacket } from '@nestjs/microservices';
-import { createInbox, NatsConnection } from 'nats';
-import type { ReplaySubject } from 'rxjs';
-import { ClaimCheckCodec } from '../claim-check/claim-check.codec';
-import { StoredMessageEnvelope } from '../claim-check/envelope';
-import {
-  checkThreshold,
-  claimCheckFor,
-  EventBusTransportOptions,
-  maxPayloadOf,
-  readyStorage,
-} from './event-bus-transport.options';
+import { Logger } from '@nestjs/common';
+import { ClientProxy, PacketId, ReadPacket, WritePacket } from '@nestjs/microservices';
+import { ClaimCheckDelivery, InboundBody } from '../delivery/claim-check-delivery';
+import { isPromise, MaybePromise } from '../delivery/maybe-async';
+import { NotConnectedError } from '../errors/event-bus.errors';
+import { createHeaders, createInbox, Msg, MsgHdrs, NatsClient, NatsClientEvent, Subscription } from '../nats/nats-client';
+import { CustomDeserializer, CustomSerializer, deserializeResponse, serializePacket } from './nest-packets';
+import { EventBusTransportOptions, openTransportClient, TransportSetup, transportSetup } from './event-bus-transport.options';
 
-type SubscriptionHandler = (error: string | Error | null | undefined, natsMsg: any) => Promise<any>;
+type Callback = (packet: WritePacket) => any;
 
 /**
- * Nest's NATS `ClientProxy` with claim-check. Use it where `Transport.NATS` was:
+ * Nest's NATS `ClientProxy` with claim-check, for Nest 11 and 12. Use it where `Transport.NATS` was:
  *
  * ```ts
  * ClientsModule.register([{ name: 'EDGES', customClass: EventBusClientProxy, options: { nats: { servers }, storage } }]);
  * ```
  *
  * `send()` and `emit()` store a serialized packet over the threshold and publish the envelope
- * instead; replies that arrive as an envelope are recovered (and deleted: a reply has one reader)
- * before Nest reads them. Small packets are byte for byte what `Transport.NATS` sends.
+ * instead; replies that arrive as an envelope are recovered before Nest reads them. Small packets
+ * are byte for byte what `Transport.NATS` sends. A send that fails leaves no inbox subscription
+ * behind, and `close()` fails the sends still waiting with "Connection closed".
  */
-export class EventBusClientProxy extends ClientNats {
-  /**
-   * Widened from `ReplaySubject<NatsStatus>` (type only) so that the class is assignable to
-   * `customClass: Type<ClientProxy>` in `ClientsModule.register`; Nest's own `ClientNats` is not.
-   */
-  protected declare _status$: ReplaySubject<any>;
-  private readonly codec: ClaimCheckCodec;
+export class EventBusClientProxy extends ClientProxy {
+  private readonly log = new Logger('EventBusClientProxy');
+  private readonly setup: TransportSetup;
+  private readonly customSerializer?: CustomSerializer;
+  private readonly customDeserializer?: CustomDeserializer;
+  private readonly listeners = new Map<string, Array<(data: unknown) => void>>();
+  private connecting: Promise<NatsClient> | null = null;
+  private client: NatsClient | null = null;
+  private delivery: ClaimCheckDelivery | null = null;
 
   constructor(private readonly eventBusOptions: EventBusTransportOptions) {
-    const codec = claimCheckFor(eventBusOptions, 'EventBusClientProxy');
-    super(eventBusOptions.nats ?? {});
-    this.codec = codec;
+    super();
+    this.setup = transportSetup(eventBusOptions, 'EventBusClientProxy');
+    this.customSerializer = this.setup.nest.serializer;
+    this.customDeserializer = this.setup.nest.deserializer;
   }
 
-  /** Connects storage (a lazily connecting Redis) and NATS; rejects when the threshold is too high. */
-  async createClient(): Promise<any> {
-    await readyStorage(this.eventBusOptions);
-    const nc = (await super.createClient()) as NatsConnection;
-    try {
-      checkThreshold(this.codec, this.eventBusOptions, maxPayloadOf(nc));
-    } catch (err) {
-      await nc.close().catch(() => undefined);
-      throw err;
+  /** Connects storage and NATS once; rejects when the threshold is too high. Nest calls it before each send. */
+  connect(): Promise<any> {
+    if (!this.connecting) {
+      const attempt = openTransportClient(this.setup, this.eventBusOptions, 'microservices-client').then((client) => {
+        if (this.connecting !== attempt) {
+          // Closed while connecting: this connection is nobody's.
+          void client.drain(1000);
+          throw new NotConnectedError('EventBusClientProxy was closed while connecting');
+        }
+        client.onEvent((event, data) => this.onClientEvent(event, data));
+        this.client = client;
+        this.delivery = new ClaimCheckDelivery(this.setup.codec, client, this.log);
+        this._status$.next('connected' as any);
+        return client;
+      });
+      this.connecting = attempt;
+      attempt.catch(() => {
+        if (this.connecting === attempt) this.connecting = null;
+      });
     }
-    return nc;
+    return this.connecting.then((c) => c.connection);
   }
 
-  /** Reply messages go through recovery first, in arrival order (a stream may mix stored and inline items). */
-  createSubscriptionHandler(packet: ReadPacket & PacketId, callback: (packet: WritePacket) => any): SubscriptionHandler {
-    const handle = super.createSubscriptionHandler(packet, callback);
+  /** Fails the sends still waiting for a reply, then drains the connection. */
+  async close(): Promise<void> {
+    const waiting = [...this.routingMap.values()];
+    this.routingMap.clear();
+    for (const callback of waiting) {
+      try {
+        callback({ err: new Error('Connection closed'), isDisposed: true });
+      } catch (err) {
+        this.log.error(`a pending send's callback failed on close: ${(err as Error).message}`);
+      }
+    }
+    const client = this.client;
+    this.client = null;
+    this.delivery = null;
+    this.connecting = null;
+    await client?.drain();
+  }
+
+  /** The nats.js connection (as the stock client's `unwrap()`). */
+  unwrap<T>(): T {
+    if (!this.client) throw new Error('Not initialized. Please call the "connect" method first.');
+    return this.client.connection as T;
+  }
+
+  /** `disconnect`, `reconnect` and `update`, as the stock client. */
+  on(event: any, callback: any): void {
+    const list = this.listeners.get(event as string) ?? [];
+    list.push(callback as (data: unknown) => void);
+    this.listeners.set(event as string, list);
+  }
+
+  protected publish(partialPacket: ReadPacket, callback: Callback): () => void {
+    const packet = this.assignPacketId(partialPacket);
+    let subscription: Subscription | undefined;
+    let done = false;
+    const teardown = () => {
+      done = true;
+      this.routingMap.delete(packet.id);
+      subscription?.unsubscribe();
+    };
+    const fail = (err: unknown) => {
+      if (done) return;
+      teardown();
+      callback({ err });
+    };
+    this.routingMap.set(packet.id, callback);
+    try {
+      const { client, delivery } = this.open();
+      const channel = this.normalizePattern(partialPacket.pattern);
+      const out = serializePacket(this.customSerializer, packet);
+      const headers = this.mergeHeaders(out.headers);
+      const wire = delivery.outbound(channel, out.data);
+      const inbox = createInbox(this.setup.nest.inboxPrefix);
+      subscription = client.subscribe(inbox, this.replyHandler(packet, callback, delivery));
+      if (!isPromise(wire)) {
+        client.publish(channel, wire, headers, inbox);
+      } else {
+        wire.then((envelope) => void (done || client.publish(channel, envelope, headers, inbox))).catch(fail);
+      }
+    } catch (err) {
+      fail(err);
+    }
+    return teardown;
+  }
+
+  protected dispatchEvent(packet: ReadPacket): Promise<any> {
+    try {
+      const { client, delivery } = this.open();
+      const pattern = this.normalizePattern(packet.pattern);
+      const out = serializePacket(this.customSerializer, packet);
+      const headers = this.mergeHeaders(out.headers);
+      const wire = delivery.outbound(pattern, out.data);
+      if (!isPromise(wire)) {
+        client.publish(pattern, wire, headers);
+        return Promise.resolve();
+      }
+      return wire.then((envelope) => client.publish(pattern, envelope, headers));
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  /** Replies in arrival order (a stream may mix stored and inline items), each recovered before Nest reads it. */
+  private replyHandler(packet: ReadPacket & PacketId, callback: Callback, delivery: ClaimCheckDelivery): (msg: Msg) => void {
     const subject = `${this.normalizePattern(packet.pattern)} (reply)`;
     let tail: Promise<unknown> | null = null;
-    return (error, natsMsg) => {
-      let envelope: StoredMessageEnvelope | undefined;
-      let forged: unknown;
-      if (!error && natsMsg?.data) {
-        try {
-          envelope = this.codec.peekEnvelope(subject, natsMsg.data);
-        } catch (err) {
-          forged = err;
-        }
+    return (msg) => {
+      let inbound: InboundBody;
+      try {
+        inbound = delivery.inbound(subject, msg.data);
+      } catch (err) {
+        return void callback({ err, isDisposed: true });
       }
+      const { envelope, bytes } = inbound;
       // The common case: an inline reply and nothing stored ahead of it.
-      if (!envelope && !forged && !tail) return handle(error ?? undefined, natsMsg);
-      const step = async () => {
-        if (forged) return fail(callback, forged);
-        if (!envelope) return handle(error ?? undefined, natsMsg);
-        let data: Uint8Array;
+      if (!envelope && !tail) return void this.handleReply(packet, callback, msg, bytes as Uint8Array);
+      const next: Promise<unknown> = (tail ?? Promise.resolve()).then(async () => {
+        let body: Uint8Array;
         try {
-          data = await this.codec.recoverBytes(subject, envelope);
+          body = await bytes;
         } catch (err) {
-          return fail(callback, err);
+          return callback({ err, isDisposed: true });
         }
-        this.codec.discard(envelope);
-        return handle(undefined, { subject: natsMsg.subject, headers: natsMsg.headers, data });
-      };
-      const next: Promise<unknown> = (tail ?? Promise.resolve()).then(step);
+        // A reply has exactly one reader, so it need not wait for its TTL.
+        if (envelope) delivery.codec.discard(envelope);
+        return this.handleReply(packet, callback, msg, body);
+      });
       tail = next;
       void next.finally(() => {
         if (tail === next) tail = null;
       });
-      return next;
     };
   }
 
-  protected publish(partialPacket: ReadPacket, callback: (packet: WritePacket) => any): () => void {
-    try {
-      const packet = this.assignPacketId(partialPacket);
-      const channel = this.normalizePattern(partialPacket.pattern);
-      const serialized = this.serializer.serialize(packet);
-      const wire = this.toWire(channel, serialized.data);
-      const nc = this.natsClient as NatsConnection;
-      const inbox = createInbox(this.options.inboxPrefix);
-      const subscription = nc.subscribe(inbox, { callback: this.createSubscriptionHandler(packet, callback) });
-      const headers = this.mergeHeaders(serialized.headers);
-      if (!isPromise(wire)) {
-        nc.publish(channel, wire, { reply: inbox, headers });
-        return () => subscription.unsubscribe();
-      }
-      let cancelled = false;
-      wire
-        .then((envelope) => {
-          if (!cancelled) nc.publish(channel, envelope, { reply: inbox, headers });
-        })
-        .catch((err) => {
-          subscription.unsubscribe();
-          if (!cancelled) callback({ err });
-        });
-      return () => {
-        cancelled = true;
-        subscription.unsubscribe();
-      };
-    } catch (err) {
-      callback({ err });
-      return () => {};
+  private handleReply(packet: ReadPacket & PacketId, callback: Callback, msg: Msg, bytes: Uint8Array): MaybePromise<void> {
+    if (bytes.byteLength === 0) {
+      const pattern = this.normalizePattern(packet.pattern);
+      return callback({ err: new Error(`Empty response. There are no subscribers listening to that message ("${pattern}")`), isDisposed: true });
     }
+    let message: any;
+    try {
+      message = deserializeResponse(this.customDeserializer, msg, bytes);
+    } catch (err) {
+      return callback({ err, isDisposed: true });
+    }
+    const settle = (m: any) => {
+      if (m?.id && m.id !== packet.id) return;
+      const { err, response, isDisposed } = m ?? {};
+      if (isDisposed || err) return callback({ err, response, isDisposed: true });
+      callback({ err, response });
+    };
+    if (isPromise(message)) return message.then(settle, (err: unknown) => callback({ err, isDisposed: true }));
+    return settle(message);
   }
 
-  protected async dispatchEvent(packet: ReadPacket): Promise<any> {
-    const pattern = this.normalizePattern(packet.pattern);
-    const serialized = this.serializer.serialize(packet);
-    const headers = this.mergeHeaders(serialized.headers);
-    const pending = this.toWire(pattern, serialized.data);
-    // Awaiting a small body that is ready anyway would cost a microtask hop per event.
-    const wire = isPromise(pending) ? await pending : pending;
-    (this.natsClient as NatsConnection).publish(pattern, wire, { headers });
+  private open(): { client: NatsClient; delivery: ClaimCheckDelivery } {
+    if (!this.client || !this.delivery) throw new NotConnectedError('EventBusClientProxy is not connected; Nest connects it on the first send or emit');
+    return { client: this.client, delivery: this.delivery };
   }
 
-  private toWire(subject: string, data: unknown): Uint8Array | Promise<Uint8Array> {
-    // A custom serializer may produce something other than bytes; leave that alone.
-    if (!(data instanceof Uint8Array)) return data as Uint8Array;
-    return this.codec.toWire(subject, data, maxPayloadOf(this.natsClient as NatsConnection | null));
+  /** The packet's own headers, plus the `headers` option for names they do not set (as the stock client). */
+  private mergeHeaders(own?: MsgHdrs): MsgHdrs | undefined {
+    const defaults = this.setup.nest.headers as Record<string, string> | undefined;
+    if (!own && !defaults) return undefined;
+    const headers = own ?? createHeaders();
+    for (const [k, v] of Object.entries(defaults ?? {})) if (!headers.has(k)) headers.set(k, v);
+    return headers;
+  }
+
+  private onClientEvent(event: NatsClientEvent, data: unknown): void {
+    if (event === 'disconnect') this._status$.next('disconnected' as any);
+    if (event === 'reconnect') this._status$.next('connected' as any);
+    for (const cb of this.listeners.get(event) ?? []) cb(data);
   }
 }
-
-function fail(callback: (packet: WritePacket) => any, err: unknown): void {
-  callback({ err, isDisposed: true });
-}
-
-function isPromise<T>(value: T | Promise<T>): value is Promise<T> {
-  return value !== null && typeof value === 'object' && typeof (value as Promise<T>).then === 'function';
-}
-

@@ -1,175 +1,197 @@
 import { Logger } from '@nestjs/common';
-import { CustomTransportStrategy, NatsContext, ServerNats } from '@nestjs/microservices';
-import type { Msg, NatsConnection } from 'nats';
-import { ClaimCheckCodec } from '../claim-check/claim-check.codec';
-import { StoredMessageEnvelope } from '../claim-check/envelope';
+import { CustomTransportStrategy, NatsContext, Server, Transport } from '@nestjs/microservices';
+import { ClaimCheckDelivery, InboundBody } from '../delivery/claim-check-delivery';
+import { isPromise } from '../delivery/maybe-async';
+import { RateLimitedLog } from '../delivery/rate-limited-log';
 import { MessageStorageError } from '../errors/event-bus.errors';
-import { RateLimitedLog } from '../event-bus/rate-limited-log';
+import { Msg, NatsClient, NatsClientEvent, Subscription } from '../nats/nats-client';
 import {
-  checkThreshold,
-  claimCheckFor,
-  EventBusTransportOptions,
-  maxPayloadOf,
-  readyStorage,
-  rpcError,
-} from './event-bus-transport.options';
+  CustomDeserializer,
+  CustomSerializer,
+  deserializeRequest,
+  NEST_DESERIALIZES_MESSAGES,
+  serializePacket,
+} from './nest-packets';
+import { EventBusTransportOptions, openTransportClient, rpcError, TransportSetup, transportSetup } from './event-bus-transport.options';
+
+/** Nest's reply when no `@MessagePattern` matches (the same text as its own NATS transport). */
+const NO_MESSAGE_HANDLER = 'There is no matching message handler defined in the remote service.';
 
 /**
- * Nest's NATS transport (server side) with claim-check. Use it where `Transport.NATS` was:
+ * Nest's NATS transport (server side) with claim-check, for Nest 11 and 12. Use it where
+ * `Transport.NATS` was:
  *
  * ```ts
  * app.connectMicroservice({ strategy: new EventBusTransport({ nats: { servers }, storage }) });
  * ```
  *
- * Incoming packets that arrive as `{"token":"<id>","is_stored":true}` are recovered from storage
- * before Nest deserializes them; replies of `@MessagePattern` handlers (values, Promises, each
- * item of an Observable) whose serialized packet is over the threshold are stored and answered
- * with the envelope. Everything else — packet format, queue groups (`@MessagePattern(p, { queue })`
- * or `nats.queue`), `NatsContext`, RPC exceptions, `Transport.NATS`-bound handlers — is Nest's own,
- * so small messages are byte for byte what `Transport.NATS` sends.
+ * It speaks the stock transport's wire (packets, headers, queue groups, the `RpcException`
+ * shape, one reply per Observable item) over the library's own NATS connection. Incoming packets
+ * that arrive as `{"token":"<id>","is_stored":true}` are recovered before they are deserialized;
+ * reply packets over the threshold are stored and answered with the envelope.
  */
-export class EventBusTransport extends ServerNats implements CustomTransportStrategy {
+export class EventBusTransport extends Server implements CustomTransportStrategy {
+  transportId = Transport.NATS;
   private readonly log = new Logger('EventBusTransport');
   private readonly badInputLog = new RateLimitedLog(this.log);
-  private readonly codec: ClaimCheckCodec;
-  private connection: NatsConnection | null = null;
+  private readonly setup: TransportSetup;
+  private readonly customSerializer?: CustomSerializer;
+  private readonly customDeserializer?: CustomDeserializer;
+  private readonly listeners = new Map<string, Array<(data: unknown) => void>>();
+  private client: NatsClient | null = null;
+  private delivery: ClaimCheckDelivery | null = null;
+  private subscriptions: Subscription[] = [];
 
   constructor(private readonly eventBusOptions: EventBusTransportOptions) {
-    const codec = claimCheckFor(eventBusOptions, 'EventBusTransport');
-    super(eventBusOptions.nats ?? {});
-    this.codec = codec;
+    super();
+    this.setup = transportSetup(eventBusOptions, 'EventBusTransport');
+    this.customSerializer = this.setup.nest.serializer;
+    this.customDeserializer = this.setup.nest.deserializer;
   }
 
-  /** Connects storage (a lazily connecting Redis) and NATS; rejects when the threshold is too high. */
-  async createNatsClient(): Promise<any> {
-    await readyStorage(this.eventBusOptions);
-    const nc = (await super.createNatsClient()) as NatsConnection;
+  /** Connects storage and NATS, subscribes every pattern, then calls back (with the error, if any). */
+  async listen(callback: (err?: unknown) => void): Promise<void> {
     try {
-      checkThreshold(this.codec, this.eventBusOptions, maxPayloadOf(nc));
+      const client = await openTransportClient(this.setup, this.eventBusOptions, 'microservices-server');
+      client.onEvent((event, data) => this.onClientEvent(event, data));
+      this.client = client;
+      this.delivery = new ClaimCheckDelivery(this.setup.codec, client, this.log);
+      this._status$.next('connected' as any);
+      this.bindEvents(client);
+      // Interest is known to the server before the app reports it is listening.
+      await client.flush();
+      callback();
     } catch (err) {
-      await nc.close().catch(() => undefined);
-      throw err;
+      callback(err);
     }
-    this.connection = nc;
-    return nc;
   }
 
+  private bindEvents(client: NatsClient): void {
+    const defaultQueue = this.setup.nest.queue as string | undefined;
+    for (const [channel, handler] of this.messageHandlers) {
+      const queue = (handler.extras?.queue as string | undefined) ?? defaultQueue;
+      this.subscriptions.push(client.subscribe(channel, (msg) => void this.handleMessage(channel, msg), queue));
+    }
+  }
+
+  /** Stop receiving (after the grace period when `gracefulShutdown`), let replies go out, close. */
   async close(): Promise<void> {
-    await super.close();
-    this.connection = null;
-  }
-
-  /** Recovers a stored packet, then hands it to Nest's own handling. Never rejects. */
-  handleMessage(channel: string, natsMsg: Msg): Promise<any> {
-    let envelope: StoredMessageEnvelope | undefined;
-    try {
-      envelope = this.codec.peekEnvelope(natsMsg.subject, natsMsg.data);
-    } catch (err) {
-      return Promise.resolve(this.drop(natsMsg, (err as Error).message, 'invalid claim-check envelope'));
+    const client = this.client;
+    if (!client) return;
+    this.client = null;
+    if (this.setup.nest.gracefulShutdown) {
+      for (const sub of this.subscriptions) sub.unsubscribe();
+      await new Promise((resolve) => setTimeout(resolve, (this.setup.nest.gracePeriod as number | undefined) ?? 10_000));
     }
-    // Most messages are inline: no async frame of our own around Nest's on their path.
-    if (!envelope) return this.handleGuarded(channel, natsMsg);
-    return this.recoverAndHandle(channel, natsMsg, envelope);
+    this.subscriptions = [];
+    await client.drain();
+    this.listeners.clear();
   }
 
-  private async recoverAndHandle(channel: string, natsMsg: Msg, envelope: StoredMessageEnvelope): Promise<any> {
-    let body: Uint8Array;
+  /** The nats.js connection (as the stock transport's `unwrap()`). */
+  unwrap<T>(): T {
+    if (!this.client) throw new Error('Not initialized. Please call the "listen"/"startAllMicroservices" method before accessing the server.');
+    return this.client.connection as T;
+  }
+
+  /** `disconnect`, `reconnect` (with the server) and `update` (cluster changes), as the stock transport. */
+  on(event: any, callback: any): void {
+    const list = this.listeners.get(event as string) ?? [];
+    list.push(callback as (data: unknown) => void);
+    this.listeners.set(event as string, list);
+  }
+
+  /** Recovers a stored packet, then handles it as Nest's own transport would. Never rejects. */
+  handleMessage(channel: string, msg: Msg): Promise<void> {
+    let inbound: InboundBody;
     try {
-      body = await this.codec.recoverBytes(natsMsg.subject, envelope);
+      inbound = this.delivery!.inbound(msg.subject, msg.data);
     } catch (err) {
-      return this.drop(
-        natsMsg,
-        `could not recover message (token ${envelope.token}): ${(err as Error).message}`,
-        `could not recover stored message ${envelope.token}`,
-      );
+      return Promise.resolve(this.drop(msg, (err as Error).message, 'invalid claim-check envelope'));
     }
-    const recovered = {
-      subject: natsMsg.subject,
-      sid: natsMsg.sid,
-      reply: natsMsg.reply,
-      headers: natsMsg.headers,
-      data: body,
-      respond: (data?: Uint8Array, opts?: any) => natsMsg.respond(data, opts),
-    };
-    return this.handleGuarded(channel, recovered as unknown as Msg);
+    const { envelope, bytes } = inbound;
+    if (!isPromise(bytes)) return this.handlePacket(channel, msg, bytes);
+    return bytes.then(
+      (body) => this.handlePacket(channel, msg, body),
+      (err) =>
+        this.drop(msg, `could not recover message (token ${envelope!.token}): ${(err as Error).message}`, `could not recover stored message ${envelope!.token}`),
+    );
   }
 
-  /** Nest's publisher, with large reply packets stored first. Resolves once the reply is out. */
-  getPublisher(natsMsg: Msg, id: string, ctx: NatsContext): (response: any) => any {
-    if (!natsMsg.reply) return () => {};
+  private async handlePacket(channel: string, msg: Msg, bytes: Uint8Array): Promise<void> {
+    const replyTo = msg.reply || undefined;
+    const ctx = new NatsContext([msg.subject, msg.headers as any]);
+    let packet: any;
+    try {
+      packet = await deserializeRequest(this.customDeserializer, msg, bytes, { channel, replyTo });
+    } catch (err) {
+      return this.drop(msg, (err as Error)?.message ?? String(err), 'invalid message');
+    }
+    try {
+      if (packet.id === undefined) {
+        await this.handleEvent(channel, packet, ctx);
+        return;
+      }
+      const publish = this.getPublisher(msg, replyTo, packet.id, ctx);
+      const handler = this.getHandlerByPattern(channel);
+      if (!handler) {
+        publish({ id: packet.id, status: 'error', err: NO_MESSAGE_HANDLER } as any);
+        return;
+      }
+      const produce = async () => this.transformToObservable(await handler(packet.data, ctx));
+      if (NEST_DESERIALIZES_MESSAGES) {
+        // Nest 12: its own request path, which runs the processing hooks once per stream.
+        (this as any).handleRequest(ctx, produce, publish);
+      } else {
+        return this.onProcessingStartHook(this.transportId, ctx, async () => {
+          const response$ = await produce();
+          if (response$) this.send(response$, publish);
+        });
+      }
+    } catch (err) {
+      this.log.error(`handling a message on "${msg.subject}" failed: ${(err as Error)?.message ?? String(err)}`);
+    }
+  }
+
+  /** Nest's publisher, with large reply packets stored first. */
+  private getPublisher(msg: Msg, replyTo: string | undefined, id: string, ctx: NatsContext): (response: any) => any {
+    if (!replyTo) return () => {};
     return (response: any) => {
       Object.assign(response, { id });
-      const out = this.serializer.serialize(response);
-      const done = () => this.onProcessingEndHook?.(this.transportId, ctx);
-      let wire: Uint8Array | Promise<Uint8Array>;
+      if (!NEST_DESERIALIZES_MESSAGES) this.onProcessingEndHook?.(this.transportId, ctx);
+      let out;
       try {
-        wire = this.toWire(natsMsg.subject, out.data);
+        out = serializePacket(this.customSerializer, response);
       } catch (err) {
-        done();
-        return this.replyFailed(natsMsg, id, err);
+        return this.replyFailed(msg, replyTo, id, err);
       }
-      if (!isPromise(wire)) {
-        done();
-        return this.respond(natsMsg, wire, out.headers);
-      }
-      return wire.then(
-        (envelope) => {
-          done();
-          return this.respond(natsMsg, envelope, out.headers);
-        },
-        (err) => {
-          done();
-          return this.replyFailed(natsMsg, id, err);
-        },
-      );
+      return this.delivery!.reply(replyTo, msg.subject, out.data, out.headers, (err) => this.replyFailed(msg, replyTo, id, err));
     };
-  }
-
-  private toWire(subject: string, data: unknown): Uint8Array | Promise<Uint8Array> {
-    // A custom serializer may produce something other than bytes; leave that alone.
-    if (!(data instanceof Uint8Array)) return data as Uint8Array;
-    return this.codec.toWire(subject, data, maxPayloadOf(this.connection));
-  }
-
-  private respond(natsMsg: Msg, data: Uint8Array, headers?: any): boolean {
-    try {
-      return natsMsg.respond(data, { headers });
-    } catch (err) {
-      this.log.error(`could not send reply for "${natsMsg.subject}": ${(err as Error).message}`);
-      return false;
-    }
   }
 
   /** A reply that cannot be stored still answers, so the client fails at once instead of timing out. */
-  private replyFailed(natsMsg: Msg, id: string | undefined, err: unknown): boolean {
+  private replyFailed(msg: Msg, replyTo: string, id: string | undefined, err: unknown): void {
     const message = (err as Error)?.message ?? String(err);
-    this.log.error(`could not encode or store reply for "${natsMsg.subject}": ${message}`);
+    this.log.error(`could not encode or store reply for "${msg.subject}": ${message}`);
     const reason = err instanceof MessageStorageError ? 'reply could not be stored' : 'reply could not be sent';
-    const packet = this.serializer.serialize({ id: id as string, err: rpcError(`${reason}: ${message}`), isDisposed: true });
-    return this.respond(natsMsg, packet.data, packet.headers);
-  }
-
-  private handleGuarded(channel: string, natsMsg: Msg): Promise<any> {
-    // Nest's deserializer throws on a body that is not JSON; keep the subscription alive.
-    const invalid = (err: unknown) => this.drop(natsMsg, (err as Error)?.message ?? String(err), 'invalid message');
-    try {
-      return super.handleMessage(channel, natsMsg).catch(invalid);
-    } catch (err) {
-      return Promise.resolve(invalid(err));
-    }
+    this.sendError(msg, replyTo, { id, err: rpcError(`${reason}: ${message}`), isDisposed: true });
   }
 
   /** Log a message that cannot be handled; a requester gets an error packet instead of a timeout. */
-  private drop(natsMsg: Msg, logMessage: string, replyMessage: string): void {
-    this.badInputLog.error(natsMsg.subject, `dropped message on "${natsMsg.subject}": ${logMessage}`);
-    if (natsMsg.reply) {
-      // The packet id is unknown here; Nest's client accepts an answer without one on its own inbox.
-      const packet = this.serializer.serialize({ err: rpcError(replyMessage), isDisposed: true } as any);
-      this.respond(natsMsg, packet.data, packet.headers);
-    }
+  private drop(msg: Msg, logMessage: string, replyMessage: string): void {
+    this.badInputLog.error(msg.subject, `dropped message on "${msg.subject}": ${logMessage}`);
+    // The packet id is unknown here; Nest's client accepts an answer without one on its own inbox.
+    if (msg.reply) this.sendError(msg, msg.reply, { err: rpcError(replyMessage), isDisposed: true });
   }
-}
 
-function isPromise<T>(value: T | Promise<T>): value is Promise<T> {
-  return value !== null && typeof value === 'object' && typeof (value as Promise<T>).then === 'function';
+  private sendError(msg: Msg, replyTo: string, packet: object): void {
+    const out = serializePacket(undefined, packet);
+    this.delivery?.send(replyTo, msg.subject, out.data, out.headers);
+  }
+
+  private onClientEvent(event: NatsClientEvent, data: unknown): void {
+    if (event === 'disconnect') this._status$.next('disconnected' as any);
+    if (event === 'reconnect') this._status$.next('connected' as any);
+    for (const cb of this.listeners.get(event) ?? []) cb(data);
+  }
 }

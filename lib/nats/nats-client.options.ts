@@ -1,7 +1,7 @@
-import type { ConnectionOptions } from 'nats';
+import type { NodeConnectionOptions } from '@nats-io/transport-node';
 
 /**
- * Options of one NATS connection. Everything `nats.connect()` accepts may be given; only
+ * Options of one NATS connection. Everything nats.js v3's `connect()` (`@nats-io/transport-node`) accepts may be given; only
  * `servers` is needed. Defaults (see `NATS_CONNECTION_DEFAULTS`):
  * - `name`: `'nestjs-nats-eventbus'` (suffixed with the consumer name for consumer connections);
  * - `maxReconnectAttempts: -1`: reconnect forever;
@@ -11,7 +11,7 @@ import type { ConnectionOptions } from 'nats';
  * - `noAsyncTraces: true`: nats.js would otherwise build two `Error`s (stack captures) per request
  *   to say where a failed request started; our typed errors name the subject instead.
  */
-export type NatsConnectionOptions = ConnectionOptions;
+export type NatsConnectionOptions = NodeConnectionOptions;
 
 export const NATS_CONNECTION_DEFAULTS = {
   name: 'nestjs-nats-eventbus',
@@ -23,4 +23,4 @@ export const NATS_CONNECTION_DEFAULTS = {
   pingInterval: 30_000,
   maxPingOut: 3,
   noAsyncTraces: true,
-} as const satisfies ConnectionOptions;
+} as const satisfies NodeConnectionOptions;

@@ -1,17 +1,26 @@
 import { Logger } from '@nestjs/common';
-import {
-  connect,
-  ErrorCode,
-  Msg,
-  MsgHdrs,
-  NatsConnection,
-  NatsError,
-  ServiceError,
-  Subscription,
-} from 'nats';
+import { connect, createInbox, errors, headers as natsHeaders, Msg, MsgHdrs, NatsConnection, Subscription } from '@nats-io/transport-node';
+
+// The rest of the library sees nats.js only through this folder.
+export type { Msg, MsgHdrs, NatsConnection, Subscription } from '@nats-io/transport-node';
+export { createInbox };
+
+/** Connection events others may follow (the microservices transport's `on()`). */
+export type NatsClientEvent = 'disconnect' | 'reconnect' | 'update';
+
+/** NATS headers from a plain record (or empty). */
+export function createHeaders(record?: Record<string, string>): MsgHdrs {
+  const h = natsHeaders();
+  if (record) for (const [k, v] of Object.entries(record)) h.set(k, v);
+  return h;
+}
 import { NoRespondersError, NotConnectedError, RemoteHandlerError, RpcTimeoutError } from '../errors/event-bus.errors';
 import { NATS_CONNECTION_DEFAULTS, NatsConnectionOptions } from './nats-client.options';
 import { settleWithin } from './settle-within';
+
+/** The NATS service-error headers (as `@nats-io/services` and the Go/Python micro frameworks write them). */
+export const SERVICE_ERROR_HEADER = 'Nats-Service-Error';
+export const SERVICE_ERROR_CODE_HEADER = 'Nats-Service-Error-Code';
 
 /** 1 MiB: the server default, used until a connection has said otherwise in its INFO. */
 export const DEFAULT_MAX_PAYLOAD = 1024 * 1024;
@@ -47,6 +56,7 @@ export class NatsClient {
   /** False from a `disconnect` until the next `reconnect`. */
   private connectedAgain = true;
   private readonly logger: Logger;
+  private readonly listeners: Array<(event: NatsClientEvent, data: unknown) => void> = [];
 
   constructor(
     readonly label: string,
@@ -60,6 +70,11 @@ export class NatsClient {
     this.nc = await connect({ ...NATS_CONNECTION_DEFAULTS, ...this.options });
     this.up = true;
     void this.watchStatus(this.nc);
+  }
+
+  /** Follow disconnects, reconnects and cluster updates. */
+  onEvent(listener: (event: NatsClientEvent, data: unknown) => void): void {
+    this.listeners.push(listener);
   }
 
   /** The raw connection, for what this wrapper does not cover. */
@@ -85,9 +100,9 @@ export class NatsClient {
 
   /**
    * Publish, or, while the connection is reconnecting, hold the message (up to
-   * `RECONNECT_BUFFER_BYTES`) and send it once reconnected. nats.js itself discards what was
-   * published while disconnected at every reconnect attempt, so without this those messages
-   * would be lost. Core NATS stays at most once: a subscriber that has not re-subscribed yet
+   * `RECONNECT_BUFFER_BYTES`) and send it once reconnected. nats.js v3, like v2, discards what was
+   * published while disconnected at every reconnect attempt (`ProtocolHandler.prepare()` resets
+   * its outbound buffer), so without this those messages would be lost. Core NATS stays at most once: a subscriber that has not re-subscribed yet
    * still misses them (see `releaseHeld`).
    */
   publish(subject: string, data: Uint8Array, headers?: MsgHdrs, reply?: string): void {
@@ -132,14 +147,14 @@ export class NatsClient {
     }
     return pending.then(
       (reply) => {
-        const serviceError = ServiceError.toServiceError(reply);
-        if (serviceError) throw new RemoteHandlerError(subject, serviceError.message, serviceError.code);
+        const code = reply.headers?.get(SERVICE_ERROR_CODE_HEADER);
+        if (code) throw new RemoteHandlerError(subject, reply.headers!.get(SERVICE_ERROR_HEADER) || 'remote handler failed', Number(code) || 500);
         return reply;
       },
       (err) => {
-        const code = (err as NatsError).code;
-        if (code === ErrorCode.NoResponders) throw new NoRespondersError(subject, { cause: err });
-        if (code === ErrorCode.Timeout) throw new RpcTimeoutError(subject, timeoutMs, { cause: err });
+        if (err instanceof errors.NoRespondersError || (err instanceof errors.RequestError && err.isNoResponders()))
+          throw new NoRespondersError(subject, { cause: err });
+        if (err instanceof errors.TimeoutError) throw new RpcTimeoutError(subject, timeoutMs, { cause: err });
         throw err;
       },
     );
@@ -218,20 +233,35 @@ export class NatsClient {
           this.reconnecting = true;
           this.connectedAgain = false;
           clearTimeout(this.releaseTimer);
-          this.logger.warn(`disconnected from ${String(status.data)}; reconnecting`);
+          this.logger.warn(`disconnected from ${status.server}; reconnecting`);
+          this.emit('disconnect', status.server);
           break;
         case 'reconnect':
           this.up = true;
           this.connectedAgain = true;
           this.releaseHeld(nc);
-          this.logger.log(`reconnected to ${String(status.data)}`);
+          this.logger.log(`reconnected to ${status.server}`);
+          this.emit('reconnect', status.server);
           break;
         case 'error':
-          this.logger.error(`connection error: ${String(status.data)}`);
+          this.logger.error(`connection error: ${status.error?.message ?? String(status.error)}`);
+          break;
+        case 'update':
+          this.emit('update', { added: status.added, deleted: status.deleted });
           break;
         case 'ldm':
           this.logger.warn('server entering lame-duck mode');
           break;
+      }
+    }
+  }
+
+  private emit(event: NatsClientEvent, data: unknown): void {
+    for (const listener of this.listeners) {
+      try {
+        listener(event, data);
+      } catch (err) {
+        this.logger.error(`"${event}" listener failed: ${(err as Error).message}`);
       }
     }
   }

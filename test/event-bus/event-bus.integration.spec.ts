@@ -1,5 +1,6 @@
 import Redis from 'ioredis';
-import { connect, headers, NatsConnection, StringCodec } from 'nats';
+import { connect, headers, NatsConnection } from '@nats-io/transport-node';
+import { sc } from '../harness/text-codec';
 import {
   EventBus,
   InvalidMessageError,
@@ -18,7 +19,6 @@ import { bigPayload, sha256, sleep, waitUntil } from '../harness/wait';
 
 const MiB = 1024 * 1024;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
-const sc = StringCodec();
 
 describe('EventBus against real nats-server and redis-server', () => {
   let nats: NatsServer;
@@ -61,7 +61,7 @@ describe('EventBus against real nats-server and redis-server', () => {
     const got: Array<[unknown, MessageContext]> = [];
     await bus.subscribe('t.small', (p, ctx) => void got.push([p, ctx]));
     const wire: Uint8Array[] = [];
-    raw.subscribe('t.small', { callback: (_e, m) => wire.push(m.data) });
+    raw.subscribe('t.small', { callback: (_e, m) => void wire.push(m.data) });
     await raw.flush();
 
     await bus.publish('t.small', payload);
@@ -80,7 +80,7 @@ describe('EventBus against real nats-server and redis-server', () => {
     const got: Array<[unknown, MessageContext]> = [];
     await bus.subscribe('t.large', (p, ctx) => void got.push([p, ctx]));
     const wire: string[] = [];
-    raw.subscribe('t.large', { callback: (_e, m) => wire.push(sc.decode(m.data)) });
+    raw.subscribe('t.large', { callback: (_e, m) => void wire.push(sc.decode(m.data)) });
     await raw.flush();
 
     await bus.publish('t.large', payload);
@@ -130,7 +130,7 @@ describe('EventBus against real nats-server and redis-server', () => {
       return reply;
     });
     const wire: string[] = [];
-    raw.subscribe('t.rpc.large', { callback: (_e, m) => wire.push(sc.decode(m.data)) });
+    raw.subscribe('t.rpc.large', { callback: (_e, m) => void wire.push(sc.decode(m.data)) });
     await raw.flush();
 
     const got = await bus.rpcRequest<typeof reply>('t.rpc.large', request, { timeout: 10_000 });
@@ -143,7 +143,7 @@ describe('EventBus against real nats-server and redis-server', () => {
   it('fails with RpcTimeoutError when nobody answers in time, and sends the request once', async () => {
     const bus = await makeBus();
     let received = 0;
-    raw.subscribe('t.rpc.silent', { callback: () => received++ });
+    raw.subscribe('t.rpc.silent', { callback: () => void received++ });
     await raw.flush();
     const started = Date.now();
     const err: any = await bus.rpcRequest('t.rpc.silent', { x: 1 }, { timeout: 400 }).catch((e: any) => e);
@@ -313,7 +313,7 @@ describe('EventBus under server faults', () => {
 
   it('rejects a large publish with MessageStorageError while Redis is down, and publishes nothing', async () => {
     const wire: string[] = [];
-    raw.subscribe('f.redisdown', { callback: (_e, m) => wire.push(sc.decode(m.data)) });
+    raw.subscribe('f.redisdown', { callback: (_e, m) => void wire.push(sc.decode(m.data)) });
     await raw.flush();
     await redisServer.stop();
     try {

@@ -13,7 +13,8 @@ import {
 } from '@nestjs/microservices';
 import { Test, TestingModule } from '@nestjs/testing';
 import Redis from 'ioredis';
-import { connect, NatsConnection, StringCodec, Subscription } from 'nats';
+import { connect, NatsConnection, Subscription } from '@nats-io/transport-node';
+import { sc } from '../harness/text-codec';
 import { firstValueFrom, from, lastValueFrom, toArray } from 'rxjs';
 import { EventBusClientProxy, EventBusTransport } from '../../lib/microservices';
 import {
@@ -27,7 +28,6 @@ import { NatsServer, RedisServer } from '../harness/local-servers';
 import { bigPayload, sha256, waitUntil } from '../harness/wait';
 
 const MiB = 1024 * 1024;
-const sc = StringCodec();
 const ENVELOPE = /^\{"token":"[0-9a-f-]{36}","is_stored":true\}$/;
 
 /** What the @EventPattern handlers received, by pattern. */
@@ -107,7 +107,7 @@ describe('@nestjs/microservices with claim-check (EventBusTransport, EventBusCli
   /** Collects what is published on `subject` until stopped. */
   function capture(subject: string): { bodies: string[]; sub: Subscription } {
     const bodies: string[] = [];
-    const sub = raw.subscribe(subject, { callback: (_e, m) => bodies.push(sc.decode(m.data)) });
+    const sub = raw.subscribe(subject, { callback: (_e, m) => void bodies.push(sc.decode(m.data)) });
     return { bodies, sub };
   }
 

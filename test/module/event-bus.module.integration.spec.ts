@@ -1,7 +1,8 @@
 import { Controller, INestApplication, Injectable, Module } from '@nestjs/common';
 import { Test } from '@nestjs/testing';
 import Redis from 'ioredis';
-import { connect, NatsConnection, StringCodec } from 'nats';
+import { connect, errors, NatsConnection } from '@nats-io/transport-node';
+import { sc } from '../harness/text-codec';
 import request from 'supertest';
 import {
   EventBus,
@@ -19,7 +20,6 @@ import { NatsServer, RedisServer } from '../harness/local-servers';
 import { bigPayload, sha256, sleep, waitUntil } from '../harness/wait';
 
 const MiB = 1024 * 1024;
-const sc = StringCodec();
 
 /** What handlers saw, shared by the test classes below. */
 const seen: Array<{ where: string; payload: any; ctx: MessageContext }> = [];
@@ -375,7 +375,10 @@ describe('EventBusModule in a Nest app, against real servers', () => {
       const reply = await replyPromise;
       expect(sc.decode(reply.data)).toBe('"done"');
       // After close the bus takes no more messages.
-      await expect(raw.request('m.slow', sc.encode('{}'), { timeout: 2000 })).rejects.toMatchObject({ code: '503' });
+      // nats.js v3: a RequestError whose cause is NoRespondersError (the server's 503 status).
+      const after = await raw.request('m.slow', sc.encode('{}'), { timeout: 2000 }).catch((e: unknown) => e);
+      expect(after).toBeInstanceOf(errors.RequestError);
+      expect((after as InstanceType<typeof errors.RequestError>).isNoResponders()).toBe(true);
     });
   });
 });

@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import Redis from 'ioredis';
-import { connect, NatsConnection } from 'nats';
+import { connect, NatsConnection } from '@nats-io/transport-node';
 import { EventBus, isValidToken, REDIS_CLIENT_DEFAULTS, RedisStorageManager, RemoteHandlerError } from '../../lib';
 import { NatsServer, RedisServer } from '../harness/local-servers';
 import { sleep, waitUntil } from '../harness/wait';

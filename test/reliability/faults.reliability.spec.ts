@@ -1,5 +1,6 @@
 import Redis from 'ioredis';
-import { connect, NatsConnection, StringCodec } from 'nats';
+import { connect, NatsConnection } from '@nats-io/transport-node';
+import { sc } from '../harness/text-codec';
 import {
   EventBus,
   MessageContext,
@@ -13,7 +14,6 @@ import { NatsServer, RedisServer } from '../harness/local-servers';
 import { bigPayload, sha256, sleep, waitUntil } from '../harness/wait';
 import { captureLogs, DeliveryCounter, LogCapture, MiB, pick, report, watchCrashes } from './reliability-helpers';
 
-const sc = StringCodec();
 const UUID = '3f2c1a9e-5b7d-4c1e-9a2b-0d4e6f8a1b2c';
 
 describe('reliability under server faults', () => {

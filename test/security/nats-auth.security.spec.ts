@@ -2,7 +2,7 @@ import { Injectable, INestApplication, Module } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import * as fs from 'node:fs';
 import { randomBytes } from 'node:crypto';
-import { ConnectionOptions, nkeyAuthenticator, nkeys } from 'nats';
+import { ConnectionOptions, nkeyAuthenticator, nkeys } from '@nats-io/transport-node';
 import { EventBus, EventBusModule, MessageContext, Subscribe } from '../../lib';
 import { makeTestCertificates, NatsServer, TestCertificates } from '../harness/local-servers';
 import { captureOutput, CapturedOutput, leaked } from './capture-output';

@@ -1,5 +1,5 @@
 import { Logger } from '@nestjs/common';
-import { BoundedDispatcher } from '../../lib/event-bus/bounded-dispatcher';
+import { BoundedDispatcher } from '../../lib/delivery/bounded-dispatcher';
 
 function deferred() {
   let resolve!: () => void;

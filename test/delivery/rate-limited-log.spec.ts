@@ -1,5 +1,5 @@
 import { Logger } from '@nestjs/common';
-import { RateLimitedLog } from '../../lib/event-bus/rate-limited-log';
+import { RateLimitedLog } from '../../lib/delivery/rate-limited-log';
 
 describe('RateLimitedLog', () => {
   afterEach(() => jest.useRealTimers());

@@ -1,0 +1,126 @@
+import { Logger } from '@nestjs/common';
+import { MAX_ENVELOPE_BYTES, parseJsonBody } from '../claim-check/claim-check.codec';
+import { StoredMessageEnvelope } from '../claim-check/envelope';
+import { ClaimCheckDelivery, InboundBody } from '../delivery/claim-check-delivery';
+import { isPromise, MaybePromise } from '../delivery/maybe-async';
+import { RateLimitedLog } from '../delivery/rate-limited-log';
+import { replyStatusOf } from '../errors/reply-status';
+import { createHeaders, Msg, SERVICE_ERROR_CODE_HEADER, SERVICE_ERROR_HEADER } from '../nats/nats-client';
+import { MessageContext, MessageHandler } from './message-context';
+
+interface Received {
+  msg: Msg;
+  handler: MessageHandler;
+  subject: string;
+  reply?: string;
+}
+
+/**
+ * One `EventBus` message through recovery, the handler and the reply. Never throws: bad input is
+ * logged (rate-limited, naming the subject) and a requester is answered with the NATS
+ * service-error headers, so it fails at once instead of timing out.
+ */
+export class HandlerDelivery {
+  constructor(
+    private readonly claimCheck: ClaimCheckDelivery,
+    private readonly logger: Logger,
+    private readonly badInputLog: RateLimitedLog,
+  ) {}
+
+  deliver(msg: Msg, handler: MessageHandler, literalSubject?: string): MaybePromise<void> {
+    const subject = literalSubject ?? msg.subject;
+    // nats.js decodes `msg.reply` again on every read while it is empty (an event), so read it once.
+    const reply = msg.reply || undefined;
+    const received: Received = { msg, handler, subject, reply };
+    let inbound: InboundBody;
+    try {
+      inbound = this.claimCheck.inbound(subject, msg.data);
+    } catch (err) {
+      return this.badInput(received, err, `dropped message on "${subject}"`);
+    }
+    const { envelope, bytes } = inbound;
+    if (!envelope) return this.parseAndRun(received, bytes as Uint8Array);
+    return this.recoverAndRun(received, envelope, bytes as Promise<Uint8Array>);
+  }
+
+  private recoverAndRun(received: Received, envelope: StoredMessageEnvelope, bytes: Promise<Uint8Array>): Promise<void> {
+    return bytes.then(
+      (data) => this.parseAndRun(received, data, envelope),
+      (err) =>
+        this.badInput(
+          received,
+          err,
+          `could not recover message on "${received.subject}" (token ${envelope.token})`,
+          `could not recover stored message ${envelope.token}`,
+        ),
+    );
+  }
+
+  private parseAndRun(received: Received, data: Uint8Array, envelope?: StoredMessageEnvelope): MaybePromise<void> {
+    const { subject, reply } = received;
+    let payload: unknown;
+    try {
+      payload = parseJsonBody(subject, data);
+      // An envelope too long to be peeked at (padded with white space) is still an envelope, and a
+      // forged one is still refused.
+      const late = !envelope && data.byteLength > MAX_ENVELOPE_BYTES ? this.claimCheck.codec.envelopeIn(subject, payload) : undefined;
+      if (late) return this.recoverAndRun(received, late, this.claimCheck.codec.recoverBytes(subject, late));
+    } catch (err) {
+      return this.badInput(received, err, `dropped message on "${subject}"`);
+    }
+    const ctx: MessageContext = { subject, reply, headers: received.msg.headers, recovered: !!envelope };
+    if (envelope) ctx.token = envelope.token;
+    return this.run(received.handler, payload, ctx);
+  }
+
+  private run(handler: MessageHandler, payload: unknown, ctx: MessageContext): MaybePromise<void> {
+    let result: unknown;
+    try {
+      result = handler(payload, ctx);
+    } catch (err) {
+      return this.handlerFailed(ctx, err);
+    }
+    if (isPromise(result)) {
+      return result.then(
+        ctx.reply !== undefined ? (value) => this.reply(ctx, value) : undefined,
+        (err) => this.handlerFailed(ctx, err),
+      ) as Promise<void>;
+    }
+    if (ctx.reply !== undefined) return this.reply(ctx, result);
+  }
+
+  private reply(ctx: MessageContext, value: unknown): MaybePromise<void> {
+    const subject = ctx.subject;
+    const failed = (err: unknown) => {
+      this.logger.error(`could not encode or store reply for "${subject}": ${(err as Error).message}`);
+      this.respondError(ctx.reply!, subject, replyStatusOf(err) === 503 ? 503 : 500, `reply could not be sent: ${(err as Error).message}`);
+    };
+    let body: Uint8Array;
+    try {
+      body = this.claimCheck.codec.encodeJson(value === undefined ? null : value, subject);
+    } catch (err) {
+      return failed(err);
+    }
+    return this.claimCheck.reply(ctx.reply!, subject, body, undefined, failed);
+  }
+
+  private handlerFailed(ctx: MessageContext, err: unknown): void {
+    const message = err instanceof Error ? err.message : String(err);
+    this.logger.error(`handler for "${ctx.subject}" failed: ${message}`, err instanceof Error ? err.stack : undefined);
+    if (ctx.reply !== undefined) this.respondError(ctx.reply, ctx.subject, replyStatusOf(err), message || 'handler failed');
+  }
+
+  private badInput({ subject, reply }: Received, err: unknown, what: string, replyText?: string): void {
+    this.badInputLog.error(subject, `${what}: ${(err as Error).message}`);
+    if (reply !== undefined) this.respondError(reply, subject, replyStatusOf(err), replyText ?? (err as Error).message);
+  }
+
+  /** Answer a request with the NATS service-error headers, so the requester fails at once. */
+  private respondError(replyTo: string, subject: string, code: number, description: string): void {
+    const h = createHeaders();
+    h.set(SERVICE_ERROR_CODE_HEADER, String(code));
+    // Header values cannot carry newlines; keep the first line, bounded.
+    h.set(SERVICE_ERROR_HEADER, description.split(/\r?\n/, 1)[0].slice(0, 1024) || 'error');
+    this.claimCheck.send(replyTo, subject, new Uint8Array(0), h);
+  }
+}

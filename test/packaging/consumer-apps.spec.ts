@@ -1,0 +1,320 @@
+/**
+ * Packaging test: user apps can consume the *packed* library, as real processes against real
+ * nats-server and redis-server processes.
+ *
+ * 1. `npm run build` + `npm pack` in the repo root.
+ * 2. A fresh temp app installs the tarball with the Nest major installed in this repo (11 or 12),
+ *    every non-optional peer of the library (at the range the library declares) plus
+ *    @nestjs/microservices, TypeScript 6 and TypeScript 7 (alias `typescript7`). Plain
+ *    `npm install` (no --legacy-peer-deps) must resolve.
+ * 3. Two entry files, `src/esm-app.mts` (ES module) and `src/cjs-app.cts` (CommonJS), from
+ *    test/packaging/fixtures. Each boots an AppModule with EventBusModule.forRoot, has a
+ *    `@Subscribe('fixture.echo')` provider, calls `EventBus.rpcRequest` with a small and a ~2 MiB
+ *    payload (claim-check through Redis) and imports 'nestjs-nats-eventbus/microservices'.
+ *    A reply at all proves the library and the app share one copy of Nest's state (no dual-package
+ *    hazard): otherwise the @Subscribe method is never discovered and the request times out.
+ * 4. Both compilers type-check the app, then again with `--skipLibCheck false`, where an error in
+ *    the library's own .d.ts fails (errors in other packages' .d.ts are only reported; see
+ *    fixtures/tsconfig.json). TS 6 compiles the app; dist/esm-app.mjs and dist/cjs-app.cjs are run.
+ *
+ * Nothing is cached between runs except npm's own cache. PACKAGING_KEEP=1 keeps the temp dirs;
+ * PACKAGING_NEST_MAJOR overrides the Nest major read from the repo's node_modules.
+ */
+import { spawn } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { NatsServer, RedisServer } from '../harness/local-servers';
+
+const REPO = path.resolve(__dirname, '../..');
+const FIXTURES = path.join(__dirname, 'fixtures');
+const STEP_TIMEOUT = 240_000;
+const KEEP = process.env.PACKAGING_KEEP === '1';
+
+interface RunResult {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+  ms: number;
+  timedOut: boolean;
+}
+
+/** Runs a command to completion (async, so the harness servers keep being served). */
+function run(
+  cmd: string,
+  args: string[],
+  opts: { cwd: string; env?: NodeJS.ProcessEnv; timeoutMs?: number },
+): Promise<RunResult> {
+  const started = Date.now();
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { cwd: opts.cwd, env: opts.env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    let timedOut = false;
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    const timer = setTimeout(() => {
+      timedOut = true;
+      child.kill('SIGKILL');
+    }, opts.timeoutMs ?? STEP_TIMEOUT - 10_000);
+    child.on('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code, signal, stdout, stderr, ms: Date.now() - started, timedOut });
+    });
+  });
+}
+
+function describeRun(what: string, r: RunResult): string {
+  const tail = (s: string) => (s.length > 6000 ? '…' + s.slice(-6000) : s);
+  return `${what}: exit ${r.code}${r.signal ? ` (${r.signal})` : ''}${r.timedOut ? ' TIMED OUT' : ''} after ${r.ms} ms\n--- stdout\n${tail(r.stdout)}\n--- stderr\n${tail(r.stderr)}`;
+}
+
+function expectSuccess(what: string, r: RunResult): void {
+  if (r.code !== 0) throw new Error(describeRun(what, r));
+}
+
+const readJson = (file: string) => JSON.parse(fs.readFileSync(file, 'utf8'));
+
+/**
+ * Environment for the child npm: without the npm_* variables `npx jest`/`npm test` set (above all
+ * npm_config_local_prefix, which would make `npm install` install into the repo) and NODE_ENV
+ * (=production would skip devDependencies).
+ */
+function cleanEnv(): NodeJS.ProcessEnv {
+  const keep = new Set(['npm_config_cache', 'npm_config_userconfig', 'npm_config_globalconfig', 'npm_config_registry', 'npm_config_cafile']);
+  const env: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(process.env)) {
+    if (/^npm_/i.test(k) && !keep.has(k.toLowerCase())) continue;
+    if (k === 'NODE_ENV') continue;
+    env[k] = v;
+  }
+  return env;
+}
+
+/** A package's "bin" entry as an absolute path, and how to start it. */
+function binOf(appDir: string, pkg: string, name: string): { cmd: string; args: string[]; file: string } {
+  const pkgDir = path.join(appDir, 'node_modules', pkg);
+  const { bin } = readJson(path.join(pkgDir, 'package.json'));
+  const rel = typeof bin === 'string' ? bin : bin?.[name];
+  if (!rel) throw new Error(`${pkg} has no "${name}" bin (bin = ${JSON.stringify(bin)})`);
+  const file = path.join(pkgDir, rel);
+  const head = fs.readFileSync(file, 'utf8').slice(0, 200);
+  return /^#!.*\bnode\b/.test(head) || /\.(c|m)?js$/.test(file)
+    ? { cmd: process.execPath, args: [file], file }
+    : { cmd: file, args: [], file };
+}
+
+/** Every installed copy of `pkg` in the tree under `nodeModules`. */
+function copiesOf(nodeModules: string, pkg: string, found: string[] = []): string[] {
+  if (!fs.existsSync(nodeModules)) return found;
+  if (fs.existsSync(path.join(nodeModules, pkg, 'package.json'))) found.push(path.join(nodeModules, pkg));
+  for (const entry of fs.readdirSync(nodeModules)) {
+    if (entry.startsWith('.')) continue;
+    const dirs = entry.startsWith('@')
+      ? fs.readdirSync(path.join(nodeModules, entry)).map((e) => path.join(nodeModules, entry, e))
+      : [path.join(nodeModules, entry)];
+    for (const d of dirs) copiesOf(path.join(d, 'node_modules'), pkg, found);
+  }
+  return found;
+}
+
+const notes: string[] = [];
+const note = (line: string) => notes.push(line);
+
+describe('packed library in consumer apps (ESM + CJS, TS 6 + TS 7)', () => {
+  const specStarted = Date.now();
+  let nats: NatsServer;
+  let redis: RedisServer;
+  let workDir: string;
+  let packDir: string;
+  let appDir: string;
+  let tarball: string | undefined;
+  let nestMajor: number;
+  let installed = false;
+  let compiled = false;
+
+  beforeAll(async () => {
+    workDir = fs.mkdtempSync(path.join(os.tmpdir(), 'eventbus-packaging-'));
+    packDir = path.join(workDir, 'pack');
+    appDir = path.join(workDir, 'app');
+    fs.mkdirSync(packDir);
+    fs.mkdirSync(appDir);
+    [nats, redis] = await Promise.all([NatsServer.start(), RedisServer.start()]);
+  }, 60_000);
+
+  afterAll(async () => {
+    await Promise.allSettled([nats?.dispose(), redis?.dispose()]);
+    if (workDir && !KEEP) fs.rmSync(workDir, { recursive: true, force: true });
+    note(`total: ${((Date.now() - specStarted) / 1000).toFixed(1)} s${KEEP ? `, kept ${workDir}` : ''}`);
+    console.log(`[packaging]\n${notes.join('\n')}`);
+  }, 60_000);
+
+  it(
+    'builds and packs the library',
+    async () => {
+      const build = await run('npm', ['run', 'build'], { cwd: REPO, env: cleanEnv() });
+      expectSuccess('npm run build', build);
+      const pack = await run('npm', ['pack', '--pack-destination', packDir, '--json'], { cwd: REPO, env: cleanEnv() });
+      expectSuccess('npm pack', pack);
+      const [info] = JSON.parse(pack.stdout.slice(pack.stdout.indexOf('[')));
+      const files = (info.files as Array<{ path: string }>).map((f) => f.path);
+      for (const f of ['package.json', 'dist/index.js', 'dist/index.d.ts', 'dist/microservices/index.js', 'dist/microservices/index.d.ts']) {
+        expect(files).toContain(f);
+      }
+      tarball = path.join(packDir, info.filename);
+      expect(fs.existsSync(tarball)).toBe(true);
+      note(`pack: ${info.filename}, ${files.length} files, ${info.size} bytes (build ${build.ms} ms, pack ${pack.ms} ms)`);
+    },
+    STEP_TIMEOUT,
+  );
+
+  it(
+    'installs into a fresh app with the matching Nest major, without --legacy-peer-deps',
+    async () => {
+      if (!tarball) throw new Error('skipped: the pack step failed');
+      // PACKAGING_NEST_MAJOR=12 tries a Nest 12 app against a library built with the repo's Nest.
+      nestMajor = Number(
+        process.env.PACKAGING_NEST_MAJOR ?? readJson(path.join(REPO, 'node_modules/@nestjs/common/package.json')).version.split('.')[0],
+      );
+      expect([11, 12]).toContain(nestMajor);
+
+      const lib = readJson(path.join(REPO, 'package.json'));
+      const peers: Record<string, string> = lib.peerDependencies ?? {};
+      const peerMeta: Record<string, { optional?: boolean }> = lib.peerDependenciesMeta ?? {};
+      const deps: Record<string, string> = { [lib.name]: `file:${tarball}` };
+      for (const nest of ['@nestjs/common', '@nestjs/core', '@nestjs/terminus', '@nestjs/microservices', '@nestjs/platform-express']) {
+        deps[nest] = `^${nestMajor}.0.0`;
+      }
+      // Every non-optional peer (this is where the NATS client comes from), at the declared range.
+      for (const [name, range] of Object.entries(peers)) {
+        if (!(name in deps) && !peerMeta[name]?.optional) deps[name] = range;
+      }
+      // What the app itself imports; if the library stops peering on one, any version will do.
+      for (const name of ['reflect-metadata', 'rxjs', 'ioredis', '@nestjs-modules/ioredis']) {
+        if (!(name in deps)) deps[name] = lib.dependencies?.[name] ?? '*';
+      }
+      const pkg = {
+        name: 'eventbus-consumer-fixture',
+        version: '0.0.0',
+        private: true,
+        dependencies: deps,
+        devDependencies: { typescript: '~6.0.0', typescript7: 'npm:typescript@^7.0.2', '@types/node': '^20.0.0' },
+      };
+      fs.writeFileSync(path.join(appDir, 'package.json'), JSON.stringify(pkg, null, 2) + '\n');
+      fs.cpSync(path.join(FIXTURES, 'src'), path.join(appDir, 'src'), { recursive: true });
+      fs.copyFileSync(path.join(FIXTURES, 'tsconfig.json'), path.join(appDir, 'tsconfig.json'));
+
+      const install = await run('npm', ['install', '--no-audit', '--no-fund'], { cwd: appDir, env: cleanEnv() });
+      const warnings = install.stderr.split('\n').filter((l) => /npm warn/i.test(l));
+      note(`install: Nest ${nestMajor}, ${install.ms} ms, deps ${JSON.stringify(deps).replace(tarball, '<tarball>')}`);
+      note(`install warnings (${warnings.length}):${warnings.map((w) => `\n  ${w}`).join('')}`);
+      expectSuccess('npm install', install);
+      expect(install.stderr).not.toMatch(/ERESOLVE (could not|unable to) resolve/);
+
+      const versions = ['@nestjs/common', '@nestjs/core', '@nestjs/microservices', 'typescript', 'typescript7', ...Object.keys(peers), ...Object.keys(lib.dependencies ?? {})]
+        .filter((n, i, a) => a.indexOf(n) === i && fs.existsSync(path.join(appDir, 'node_modules', n, 'package.json')))
+        .map((n) => `${n}@${readJson(path.join(appDir, 'node_modules', n, 'package.json')).version}`);
+      note(`installed: ${versions.join(', ')}`);
+
+      // One copy of each package whose state the library and the app share.
+      for (const shared of ['@nestjs/common', '@nestjs/core', 'reflect-metadata', ...Object.keys(peers)]) {
+        if (peerMeta[shared]?.optional && !fs.existsSync(path.join(appDir, 'node_modules', shared))) continue;
+        expect({ pkg: shared, copies: copiesOf(path.join(appDir, 'node_modules'), shared).map((p) => path.relative(appDir, p)) }).toEqual({
+          pkg: shared,
+          copies: [path.join('node_modules', shared)],
+        });
+      }
+      installed = true;
+    },
+    STEP_TIMEOUT,
+  );
+
+  it.each([
+    ['TypeScript 6', 'typescript'],
+    ['TypeScript 7', 'typescript7'],
+  ])(
+    'type-checks both entry files with %s (and the library .d.ts with skipLibCheck false)',
+    async (label, pkgName) => {
+      if (!installed) throw new Error('skipped: the install step failed');
+      const tsc = binOf(appDir, pkgName, 'tsc');
+      const version = await run(tsc.cmd, [...tsc.args, '--version'], { cwd: appDir });
+      expectSuccess(`${label} tsc --version`, version);
+      const check = await run(tsc.cmd, [...tsc.args, '--noEmit', '-p', 'tsconfig.json'], { cwd: appDir });
+      note(`${label}: ${version.stdout.trim()} (${path.relative(appDir, tsc.file)}), --noEmit exit ${check.code} in ${check.ms} ms`);
+      expectSuccess(`${label} tsc --noEmit -p tsconfig.json`, check);
+
+      // Full declaration check: errors in other packages' .d.ts are noted, not ours to fix;
+      // an error in the library's .d.ts or in the app sources fails.
+      const full = await run(tsc.cmd, [...tsc.args, '--noEmit', '-p', 'tsconfig.json', '--skipLibCheck', 'false'], { cwd: appDir });
+      const errors = full.stdout.split('\n').filter((l) => /^\S.*\(\d+,\d+\): error TS/.test(l));
+      const thirdParty = errors.filter((l) => l.startsWith('node_modules/') && !l.startsWith('node_modules/nestjs-nats-eventbus/'));
+      note(`${label} --skipLibCheck false: exit ${full.code}, ${errors.length} errors, ${thirdParty.length} in third-party .d.ts${thirdParty.map((l) => `\n  ${l}`).join('')}`);
+      if (full.code !== 0 && errors.length === 0) throw new Error(describeRun(`${label} tsc --skipLibCheck false`, full));
+      expect(errors.filter((l) => !thirdParty.includes(l))).toEqual([]);
+    },
+    STEP_TIMEOUT,
+  );
+
+  it(
+    'compiles with TypeScript 6 to dist/esm-app.mjs and dist/cjs-app.cjs',
+    async () => {
+      if (!installed) throw new Error('skipped: the install step failed');
+      const dotBin = path.join(appDir, 'node_modules/.bin/tsc');
+      if (fs.existsSync(dotBin)) note(`node_modules/.bin/tsc -> ${fs.realpathSync(dotBin).replace(appDir + path.sep, '')}`);
+      const tsc = binOf(appDir, 'typescript', 'tsc');
+      const build = await run(tsc.cmd, [...tsc.args, '-p', 'tsconfig.json'], { cwd: appDir });
+      expectSuccess('tsc -p tsconfig.json (TS 6)', build);
+      expect(fs.existsSync(path.join(appDir, 'dist/esm-app.mjs'))).toBe(true);
+      expect(fs.existsSync(path.join(appDir, 'dist/cjs-app.cjs'))).toBe(true);
+      compiled = true;
+    },
+    STEP_TIMEOUT,
+  );
+
+  it.each([
+    ['esm', 'dist/esm-app.mjs'],
+    ['cjs', 'dist/cjs-app.cjs'],
+  ])(
+    'the %s app boots, gets rpc replies (small and 2 MiB claim-check) and exits 0',
+    async (kind, entry) => {
+      if (!compiled) throw new Error('skipped: the compile step failed');
+      redis.cli('FLUSHALL');
+      const app = await run(process.execPath, [entry], {
+        cwd: appDir,
+        env: { ...cleanEnv(), NATS_URL: nats.url, REDIS_URL: redis.url },
+        timeoutMs: 120_000,
+      });
+      const line = app.stdout
+        .split('\n')
+        .filter((l) => l.startsWith('{"fixture"'))
+        .pop();
+      if (!line) throw new Error(describeRun(`node ${entry} printed no result line`, app));
+      const result = JSON.parse(line);
+      note(`${kind} app: exit ${app.code} in ${app.ms} ms: ${line.length > 600 ? line.slice(0, 600) + '…' : line}`);
+      if (app.stderr.trim()) note(`${kind} app stderr:\n${app.stderr.trim()}`);
+      expect(result.error).toBeUndefined();
+      expect(result).toMatchObject({
+        fixture: kind,
+        ok: true,
+        small: { echoed: { n: 1 }, kind },
+        microservices: { EventBusTransport: 'function', EventBusClientProxy: 'function' },
+      });
+      expect(result.big.kind).toBe(kind);
+      expect(result.big.gotLength).toBe(2 * 1024 * 1024);
+      expect(result.big.gotLength).toBe(result.big.sentLength);
+      expect(result.big.gotSha).toBe(result.big.sentSha);
+      // The 2 MiB request went through Redis (a stored request stays until its TTL).
+      const keys = redis.cli('--scan', '--pattern', 'eventbus:*').split('\n').filter(Boolean);
+      expect(keys.length).toBeGreaterThanOrEqual(1);
+      // Exited by itself after app.close() (nothing left open), with code 0.
+      expect(app.timedOut).toBe(false);
+      expectSuccess(`node ${entry}`, app);
+    },
+    STEP_TIMEOUT,
+  );
+});
