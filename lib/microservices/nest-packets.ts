@@ -15,7 +15,7 @@ export interface CustomDeserializer {
  * Nest 12 hands a NATS deserializer the message (it calls `msg.json()`); Nest 11 hands it the
  * bytes. Only custom deserializers care: our default parses the bytes itself on both.
  */
-export const NEST_DESERIALIZES_MESSAGES = typeof (Server.prototype as { handleRequest?: unknown }).handleRequest === 'function';
+export const NEST_DESERIALIZES_MESSAGES = typeof (Server.prototype as unknown as { handleRequest?: unknown }).handleRequest === 'function';
 
 /** Bytes and headers of an outgoing packet. */
 export interface SerializedPacket {
