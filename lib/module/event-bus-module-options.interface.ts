@@ -16,7 +16,7 @@ export interface RedisClusterConnection {
   cluster: { nodes: ClusterNode[]; options?: ClusterOptions };
 }
 
-/** Build a `RedisStorageManager` on a connection made with `@nestjs-modules/ioredis`. */
+/** Build a `RedisStorageManager` on an ioredis connection the module owns. */
 export interface RedisStorageModuleOptions extends RedisStorageOptions {
   redis: RedisSingleConnection | RedisClusterConnection;
   /** Wait this long at bootstrap for Redis to be ready, in ms. Default 10000. */

@@ -1,23 +1,37 @@
 import { FactoryProvider, Provider } from '@nestjs/common';
 import { ModuleRef } from '@nestjs/core';
-import { createRedisConnection, getRedisConnectionToken, RedisModuleOptions } from '@nestjs-modules/ioredis';
-import type { Cluster, Redis } from 'ioredis';
+import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis';
 import { InvalidOptionsError } from '../errors/event-bus.errors';
 import { MESSAGE_STORAGE_MANAGER, MessageStorageManager } from '../storage/message-storage-manager';
 import { REDIS_CLIENT_DEFAULTS, RedisStorageManager } from '../storage/redis-storage-manager';
 import { EVENT_BUS_MODULE_OPTIONS } from './event-bus.module-definition';
 import { EventBusModuleOptions, EventBusStorageOptions, RedisStorageModuleOptions } from './event-bus-module-options.interface';
 
-/** Name of the bus's Redis connection: `@InjectRedis(EVENT_BUS_REDIS_CONNECTION)` gives the same client. */
+/**
+ * Name of the bus's Redis connection. The token is spelled as `@nestjs-modules/ioredis` spells
+ * its own, so `@InjectRedis(EVENT_BUS_REDIS_CONNECTION)` from that package gives the same client;
+ * the library itself no longer needs it (its Nest 11 terminus dependency nests a second Nest into
+ * Nest 12 apps).
+ */
 export const EVENT_BUS_REDIS_CONNECTION = 'eventbus';
-export const EVENT_BUS_REDIS = getRedisConnectionToken(EVENT_BUS_REDIS_CONNECTION);
+export const EVENT_BUS_REDIS = `${EVENT_BUS_REDIS_CONNECTION}_IORedisModuleConnectionToken`;
+
+/** How the bus's ioredis client is made: one server, or a cluster. */
+export type RedisConnectionOptions =
+  | { type: 'single'; url?: string; options: RedisOptions }
+  | { type: 'cluster'; nodes: ConstructorParameters<typeof Cluster>[0]; options: ClusterOptions };
+
+function createRedisConnection(o: RedisConnectionOptions): Redis | Cluster {
+  if (o.type === 'cluster') return new Cluster(o.nodes, o.options);
+  return o.url ? new Redis(o.url, o.options) : new Redis(o.options);
+}
 
 function isRedisStorage(storage: EventBusStorageOptions | undefined): storage is RedisStorageModuleOptions {
   return !!storage && typeof storage === 'object' && 'redis' in storage;
 }
 
-/** Map our options onto `@nestjs-modules/ioredis`'s, with the bus's client defaults. */
-export function toRedisModuleOptions(storage: RedisStorageModuleOptions): RedisModuleOptions {
+/** Map our options onto an ioredis client's, with the bus's client defaults. */
+export function toRedisModuleOptions(storage: RedisStorageModuleOptions): RedisConnectionOptions {
   const redis = storage.redis;
   if (!redis || typeof redis !== 'object') throw new InvalidOptionsError('storage.redis', 'must be { url, options } or { cluster: { nodes } }');
   if ('cluster' in redis) {

@@ -195,7 +195,7 @@ describe('packed library in consumer apps (ESM + CJS, TS 6 + TS 7)', () => {
         if (!(name in deps) && !peerMeta[name]?.optional) deps[name] = range;
       }
       // What the app itself imports; if the library stops peering on one, any version will do.
-      for (const name of ['reflect-metadata', 'rxjs', 'ioredis', '@nestjs-modules/ioredis']) {
+      for (const name of ['reflect-metadata', 'rxjs', 'ioredis']) {
         if (!(name in deps)) deps[name] = lib.dependencies?.[name] ?? '*';
       }
       const pkg = {
