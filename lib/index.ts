@@ -10,8 +10,6 @@ export {
 } from './event-bus/event-bus.options';
 export { MessageContext, MessageHandler } from './event-bus/message-context';
 export { StoredMessageEnvelope, isValidToken } from './claim-check/envelope';
-export { HEADER_ROOM_BYTES } from './claim-check/claim-check.codec';
-export { NatsClient } from './nats/nats-client';
 export { NatsConnectionOptions, NATS_CONNECTION_DEFAULTS } from './nats/nats-client.options';
 export { MessageStorageManager, MESSAGE_STORAGE_MANAGER } from './storage/message-storage-manager';
 export {
@@ -31,10 +29,9 @@ export {
   RedisClusterConnection,
   CustomStorageOptions,
   EventBusHealthOptions,
-  EventBusModuleExtras,
 } from './module/event-bus-module-options.interface';
 export { EVENT_BUS_REDIS, EVENT_BUS_REDIS_CONNECTION } from './module/storage.providers';
-export { Subscribe, SubscribeMetadata, SUBSCRIBE_METADATA } from './discovery/subscribe.decorator';
+export { Subscribe, SubscribeMetadata } from './discovery/subscribe.decorator';
 export { HEALTH_DEFAULTS } from './health/health.controller';
 // The @nestjs/microservices transport is at 'nestjs-nats-eventbus/microservices', so this entry
 // does not require @nestjs/microservices.

@@ -21,4 +21,4 @@ case "${1:-}" in
     exit 2
     ;;
 esac
-node -e "console.log('NestJS', require('@nestjs/core/package.json').version, '/ @nestjs/microservices', require('@nestjs/microservices/package.json').version)"
+node -e "const v = (p) => require('./node_modules/' + p + '/package.json').version; console.log('NestJS', v('@nestjs/core'), '/ @nestjs/microservices', v('@nestjs/microservices'))"

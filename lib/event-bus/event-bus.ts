@@ -185,6 +185,15 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
     return all;
   }
 
+  /**
+   * Bytes above which `publish`, `rpcRequest` and replies offload a body to storage: the
+   * `largeMessageThreshold` option, or the server's max_payload (known once connected, 1 MiB
+   * before) minus header room.
+   */
+  get offloadThreshold(): number {
+    return this.codec.thresholdFor(this.producer.maxPayload);
+  }
+
   /** The storage the bus offloads to, or null. */
   get messageStorage(): MessageStorageManager | null {
     return this.storage;

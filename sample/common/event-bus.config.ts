@@ -1,4 +1,4 @@
-import { EventBus, EventBusModule, HEADER_ROOM_BYTES } from 'nestjs-nats-eventbus';
+import { EventBus, EventBusModule } from 'nestjs-nats-eventbus';
 import { ServiceConfig } from './config';
 
 /** The one `EventBusModule.forRoot()` every sample service uses; `/_health` comes with it. */
@@ -10,13 +10,11 @@ export function eventBusModule(config: ServiceConfig) {
 }
 
 /**
- * Bytes above which the bus offloads a body (the default threshold: the server's max_payload
- * minus header room). Used only to say in the logs that a message went through claim-check
- * where the sender cannot see it otherwise.
+ * Bytes above which the bus offloads a body. Used only to say in the logs that a message went
+ * through claim-check where the sender cannot see it otherwise.
  */
 export function claimCheckThreshold(bus: EventBus): number {
-  const producer = bus.connections().get('producer');
-  return (producer?.maxPayload ?? 1024 * 1024) - HEADER_ROOM_BYTES;
+  return bus.offloadThreshold;
 }
 
 /** Size of a payload as the bus will encode it (JSON, UTF-8). */

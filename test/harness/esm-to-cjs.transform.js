@@ -129,17 +129,20 @@ const COMPILER_OPTIONS = {
 
 module.exports = {
   getCacheKey(sourceText, sourcePath, options) {
+    const esm = isEsm(sourcePath) && !(options && options.supportsStaticESM);
     return crypto
       .createHash('sha256')
-      .update(`${VERSION}\0${SELF}\0${ts.version}\0${sourcePath}\0${isEsm(sourcePath)}\0`)
+      .update(`${VERSION}\0${SELF}\0${ts.version}\0${sourcePath}\0${esm}\0`)
       .update(options && options.configString ? options.configString : '')
       .update('\0')
       .update(sourceText)
       .digest('hex');
   },
 
-  process(sourceText, sourcePath) {
-    if (!isEsm(sourcePath)) return { code: sourceText };
+  process(sourceText, sourcePath, options) {
+    // CommonJS files pass unchanged; so does ESM that Jest loads as ESM (--experimental-vm-modules
+    // on Node 24.9+, where Jest can require(esm) itself).
+    if (!isEsm(sourcePath) || (options && options.supportsStaticESM)) return { code: sourceText };
     const fileName = sourcePath.replace(/\.mjs$/, '.js'); // let TS treat it as plain JS, module kind from options
     let text = sourceText;
     if (NEEDS_EDIT.test(text) || /\bawait\b/.test(text)) {
