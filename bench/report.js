@@ -44,7 +44,7 @@ function report(results, rounds) {
         `${fmt(med('rate'))}${lost ? ' (LOSS)' : ''}; ${fmt(med('sendCpuUs'), 1)} / ${fmt(med('recvCpuUs'), 1)}`,
       ]);
     }
-    addRatio('events bus/raw', ratiosOf(s.bus, s.raw, 'rate'), 0.9);
+    addRatio('events bus/raw', ratiosOf(s.bus, s.raw, 'rate'), 0.95);
     addRatio('events bus/nestms', ratiosOf(s.bus, s.nestms, 'rate'), 3.0);
     // The claim-check transport for @nestjs/microservices users, against the stock one.
     if (s['nestms-cc']) addRatio('events nestms-cc/nestms', ratiosOf(s['nestms-cc'], s.nestms, 'rate'));
@@ -56,7 +56,7 @@ function report(results, rounds) {
         const med = (k) => median(s[side].map((x) => x[k]));
         medRows.push([`rpc ${fmt(typeof results.rpc.n === 'object' ? results.rpc.n[inflight] : results.rpc.n)} x 64 B, ${inflight} in flight`, side, 'req/s; p50 / p99 ms; CPU µs/req (requester / responder)', R(s[side].map((x) => x.rate)), `${fmt(med('rate'))}; ${fmt(med('p50'), 2)} / ${fmt(med('p99'), 2)}; ${fmt(med('reqCpuUs'))} / ${fmt(med('respCpuUs'))}`]);
       }
-      addRatio(`rpc${inflight} bus/raw`, ratiosOf(s.bus, s.raw, 'rate'), inflight === '64' ? 0.9 : undefined);
+      addRatio(`rpc${inflight} bus/raw`, ratiosOf(s.bus, s.raw, 'rate'), inflight === '64' ? 0.95 : undefined);
       addRatio(`rpc${inflight} bus/nestms`, ratiosOf(s.bus, s.nestms, 'rate'));
       if (s['nestms-cc']) addRatio(`rpc${inflight} nestms-cc/nestms`, ratiosOf(s['nestms-cc'], s.nestms, 'rate'));
     }
@@ -70,7 +70,7 @@ function report(results, rounds) {
       }
       const f = L.nestms.attempts.map((a) => `${a.kind}: ${a.ok ? 'ok' : `${a.name}${a.code ? ` ${a.code}` : ''} "${a.message}"`} after ${fmt(a.ms, 1)} ms`).join('; ');
       medRows.push([`large ${label}`, 'nestms', 'fails', '', `${f}; handler got ${L.nestms.received}`]);
-      addRatio(`large${label.replace('MiB', 'm')} bus/floor`, ratiosOf(L.perSide.bus, L.perSide.floor, 'latencyMs', true), 0.8);
+      addRatio(`large${label.replace('MiB', 'm')} bus/floor`, ratiosOf(L.perSide.bus, L.perSide.floor, 'latencyMs', true), 0.9);
     }
   }
   if (results.mem) {
