@@ -8,7 +8,7 @@ const { fork } = require('node:child_process');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
-const { NatsServer, RedisServer } = require('../test/harness/local-servers');
+const { NatsServer, RedisServer } = require('../scripts/local-servers');
 const { fmt, median, report, ratiosLine } = require('./report');
 
 const args = process.argv.slice(2);

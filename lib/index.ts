@@ -10,7 +10,7 @@ export {
 } from './event-bus/event-bus.options';
 export { MessageContext, MessageHandler } from './event-bus/message-context';
 export { StoredMessageEnvelope, isValidToken } from './claim-check/envelope';
-export { NatsConnectionOptions, NATS_CONNECTION_DEFAULTS } from './nats/nats-client.options';
+export { NatsConnectionOptions, NATS_CONNECTION_DEFAULTS } from './nats/bus-connection.options';
 export { MessageStorageManager, MESSAGE_STORAGE_MANAGER } from './storage/message-storage-manager';
 export {
   RedisStorageManager,
@@ -29,7 +29,7 @@ export {
   RedisClusterConnection,
   CustomStorageOptions,
   EventBusHealthOptions,
-} from './module/event-bus-module-options.interface';
+} from './module/event-bus-module.options';
 export { EVENT_BUS_REDIS, EVENT_BUS_REDIS_CONNECTION } from './module/storage.providers';
 export { Subscribe, SubscribeMetadata } from './discovery/subscribe.decorator';
 export { HEALTH_DEFAULTS } from './health/health.controller';

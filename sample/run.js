@@ -107,7 +107,7 @@ async function ensureServer(kind, rawUrl, defaultPort) {
   }
   if (!LOCAL_HOSTS.has(url.hostname)) throw new Error(`nothing answers at ${kind === 'nats' ? 'NATS_URL' : 'REDIS_URL'}=${rawUrl}, and it is not a local address to start a server on`);
   // The launcher the tests use; requireBinary's error says how to install a missing server.
-  const { NatsServer, RedisServer } = require(path.join(ROOT, 'test', 'harness', 'local-servers.js'));
+  const { NatsServer, RedisServer } = require(path.join(ROOT, 'scripts', 'local-servers.js'));
   const server = kind === 'nats' ? new NatsServer(Number(url.port), { jetstream: false }) : new RedisServer(Number(url.port));
   servers.push(server);
   await server.start();

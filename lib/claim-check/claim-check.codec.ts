@@ -1,5 +1,4 @@
 import { InvalidMessageError, MessageStorageError, PayloadTooLargeError } from '../errors/event-bus.errors';
-import { MessageStorageManager } from '../storage/message-storage-manager';
 import { encodeEnvelope, isValidToken, looksLikeEnvelope, StoredMessageEnvelope } from './envelope';
 
 /** Bytes kept free under max_payload for NATS headers (service-error headers on replies, user headers). */
@@ -14,6 +13,16 @@ export const MAX_ENVELOPE_BYTES = 512;
 // Every envelope spells this key; a body without it is not one, and need not be parsed to know.
 const IS_STORED_KEY = Buffer.from('"is_stored"', 'utf8');
 
+/**
+ * What the codec needs of a store. `MessageStorageManager` (lib/storage) is one; declaring it here
+ * keeps the import one-way: storage depends on the envelope, the codec on nothing in storage.
+ */
+export interface BodyStore {
+  storeMessage(body: Uint8Array): Promise<StoredMessageEnvelope>;
+  recoverMessage(envelope: StoredMessageEnvelope): Promise<Uint8Array>;
+  deleteMessage(envelope: StoredMessageEnvelope): Promise<void>;
+}
+
 /** A received body, parsed. When `envelope` is set, the payload must still be recovered. */
 export interface DecodedBody {
   payload: unknown;
@@ -27,7 +36,7 @@ export interface DecodedBody {
  */
 export class ClaimCheckCodec {
   constructor(
-    private readonly storage: MessageStorageManager | null,
+    private readonly storage: BodyStore | null,
     /** Explicit threshold in bytes; when unset, max_payload minus header room. */
     private readonly threshold?: number,
   ) {}

@@ -1,8 +1,8 @@
 import { Logger } from '@nestjs/common';
 import { ClaimCheckCodec } from '../claim-check/claim-check.codec';
 import { StoredMessageEnvelope } from '../claim-check/envelope';
-import { MsgHdrs, NatsClient } from '../nats/nats-client';
-import { isPromise, MaybePromise } from './maybe-async';
+import { MsgHdrs, BusConnection } from '../nats/bus-connection';
+import { isPromise, MaybePromise } from '../shared/maybe-async';
 
 /**
  * A received message after claim-check: the envelope it came as (if any), and the bytes the
@@ -21,7 +21,7 @@ export interface InboundBody {
 export class ClaimCheckDelivery {
   constructor(
     readonly codec: ClaimCheckCodec,
-    readonly client: NatsClient,
+    readonly client: BusConnection,
     private readonly logger: Logger,
   ) {}
 

@@ -1,4 +1,7 @@
-import type { NatsConnectionOptions } from '../nats/nats-client.options';
+import { InvalidOptionsError } from '../errors/event-bus.errors';
+import { DEFAULTS } from '../options/defaults';
+import { nonEmptyString, wholeNumber } from '../options/rules';
+import type { NatsConnectionOptions } from '../nats/bus-connection.options';
 
 /** How the bus behaves, independent of where its storage comes from. */
 export interface EventBusCoreOptions {
@@ -22,12 +25,7 @@ export interface EventBusCoreOptions {
   shutdownTimeoutMs?: number;
 }
 
-export const EVENT_BUS_DEFAULTS = {
-  rpcTimeoutMs: 10_000,
-  maxConcurrentHandlers: 64,
-  maxPendingMessages: 10_000,
-  shutdownTimeoutMs: 10_000,
-} as const;
+export const EVENT_BUS_DEFAULTS = DEFAULTS.bus;
 
 /** Options of one subscription. */
 export interface SubscribeOptions {
@@ -47,4 +45,20 @@ export interface PublishOptions {
 export interface RpcRequestOptions extends PublishOptions {
   /** Milliseconds to wait for the reply. Default `rpcTimeoutMs` (10000). */
   timeout?: number;
+}
+
+/** Checks the bus's options; a bad one is an `InvalidOptionsError` naming it. */
+export function validateCoreOptions(options: EventBusCoreOptions): void {
+  if (!options || typeof options !== 'object') throw new InvalidOptionsError('options', 'must be an object');
+  const nats = options.nats;
+  if (!nats || typeof nats !== 'object') throw new InvalidOptionsError('nats', 'is required, e.g. { servers: ["nats://127.0.0.1:4222"] }');
+  const servers = nats.servers;
+  if (servers === undefined || (Array.isArray(servers) ? servers.length === 0 : typeof servers !== 'string' || !servers))
+    throw new InvalidOptionsError('nats.servers', 'must be a URL or a non-empty array of URLs');
+  wholeNumber('largeMessageThreshold', options.largeMessageThreshold, 1, 'bytes');
+  wholeNumber('rpcTimeoutMs', options.rpcTimeoutMs, 1, 'milliseconds');
+  wholeNumber('maxConcurrentHandlers', options.maxConcurrentHandlers);
+  wholeNumber('maxPendingMessages', options.maxPendingMessages);
+  wholeNumber('shutdownTimeoutMs', options.shutdownTimeoutMs, 1, 'milliseconds');
+  nonEmptyString('nats.name', nats.name);
 }

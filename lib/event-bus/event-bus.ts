@@ -1,29 +1,26 @@
 import { Logger, OnModuleDestroy, OnModuleInit } from '@nestjs/common';
 import { ClaimCheckCodec } from '../claim-check/claim-check.codec';
-import {
-  EventBusError,
-  InvalidMessageError,
-  InvalidOptionsError,
-  MessageStorageError,
-  NotConnectedError,
-  StoredMessageNotFoundError,
-} from '../errors/event-bus.errors';
-import { createHeaders, Msg, NatsClient, Subscription } from '../nats/nats-client';
-import { settleWithin } from '../nats/settle-within';
-import { NATS_CONNECTION_DEFAULTS, NatsConnectionOptions } from '../nats/nats-client.options';
+import { InvalidOptionsError, NotConnectedError } from '../errors/event-bus.errors';
+import { RELEASE_TIMEOUT_MS } from '../options/defaults';
+import { wholeNumber } from '../options/rules';
+import { createHeaders, BusConnection } from '../nats/bus-connection';
+import { NATS_CONNECTION_DEFAULTS, NatsConnectionOptions } from '../nats/bus-connection.options';
 import { MessageStorageManager } from '../storage/message-storage-manager';
-import { BoundedDispatcher } from '../delivery/bounded-dispatcher';
 import { ClaimCheckDelivery } from '../delivery/claim-check-delivery';
 import { HandlerDelivery } from './handler-delivery';
+import { ConsumerPool } from './consumer-pool';
+import { Subscriptions } from './subscriptions';
+import { describeConnectError } from '../nats/connect-error';
 import { RateLimitedLog } from '../delivery/rate-limited-log';
 import {
   EVENT_BUS_DEFAULTS,
+  validateCoreOptions,
   EventBusCoreOptions,
   PublishOptions,
   RpcRequestOptions,
   SubscribeOptions,
 } from './event-bus.options';
-import { MessageContext, MessageHandler } from './message-context';
+import { MessageHandler } from './message-context';
 
 /** What `subscribe` returns. */
 export interface EventBusSubscription {
@@ -36,12 +33,6 @@ export interface EventBusSubscription {
 
 export const DEFAULT_CONSUMER = 'default';
 
-interface ActiveSubscription {
-  sub: Subscription;
-  dispatcher: BoundedDispatcher<Msg>;
-  subject: string;
-}
-
 /**
  * One event bus per service: a producer connection for `publish`/`rpcRequest`, and named consumer
  * connections for subscriptions. Large bodies go through claim-check both ways.
@@ -50,10 +41,9 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
   private readonly logger = new Logger('EventBus');
   private readonly badInputLog = new RateLimitedLog(this.logger);
   private readonly codec: ClaimCheckCodec;
-  private readonly producer: NatsClient;
-  private readonly consumers = new Map<string, NatsClient>();
-  private readonly consumerOptions = new Map<string, NatsConnectionOptions>();
-  private readonly subscriptions = new Set<ActiveSubscription>();
+  private readonly producer: BusConnection;
+  private readonly consumers: ConsumerPool;
+  private readonly subscriptions = new Subscriptions(this.logger);
   private readonly options: Required<Omit<EventBusCoreOptions, 'largeMessageThreshold'>> & EventBusCoreOptions;
   private connecting?: Promise<void>;
   private closing?: Promise<void>;
@@ -65,7 +55,12 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
     validateCoreOptions(options);
     this.options = { ...EVENT_BUS_DEFAULTS, ...options };
     this.codec = new ClaimCheckCodec(storage, options.largeMessageThreshold);
-    this.producer = new NatsClient('producer', { ...options.nats, name: this.connectionName() });
+    this.producer = new BusConnection('producer', { ...options.nats, name: this.connectionName() });
+    this.consumers = new ConsumerPool(
+      (name, own) => ({ ...this.options.nats, ...own, name: own.name ?? `${this.connectionName()}:${name}` }),
+      (client) => this.checkThreshold(client),
+      this.logger,
+    );
   }
 
   /** Nest hook: connect before `@Subscribe` methods are subscribed at bootstrap. */
@@ -88,7 +83,7 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
       },
     );
     // A bad threshold fails bootstrap, and Nest then runs no destroy hook: release the connection here.
-    this.connecting.catch(() => this.producer.drain(1000));
+    this.connecting.catch(() => this.producer.drain(RELEASE_TIMEOUT_MS));
     return this.connecting;
   }
 
@@ -98,9 +93,9 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
    */
   async addConsumer(name: string, natsOptions: Partial<NatsConnectionOptions> = {}): Promise<void> {
     if (typeof name !== 'string' || !name) throw new InvalidOptionsError('consumer', 'must be a non-empty string');
-    if (this.consumers.has(name)) return;
-    this.consumerOptions.set(name, natsOptions);
-    await this.consumerClient(name);
+    if (this.closing) throw new NotConnectedError('EventBus is closed');
+    this.consumers.add(name, natsOptions);
+    await this.consumers.get(name);
   }
 
   /** Publish `payload` as JSON. Large bodies are stored first; if that fails, nothing is published. */
@@ -129,7 +124,7 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
     try {
       const producer = this.openProducer();
       const timeout = opts?.timeout ?? this.options.rpcTimeoutMs;
-      if (!(timeout > 0)) throw new InvalidOptionsError('timeout', 'must be a positive number of milliseconds');
+      wholeNumber('timeout', timeout, 1, 'milliseconds');
       const body = this.codec.encodeJson(payload, topic);
       const wire = this.codec.toWire(topic, body, producer.maxPayload);
       const hdrs = opts?.headers ? createHeaders(opts.headers) : undefined;
@@ -162,38 +157,22 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
     if (typeof handler !== 'function') throw new InvalidOptionsError('handler', `must be a function (topic "${topic}")`);
     const consumerName = opts.consumer ?? DEFAULT_CONSUMER;
     const maxConcurrent = opts.maxConcurrent ?? this.options.maxConcurrentHandlers;
-    if (!Number.isInteger(maxConcurrent) || maxConcurrent < 1)
-      throw new InvalidOptionsError('maxConcurrent', `must be a whole number >= 1 (topic "${topic}")`);
+    wholeNumber('maxConcurrent', maxConcurrent);
     await this.connect();
-    const client = await this.consumerClient(consumerName);
-    // On a subject without wildcards every message's subject is the topic; knowing it spares
-    // nats.js decoding `msg.subject` from bytes for each message.
-    const literalSubject = /[*>]/.test(topic) ? undefined : topic;
-    const delivery = this.deliveryFor(client);
-    const dispatcher = new BoundedDispatcher<Msg>(
-      topic,
-      maxConcurrent,
-      this.options.maxPendingMessages,
-      (msg) => delivery.deliver(msg, handler as MessageHandler, literalSubject),
-      this.logger,
+    const client = await this.consumers.get(consumerName);
+    const stop = await this.subscriptions.start(
+      client,
+      this.deliveryFor(client),
+      { topic, queue: opts.queue, handler: handler as MessageHandler, maxConcurrent, maxPending: this.options.maxPendingMessages },
+      this.options.shutdownTimeoutMs,
     );
-    const sub = client.subscribe(topic, (msg) => dispatcher.push(msg), opts.queue);
-    const active: ActiveSubscription = { sub, dispatcher, subject: topic };
-    this.subscriptions.add(active);
-    // Resolve only once the server knows of the interest, so a publish right after cannot miss it.
-    await client.flush();
-    return {
-      subject: topic,
-      queue: opts.queue,
-      consumer: consumerName,
-      unsubscribe: () => this.stopSubscription(active, this.options.shutdownTimeoutMs),
-    };
+    return { subject: topic, queue: opts.queue, consumer: consumerName, unsubscribe: stop };
   }
 
   /** The live NATS connections by name (`producer`, then each consumer). For health checks. */
-  connections(): ReadonlyMap<string, NatsClient> {
-    const all = new Map<string, NatsClient>([['producer', this.producer]]);
-    for (const [name, c] of this.consumers) all.set(`consumer:${name}`, c);
+  connections(): ReadonlyMap<string, BusConnection> {
+    const all = new Map<string, BusConnection>([['producer', this.producer]]);
+    for (const [name, c] of this.consumers.clients()) all.set(`consumer:${name}`, c);
     return all;
   }
 
@@ -222,62 +201,22 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
 
   private async doClose(): Promise<void> {
     const deadline = this.options.shutdownTimeoutMs;
-    await Promise.all([...this.subscriptions].map((s) => this.stopSubscription(s, deadline)));
-    await Promise.all([...this.consumers.values()].map((c) => c.drain(deadline)));
+    await this.subscriptions.stopAll(deadline);
+    await this.consumers.close(deadline);
     await this.connecting?.catch(() => undefined);
     await this.producer.drain(deadline);
   }
 
-  private async stopSubscription(active: ActiveSubscription, timeoutMs: number): Promise<void> {
-    if (!this.subscriptions.delete(active)) return;
-    // drain() unsubscribes and waits for messages already sent by the server to arrive;
-    // while the server is unreachable it cannot finish, so it is bounded too.
-    if (!active.sub.isClosed()) await settleWithin(active.sub.drain(), timeoutMs);
-    if (!active.sub.isClosed()) active.sub.unsubscribe();
-    const idle = await settleWithin(active.dispatcher.whenIdle(), timeoutMs);
-    if (!idle) {
-      this.logger.warn(
-        `"${active.subject}": ${active.dispatcher.inFlight} handlers still running and ${active.dispatcher.pending} messages waiting after ${timeoutMs} ms; closing anyway`,
-      );
-    }
-  }
-
-  private openProducer(): NatsClient {
+  private openProducer(): BusConnection {
     if (this.closing) throw new NotConnectedError('EventBus is closed');
     if (!this.connecting) throw new NotConnectedError('EventBus is not connected; call connect() first');
     return this.producer;
   }
 
-  private consumerClient(name: string): Promise<NatsClient> {
-    let client = this.consumers.get(name);
-    if (!client) {
-      const own = this.consumerOptions.get(name) ?? {};
-      client = new NatsClient(`consumer:${name}`, {
-        ...this.options.nats,
-        ...own,
-        name: own.name ?? `${this.connectionName()}:${name}`,
-      });
-      this.consumers.set(name, client);
-      const c = client;
-      const ready = c.connect().then(() => {
-        this.checkThreshold(c);
-        return c;
-      });
-      this.consumerReady.set(name, ready);
-      ready.catch(() => {
-        this.consumers.delete(name);
-        this.consumerReady.delete(name);
-      });
-      return ready;
-    }
-    return this.consumerReady.get(name)!;
-  }
-
-  private readonly consumerReady = new Map<string, Promise<NatsClient>>();
-  private readonly deliveries = new Map<NatsClient, HandlerDelivery>();
+  private readonly deliveries = new Map<BusConnection, HandlerDelivery>();
 
   /** Each consumer connection replies on itself, so it gets its own delivery path. */
-  private deliveryFor(client: NatsClient): HandlerDelivery {
+  private deliveryFor(client: BusConnection): HandlerDelivery {
     let d = this.deliveries.get(client);
     if (!d) {
       d = new HandlerDelivery(new ClaimCheckDelivery(this.codec, client, this.logger), this.logger, this.badInputLog);
@@ -290,7 +229,7 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
     return this.options.nats.name ?? NATS_CONNECTION_DEFAULTS.name;
   }
 
-  private checkThreshold(client: NatsClient): void {
+  private checkThreshold(client: BusConnection): void {
     const t = this.options.largeMessageThreshold;
     if (t !== undefined && t > this.codec.thresholdFor(client.maxPayload)) {
       throw new InvalidOptionsError(
@@ -299,38 +238,4 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
       );
     }
   }
-}
-
-/** Name what failed without echoing credentials that a server URL may carry. */
-function describeConnectError(err: unknown, nats: NatsConnectionOptions): Error {
-  if (!(err instanceof Error)) return new Error(`could not connect to NATS: ${String(err)}`);
-  const servers = ([] as string[]).concat((nats.servers as string | string[] | undefined) ?? []);
-  let message = err.message;
-  for (const secret of [nats.pass, nats.token, nats.user].filter((x): x is string => typeof x === 'string' && x.length > 0)) {
-    message = message.split(secret).join('***');
-  }
-  message = message.replace(/(\w+:\/\/)[^@\s/]*@/g, '$1***@');
-  const wrapped = new Error(`could not connect to NATS (${servers.length} server(s) configured, see option "nats"): ${message}`, { cause: err });
-  (wrapped as Error & { code?: string }).code = (err as Error & { code?: string }).code;
-  return wrapped;
-}
-
-
-function validateCoreOptions(options: EventBusCoreOptions): void {
-  if (!options || typeof options !== 'object') throw new InvalidOptionsError('options', 'must be an object');
-  const nats = options.nats;
-  if (!nats || typeof nats !== 'object') throw new InvalidOptionsError('nats', 'is required, e.g. { servers: ["nats://127.0.0.1:4222"] }');
-  const servers = nats.servers;
-  if (servers === undefined || (Array.isArray(servers) ? servers.length === 0 : typeof servers !== 'string' || !servers))
-    throw new InvalidOptionsError('nats.servers', 'must be a URL or a non-empty array of URLs');
-  const positiveInt = (name: keyof EventBusCoreOptions) => {
-    const v = options[name];
-    if (v !== undefined && (!Number.isInteger(v) || (v as number) < 1))
-      throw new InvalidOptionsError(name, `must be a whole number >= 1, got ${String(v)}`);
-  };
-  positiveInt('largeMessageThreshold');
-  positiveInt('rpcTimeoutMs');
-  positiveInt('maxConcurrentHandlers');
-  positiveInt('maxPendingMessages');
-  positiveInt('shutdownTimeoutMs');
 }

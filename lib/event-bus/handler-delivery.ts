@@ -2,10 +2,10 @@ import { Logger } from '@nestjs/common';
 import { MAX_ENVELOPE_BYTES, parseJsonBody } from '../claim-check/claim-check.codec';
 import { StoredMessageEnvelope } from '../claim-check/envelope';
 import { ClaimCheckDelivery, InboundBody } from '../delivery/claim-check-delivery';
-import { isPromise, MaybePromise } from '../delivery/maybe-async';
+import { isPromise, MaybePromise } from '../shared/maybe-async';
 import { RateLimitedLog } from '../delivery/rate-limited-log';
 import { replyStatusOf } from '../errors/reply-status';
-import { createHeaders, Msg, SERVICE_ERROR_CODE_HEADER, SERVICE_ERROR_HEADER } from '../nats/nats-client';
+import { createHeaders, Msg, SERVICE_ERROR_CODE_HEADER, SERVICE_ERROR_HEADER } from '../nats/bus-connection';
 import { MessageContext, MessageHandler } from './message-context';
 
 interface Received {

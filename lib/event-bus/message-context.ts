@@ -1,4 +1,4 @@
-import type { MsgHdrs } from '../nats/nats-client';
+import type { MsgHdrs } from '../nats/bus-connection';
 
 /** What a handler learns about the message besides its payload. */
 export interface MessageContext {

@@ -1,9 +1,10 @@
 import { Controller, Get, Type } from '@nestjs/common';
 import { HealthCheck, HealthCheckService } from '@nestjs/terminus';
+import { DEFAULTS } from '../options/defaults';
 import { NatsHealthIndicator } from './nats.health-indicator';
 import { StorageHealthIndicator } from './storage.health-indicator';
 
-export const HEALTH_DEFAULTS = { path: '_health', timeoutMs: 2000 } as const;
+export const HEALTH_DEFAULTS = DEFAULTS.health;
 
 /**
  * The `/_health` controller, made per module so its path can come from the options.

@@ -1,6 +1,7 @@
 import { Injectable } from '@nestjs/common';
 import { HealthIndicatorService } from '@nestjs/terminus';
 import { EventBus } from '../event-bus/event-bus';
+import { withTimeout } from '../shared/deadline';
 
 /** Up when every live NATS connection of the bus is connected and answers a round trip in time. */
 @Injectable()
@@ -21,7 +22,7 @@ export class NatsHealthIndicator {
         continue;
       }
       try {
-        const rttMs = await withTimeout(client.rtt(), timeoutMs);
+        const rttMs = await withTimeout(client.rtt(), timeoutMs, () => new Error(`no answer within ${timeoutMs} ms`));
         connections[name] = { connected: true, rttMs: Math.round(rttMs * 100) / 100 };
       } catch {
         connections[name] = { connected: false };
@@ -30,14 +31,4 @@ export class NatsHealthIndicator {
     }
     return healthy ? session.up({ connections }) : session.down({ connections });
   }
-}
-
-export function withTimeout<T>(op: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout;
-  return Promise.race([
-    op,
-    new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
-    }),
-  ]).finally(() => clearTimeout(timer));
 }

@@ -1,7 +1,7 @@
 import { Inject, Injectable, Optional } from '@nestjs/common';
 import { HealthIndicatorService } from '@nestjs/terminus';
 import { MESSAGE_STORAGE_MANAGER, MessageStorageManager } from '../storage/message-storage-manager';
-import { withTimeout } from './nats.health-indicator';
+import { withTimeout } from '../shared/deadline';
 
 /** Up when the message storage answers its ping (Redis PING); up when no storage is configured. */
 @Injectable()
@@ -16,7 +16,7 @@ export class StorageHealthIndicator {
     if (!this.storage) return session.up({ configured: false });
     if (typeof this.storage.ping !== 'function') return session.up({ configured: true });
     try {
-      await withTimeout(this.storage.ping(), timeoutMs);
+      await withTimeout(this.storage.ping(), timeoutMs, () => new Error(`no answer within ${timeoutMs} ms`));
       return session.up();
     } catch {
       // The error text can carry hosts; the body of /_health never does.

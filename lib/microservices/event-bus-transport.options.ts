@@ -1,8 +1,10 @@
 import type { NatsOptions } from '@nestjs/microservices';
 import { ClaimCheckCodec } from '../claim-check/claim-check.codec';
 import { InvalidOptionsError } from '../errors/event-bus.errors';
-import { NatsClient } from '../nats/nats-client';
-import type { NatsConnectionOptions } from '../nats/nats-client.options';
+import { RELEASE_TIMEOUT_MS } from '../options/defaults';
+import { storageManager, wholeNumber } from '../options/rules';
+import { BusConnection } from '../nats/bus-connection';
+import type { NatsConnectionOptions } from '../nats/bus-connection.options';
 import { MessageStorageManager } from '../storage/message-storage-manager';
 import { RedisStorageManager } from '../storage/redis-storage-manager';
 
@@ -53,10 +55,8 @@ export function transportSetup(options: EventBusTransportOptions | undefined, wh
   const { storage, largeMessageThreshold: t, nats } = options;
   if (nats !== undefined && (nats === null || typeof nats !== 'object'))
     throw new InvalidOptionsError('nats', `${who}: must be the options object of Transport.NATS`);
-  if (storage != null && !(storage instanceof MessageStorageManager))
-    throw new InvalidOptionsError('storage', `${who}: must be a MessageStorageManager (e.g. new RedisStorageManager(redis)) or null`);
-  if (t !== undefined && (!Number.isInteger(t) || t < 1))
-    throw new InvalidOptionsError('largeMessageThreshold', `must be a whole number >= 1, got ${String(t)}`);
+  if (storage != null) storageManager('storage', storage);
+  wholeNumber('largeMessageThreshold', t, 1, 'bytes');
   const nest = { ...(nats ?? {}) } as Record<string, any>;
   const connection: Record<string, any> = { servers: 'nats://localhost:4222' };
   for (const [k, v] of Object.entries(nest)) if (!NEST_ONLY_KEYS.includes(k)) connection[k] = v;
@@ -67,14 +67,14 @@ export function transportSetup(options: EventBusTransportOptions | undefined, wh
  * Connects storage (a lazily connecting Redis) and a NATS connection of the transport's own;
  * rejects, leaving nothing open, when the threshold is above what the server accepts.
  */
-export async function openTransportClient(setup: TransportSetup, options: EventBusTransportOptions, label: string): Promise<NatsClient> {
+export async function openTransportClient(setup: TransportSetup, options: EventBusTransportOptions, label: string): Promise<BusConnection> {
   if (setup.storage instanceof RedisStorageManager) await setup.storage.connect();
-  const client = new NatsClient(label, setup.connection);
+  const client = new BusConnection(label, setup.connection);
   await client.connect();
   const t = options.largeMessageThreshold;
   const ceiling = setup.codec.thresholdFor(client.maxPayload);
   if (t !== undefined && t > ceiling) {
-    await client.drain(1000);
+    await client.drain(RELEASE_TIMEOUT_MS);
     throw new InvalidOptionsError(
       'largeMessageThreshold',
       `${t} bytes is above what the server accepts (max_payload ${client.maxPayload} minus header room = ${ceiling})`,

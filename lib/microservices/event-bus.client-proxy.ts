@@ -1,9 +1,11 @@
 import { Logger } from '@nestjs/common';
 import { ClientProxy, PacketId, ReadPacket, WritePacket } from '@nestjs/microservices';
 import { ClaimCheckDelivery, InboundBody } from '../delivery/claim-check-delivery';
-import { isPromise, MaybePromise } from '../delivery/maybe-async';
+import { isPromise, MaybePromise } from '../shared/maybe-async';
 import { NotConnectedError } from '../errors/event-bus.errors';
-import { createHeaders, createInbox, Msg, MsgHdrs, NatsClient, NatsClientEvent, Subscription } from '../nats/nats-client';
+import { RELEASE_TIMEOUT_MS } from '../options/defaults';
+import { createHeaders, createInbox, Msg, MsgHdrs, BusConnection, Subscription } from '../nats/bus-connection';
+import { TransportEvents } from './transport-events';
 import { CustomDeserializer, CustomSerializer, deserializeResponse, serializePacket } from './nest-packets';
 import { EventBusTransportOptions, openTransportClient, TransportSetup, transportSetup } from './event-bus-transport.options';
 
@@ -26,9 +28,9 @@ export class EventBusClientProxy extends ClientProxy {
   private readonly setup: TransportSetup;
   private readonly customSerializer?: CustomSerializer;
   private readonly customDeserializer?: CustomDeserializer;
-  private readonly listeners = new Map<string, Array<(data: unknown) => void>>();
-  private connecting: Promise<NatsClient> | null = null;
-  private client: NatsClient | null = null;
+  private readonly events = new TransportEvents(this._status$);
+  private connecting: Promise<BusConnection> | null = null;
+  private client: BusConnection | null = null;
   private delivery: ClaimCheckDelivery | null = null;
 
   constructor(private readonly eventBusOptions: EventBusTransportOptions) {
@@ -44,10 +46,10 @@ export class EventBusClientProxy extends ClientProxy {
       const attempt = openTransportClient(this.setup, this.eventBusOptions, 'microservices-client').then((client) => {
         if (this.connecting !== attempt) {
           // Closed while connecting: this connection is nobody's.
-          void client.drain(1000);
+          void client.drain(RELEASE_TIMEOUT_MS);
           throw new NotConnectedError('EventBusClientProxy was closed while connecting');
         }
-        client.onEvent((event, data) => this.onClientEvent(event, data));
+        client.onEvent((event, data) => this.events.emit(event, data));
         this.client = client;
         this.delivery = new ClaimCheckDelivery(this.setup.codec, client, this.log);
         this._status$.next('connected' as any);
@@ -87,9 +89,7 @@ export class EventBusClientProxy extends ClientProxy {
 
   /** `disconnect`, `reconnect` and `update`, as the stock client. */
   on(event: any, callback: any): void {
-    const list = this.listeners.get(event as string) ?? [];
-    list.push(callback as (data: unknown) => void);
-    this.listeners.set(event as string, list);
+    this.events.on(event as string, callback as (data: unknown) => void);
   }
 
   protected publish(partialPacket: ReadPacket, callback: Callback): () => void {
@@ -196,7 +196,7 @@ export class EventBusClientProxy extends ClientProxy {
     return settle(message);
   }
 
-  private open(): { client: NatsClient; delivery: ClaimCheckDelivery } {
+  private open(): { client: BusConnection; delivery: ClaimCheckDelivery } {
     if (!this.client || !this.delivery) throw new NotConnectedError('EventBusClientProxy is not connected; Nest connects it on the first send or emit');
     return { client: this.client, delivery: this.delivery };
   }
@@ -208,11 +208,5 @@ export class EventBusClientProxy extends ClientProxy {
     const headers = own ?? createHeaders();
     for (const [k, v] of Object.entries(defaults ?? {})) if (!headers.has(k)) headers.set(k, v);
     return headers;
-  }
-
-  private onClientEvent(event: NatsClientEvent, data: unknown): void {
-    if (event === 'disconnect') this._status$.next('disconnected' as any);
-    if (event === 'reconnect') this._status$.next('connected' as any);
-    for (const cb of this.listeners.get(event) ?? []) cb(data);
   }
 }

@@ -1,10 +1,11 @@
 import { Logger } from '@nestjs/common';
 import { CustomTransportStrategy, NatsContext, Server, Transport } from '@nestjs/microservices';
 import { ClaimCheckDelivery, InboundBody } from '../delivery/claim-check-delivery';
-import { isPromise } from '../delivery/maybe-async';
+import { isPromise } from '../shared/maybe-async';
 import { RateLimitedLog } from '../delivery/rate-limited-log';
 import { MessageStorageError } from '../errors/event-bus.errors';
-import { Msg, NatsClient, NatsClientEvent, Subscription } from '../nats/nats-client';
+import { Msg, BusConnection, Subscription } from '../nats/bus-connection';
+import { TransportEvents } from './transport-events';
 import {
   CustomDeserializer,
   CustomSerializer,
@@ -13,6 +14,9 @@ import {
   serializePacket,
 } from './nest-packets';
 import { EventBusTransportOptions, openTransportClient, rpcError, TransportSetup, transportSetup } from './event-bus-transport.options';
+
+/** Nest's own default `gracePeriod` for `gracefulShutdown`. */
+const NATS_DEFAULT_GRACE_PERIOD_MS = 10_000;
 
 /** Nest's reply when no `@MessagePattern` matches (the same text as its own NATS transport). */
 const NO_MESSAGE_HANDLER = 'There is no matching message handler defined in the remote service.';
@@ -37,8 +41,8 @@ export class EventBusTransport extends Server implements CustomTransportStrategy
   private readonly setup: TransportSetup;
   private readonly customSerializer?: CustomSerializer;
   private readonly customDeserializer?: CustomDeserializer;
-  private readonly listeners = new Map<string, Array<(data: unknown) => void>>();
-  private client: NatsClient | null = null;
+  private readonly events = new TransportEvents(this._status$);
+  private client: BusConnection | null = null;
   private delivery: ClaimCheckDelivery | null = null;
   private subscriptions: Subscription[] = [];
 
@@ -53,7 +57,7 @@ export class EventBusTransport extends Server implements CustomTransportStrategy
   async listen(callback: (err?: unknown) => void): Promise<void> {
     try {
       const client = await openTransportClient(this.setup, this.eventBusOptions, 'microservices-server');
-      client.onEvent((event, data) => this.onClientEvent(event, data));
+      client.onEvent((event, data) => this.events.emit(event, data));
       this.client = client;
       this.delivery = new ClaimCheckDelivery(this.setup.codec, client, this.log);
       this._status$.next('connected' as any);
@@ -66,7 +70,7 @@ export class EventBusTransport extends Server implements CustomTransportStrategy
     }
   }
 
-  private bindEvents(client: NatsClient): void {
+  private bindEvents(client: BusConnection): void {
     const defaultQueue = this.setup.nest.queue as string | undefined;
     for (const [channel, handler] of this.messageHandlers) {
       const queue = (handler.extras?.queue as string | undefined) ?? defaultQueue;
@@ -81,11 +85,11 @@ export class EventBusTransport extends Server implements CustomTransportStrategy
     this.client = null;
     if (this.setup.nest.gracefulShutdown) {
       for (const sub of this.subscriptions) sub.unsubscribe();
-      await new Promise((resolve) => setTimeout(resolve, (this.setup.nest.gracePeriod as number | undefined) ?? 10_000));
+      await new Promise((resolve) => setTimeout(resolve, (this.setup.nest.gracePeriod as number | undefined) ?? NATS_DEFAULT_GRACE_PERIOD_MS));
     }
     this.subscriptions = [];
     await client.drain();
-    this.listeners.clear();
+    this.events.clear();
   }
 
   /** The nats.js connection (as the stock transport's `unwrap()`). */
@@ -96,9 +100,7 @@ export class EventBusTransport extends Server implements CustomTransportStrategy
 
   /** `disconnect`, `reconnect` (with the server) and `update` (cluster changes), as the stock transport. */
   on(event: any, callback: any): void {
-    const list = this.listeners.get(event as string) ?? [];
-    list.push(callback as (data: unknown) => void);
-    this.listeners.set(event as string, list);
+    this.events.on(event as string, callback as (data: unknown) => void);
   }
 
   /** Recovers a stored packet, then handles it as Nest's own transport would. Never rejects. */
@@ -187,11 +189,5 @@ export class EventBusTransport extends Server implements CustomTransportStrategy
   private sendError(msg: Msg, replyTo: string, packet: object): void {
     const out = serializePacket(undefined, packet);
     this.delivery?.send(replyTo, msg.subject, out.data, out.headers);
-  }
-
-  private onClientEvent(event: NatsClientEvent, data: unknown): void {
-    if (event === 'disconnect') this._status$.next('disconnected' as any);
-    if (event === 'reconnect') this._status$.next('connected' as any);
-    for (const cb of this.listeners.get(event) ?? []) cb(data);
   }
 }

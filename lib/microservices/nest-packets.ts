@@ -1,7 +1,7 @@
 import { NatsRecord, Server } from '@nestjs/microservices';
 import { parseJsonBody } from '../claim-check/claim-check.codec';
 import { InvalidMessageError } from '../errors/event-bus.errors';
-import type { Msg, MsgHdrs } from '../nats/nats-client';
+import type { Msg, MsgHdrs } from '../nats/bus-connection';
 
 /** A serializer or deserializer given in the `Transport.NATS` options. */
 export interface CustomSerializer {

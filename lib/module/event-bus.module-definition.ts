@@ -1,5 +1,5 @@
 import { ConfigurableModuleBuilder } from '@nestjs/common';
-import { EventBusModuleExtras, EventBusModuleOptions } from './event-bus-module-options.interface';
+import { EventBusModuleExtras, EventBusModuleOptions } from './event-bus-module.options';
 
 export const {
   ConfigurableModuleClass: EventBusConfigurableModule,

@@ -5,6 +5,7 @@ import type { Cluster, Redis } from 'ioredis';
 import { SubscribeMetadataAccessor } from '../discovery/subscribe-metadata.accessor';
 import { SubscribersLoader } from '../discovery/subscribers.loader';
 import { InvalidOptionsError } from '../errors/event-bus.errors';
+import { string, wholeNumber } from '../options/rules';
 import { EventBus } from '../event-bus/event-bus';
 import { createHealthController, HEALTH_DEFAULTS } from '../health/health.controller';
 import { NatsHealthIndicator } from '../health/nats.health-indicator';
@@ -16,7 +17,7 @@ import {
   EVENT_BUS_OPTIONS_TYPE,
   EventBusConfigurableModule,
 } from './event-bus.module-definition';
-import { EventBusHealthOptions, EventBusModuleOptions } from './event-bus-module-options.interface';
+import { EventBusHealthOptions, EventBusModuleOptions } from './event-bus-module.options';
 import { EVENT_BUS_REDIS, redisConnectionProvider, storageProvider } from './storage.providers';
 
 const eventBusProvider: Provider = {
@@ -99,8 +100,8 @@ function withHealth(definition: DynamicModule, health: EventBusHealthOptions | u
   const h = health ?? {};
   if (h.enabled === false) return definition;
   const path = h.path ?? HEALTH_DEFAULTS.path;
-  if (typeof path !== 'string') throw new InvalidOptionsError('health.path', 'must be a string');
+  string('health.path', path);
   const timeoutMs = h.timeoutMs ?? HEALTH_DEFAULTS.timeoutMs;
-  if (!(timeoutMs > 0)) throw new InvalidOptionsError('health.timeoutMs', 'must be a positive number of milliseconds');
+  wholeNumber('health.timeoutMs', timeoutMs, 1, 'milliseconds');
   return { ...definition, controllers: [...(definition.controllers ?? []), createHealthController(path, timeoutMs)] };
 }

@@ -2,10 +2,12 @@ import { FactoryProvider, Provider } from '@nestjs/common';
 import { ModuleRef } from '@nestjs/core';
 import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis';
 import { InvalidOptionsError } from '../errors/event-bus.errors';
+import { DEFAULTS } from '../options/defaults';
+import { storageManager, wholeNumber } from '../options/rules';
 import { MESSAGE_STORAGE_MANAGER, MessageStorageManager } from '../storage/message-storage-manager';
 import { REDIS_CLIENT_DEFAULTS, RedisStorageManager } from '../storage/redis-storage-manager';
 import { EVENT_BUS_MODULE_OPTIONS } from './event-bus.module-definition';
-import { EventBusModuleOptions, EventBusStorageOptions, RedisStorageModuleOptions } from './event-bus-module-options.interface';
+import { EventBusModuleOptions, EventBusStorageOptions, RedisStorageModuleOptions } from './event-bus-module.options';
 
 /**
  * Name of the bus's Redis connection. The token is spelled as `@nestjs-modules/ioredis` spells
@@ -79,7 +81,8 @@ export const storageProvider: Provider = {
     if (isRedisStorage(storage)) {
       const manager = new RedisStorageManager(redis!, storage);
       try {
-        await manager.connect(storage.connectTimeoutMs ?? 10_000);
+        wholeNumber('storage.connectTimeoutMs', storage.connectTimeoutMs, 1, 'milliseconds');
+        await manager.connect(storage.connectTimeoutMs ?? DEFAULTS.storage.connectTimeoutMs);
       } catch (err) {
         // Bootstrap fails, so no shutdown hook will close this client: stop its reconnecting here.
         redis!.disconnect();
@@ -113,9 +116,5 @@ export const storageProvider: Provider = {
 };
 
 function checked(option: string, value: unknown): MessageStorageManager {
-  const v = value as MessageStorageManager;
-  if (!v || typeof v.storeMessage !== 'function' || typeof v.recoverMessage !== 'function') {
-    throw new InvalidOptionsError(option, 'must give a MessageStorageManager (storeMessage and recoverMessage)');
-  }
-  return v;
+  return storageManager<MessageStorageManager>(option, value);
 }

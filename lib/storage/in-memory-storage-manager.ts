@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { isValidToken, StoredMessageEnvelope } from '../claim-check/envelope';
 import { InvalidMessageError, StoredMessageNotFoundError } from '../errors/event-bus.errors';
+import { DEFAULTS } from '../options/defaults';
 import { MessageStorageManager } from './message-storage-manager';
 
 export interface InMemoryStorageOptions {
@@ -18,7 +19,7 @@ export class InMemoryStorageManager extends MessageStorageManager {
 
   constructor(options: InMemoryStorageOptions = {}) {
     super();
-    this.ttlMs = (options.ttlSeconds ?? 300) * 1000;
+    this.ttlMs = (options.ttlSeconds ?? DEFAULTS.storage.ttlSeconds) * 1000;
   }
 
   async storeMessage(body: Uint8Array): Promise<StoredMessageEnvelope> {

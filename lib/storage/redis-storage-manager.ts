@@ -8,6 +8,9 @@ import {
   StoredMessageNotFoundError,
 } from '../errors/event-bus.errors';
 import { MessageStorageManager } from './message-storage-manager';
+import { withTimeout } from '../shared/deadline';
+import { DEFAULTS } from '../options/defaults';
+import { string, wholeNumber } from '../options/rules';
 
 export interface RedisStorageOptions {
   /** Seconds a stored message lives in Redis (`SET ... EX`). Default 300. */
@@ -18,19 +21,10 @@ export interface RedisStorageOptions {
   operationTimeoutMs?: number;
 }
 
-export const REDIS_STORAGE_DEFAULTS = { ttlSeconds: 300, keyPrefix: 'eventbus:', operationTimeoutMs: 5000 } as const;
+export const REDIS_STORAGE_DEFAULTS = { ttlSeconds: DEFAULTS.storage.ttlSeconds, keyPrefix: DEFAULTS.storage.keyPrefix, operationTimeoutMs: DEFAULTS.storage.operationTimeoutMs } as const;
 
-/**
- * ioredis options the bus uses for the connection it creates. With the offline queue off, a
- * publish while Redis is down fails at once with `MessageStorageError` instead of waiting.
- * ioredis still reconnects by itself.
- */
-export const REDIS_CLIENT_DEFAULTS = {
-  enableOfflineQueue: false,
-  maxRetriesPerRequest: 1,
-  connectTimeout: 10_000,
-  lazyConnect: true,
-} as const;
+/** ioredis options the bus uses for the connection it creates (see `DEFAULTS.redisClient`). */
+export const REDIS_CLIENT_DEFAULTS = DEFAULTS.redisClient;
 
 /**
  * Claim-check storage on Redis: `SET prefix+token body EX ttl`, recovered with `GET`.
@@ -50,16 +44,15 @@ export class RedisStorageManager extends MessageStorageManager {
     this.ttlSeconds = options.ttlSeconds ?? REDIS_STORAGE_DEFAULTS.ttlSeconds;
     this.keyPrefix = options.keyPrefix ?? REDIS_STORAGE_DEFAULTS.keyPrefix;
     this.operationTimeoutMs = options.operationTimeoutMs ?? REDIS_STORAGE_DEFAULTS.operationTimeoutMs;
-    if (!Number.isInteger(this.ttlSeconds) || this.ttlSeconds < 1)
-      throw new InvalidOptionsError('storage.ttlSeconds', `must be a whole number of seconds >= 1, got ${String(options.ttlSeconds)}`);
-    if (typeof this.keyPrefix !== 'string' || /[\s*?[\]]/.test(this.keyPrefix))
+    wholeNumber('storage.ttlSeconds', this.ttlSeconds, 1, 'seconds');
+    string('storage.keyPrefix', this.keyPrefix);
+    if (/[\s*?[\]]/.test(this.keyPrefix))
       throw new InvalidOptionsError('storage.keyPrefix', 'must be a string without spaces or glob characters (* ? [ ])');
-    if (!(this.operationTimeoutMs > 0))
-      throw new InvalidOptionsError('storage.operationTimeoutMs', 'must be a positive number of milliseconds');
+    wholeNumber('storage.operationTimeoutMs', this.operationTimeoutMs, 1, 'milliseconds');
   }
 
   /** Wait until the client is ready. Rejects with `MessageStorageError` after `timeoutMs`. */
-  async connect(timeoutMs = 10_000): Promise<void> {
+  async connect(timeoutMs: number = DEFAULTS.storage.connectTimeoutMs): Promise<void> {
     const client = this.client as Redis;
     if (client.status === 'ready') return;
     if (client.status === 'wait') {
@@ -115,7 +108,7 @@ export class RedisStorageManager extends MessageStorageManager {
     const token = randomUUID();
     const value = Buffer.isBuffer(body) ? body : Buffer.from(body.buffer, body.byteOffset, body.byteLength);
     try {
-      await this.withTimeout(this.client.set(this.keyPrefix + token, value, 'EX', this.ttlSeconds), 'SET');
+      await this.timed(this.client.set(this.keyPrefix + token, value, 'EX', this.ttlSeconds), 'SET');
     } catch (err) {
       throw new MessageStorageError(`could not store message in Redis: ${describe(err)}`, { cause: err });
     }
@@ -127,7 +120,7 @@ export class RedisStorageManager extends MessageStorageManager {
     if (!isValidToken(envelope.token)) throw new InvalidMessageError('envelope token has an unknown shape');
     let body: Buffer | null;
     try {
-      body = await this.withTimeout(this.client.getBuffer(this.keyPrefix + envelope.token), 'GET');
+      body = await this.timed(this.client.getBuffer(this.keyPrefix + envelope.token), 'GET');
     } catch (err) {
       throw new MessageStorageError(`could not recover message ${envelope.token} from Redis: ${describe(err)}`, { cause: err });
     }
@@ -138,7 +131,7 @@ export class RedisStorageManager extends MessageStorageManager {
   async deleteMessage(envelope: StoredMessageEnvelope): Promise<void> {
     if (!isValidToken(envelope.token)) return;
     try {
-      await this.withTimeout(this.client.del(this.keyPrefix + envelope.token), 'DEL');
+      await this.timed(this.client.del(this.keyPrefix + envelope.token), 'DEL');
     } catch {
       // Best effort: the TTL removes it anyway.
     }
@@ -146,18 +139,14 @@ export class RedisStorageManager extends MessageStorageManager {
 
   async ping(): Promise<void> {
     try {
-      await this.withTimeout(this.client.ping(), 'PING');
+      await this.timed(this.client.ping(), 'PING');
     } catch (err) {
       throw new MessageStorageError(`Redis is not answering: ${describe(err)}`, { cause: err });
     }
   }
 
-  private withTimeout<T>(op: Promise<T>, what: string): Promise<T> {
-    let timer: NodeJS.Timeout;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`${what} timed out after ${this.operationTimeoutMs} ms`)), this.operationTimeoutMs);
-    });
-    return Promise.race([op, timeout]).finally(() => clearTimeout(timer));
+  private timed<T>(op: Promise<T>, what: string): Promise<T> {
+    return withTimeout(op, this.operationTimeoutMs, () => new Error(`${what} timed out after ${this.operationTimeoutMs} ms`));
   }
 }
 

@@ -4,6 +4,7 @@ import { sc } from '../harness/text-codec';
 import {
   EventBus,
   InvalidMessageError,
+  InvalidOptionsError,
   MessageContext,
   MessageStorageError,
   NoRespondersError,
@@ -197,6 +198,15 @@ describe('EventBus against real nats-server and redis-server', () => {
     await waitUntil(() => got.length === 1, 'the valid message after the bad ones');
     await sleep(100);
     expect(got).toEqual([{ ok: true }]);
+  });
+
+  it('applies the rpcTimeoutMs rule to the per-call timeout: a fraction or zero is an InvalidOptionsError naming it', async () => {
+    const bus = await makeBus();
+    for (const timeout of [0.5, 0, -1]) {
+      const err = await bus.rpcRequest('t.timeout.rule', {}, { timeout }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(InvalidOptionsError);
+      expect((err as InvalidOptionsError).message).toContain('timeout');
+    }
   });
 
   it('answers a request whose body is not JSON with a typed error instead of a timeout', async () => {

@@ -200,7 +200,7 @@ describe('reliability under load', () => {
       });
       // The dispatcher is internal; look at its queue when it is there (a refactor may rename it).
       const dispatchers = () =>
-        [...(((bus as any).subscriptions as Set<any>) ?? [])].map((s) => s.dispatcher).filter((d) => d && typeof d.pending === 'number');
+        ((bus as any).subscriptions.dispatchers() as Array<{ pending: number }>).filter((d) => d && typeof d.pending === 'number');
       let maxPending = 0;
       const probe = setInterval(() => {
         for (const d of dispatchers()) maxPending = Math.max(maxPending, d.pending);

@@ -1,4 +1,5 @@
 import type { NodeConnectionOptions } from '@nats-io/transport-node';
+import { DEFAULTS } from '../options/defaults';
 
 /**
  * Options of one NATS connection. Everything nats.js v3's `connect()` (`@nats-io/transport-node`) accepts may be given; only
@@ -13,14 +14,4 @@ import type { NodeConnectionOptions } from '@nats-io/transport-node';
  */
 export type NatsConnectionOptions = NodeConnectionOptions;
 
-export const NATS_CONNECTION_DEFAULTS = {
-  name: 'nestjs-nats-eventbus',
-  maxReconnectAttempts: -1,
-  reconnect: true,
-  reconnectTimeWait: 1000,
-  reconnectJitter: 500,
-  timeout: 10_000,
-  pingInterval: 30_000,
-  maxPingOut: 3,
-  noAsyncTraces: true,
-} as const satisfies NodeConnectionOptions;
+export const NATS_CONNECTION_DEFAULTS = DEFAULTS.nats satisfies NodeConnectionOptions;

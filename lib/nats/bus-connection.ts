@@ -6,7 +6,7 @@ export type { Msg, MsgHdrs, NatsConnection, Subscription } from '@nats-io/transp
 export { createInbox };
 
 /** Connection events others may follow (the microservices transport's `on()`). */
-export type NatsClientEvent = 'disconnect' | 'reconnect' | 'update';
+export type BusConnectionEvent = 'disconnect' | 'reconnect' | 'update';
 
 /** NATS headers from a plain record (or empty). */
 export function createHeaders(record?: Record<string, string>): MsgHdrs {
@@ -15,8 +15,10 @@ export function createHeaders(record?: Record<string, string>): MsgHdrs {
   return h;
 }
 import { NoRespondersError, NotConnectedError, RemoteHandlerError, RpcTimeoutError } from '../errors/event-bus.errors';
-import { NATS_CONNECTION_DEFAULTS, NatsConnectionOptions } from './nats-client.options';
-import { settleWithin } from './settle-within';
+import { NATS_CONNECTION_DEFAULTS, NatsConnectionOptions } from './bus-connection.options';
+import { ReconnectHold } from './reconnect-hold';
+import { settleWithin } from '../shared/deadline';
+import { DEFAULTS } from '../options/defaults';
 
 /** The NATS service-error headers (as `@nats-io/services` and the Go/Python micro frameworks write them). */
 export const SERVICE_ERROR_HEADER = 'Nats-Service-Error';
@@ -25,55 +27,53 @@ export const SERVICE_ERROR_CODE_HEADER = 'Nats-Service-Error-Code';
 /** 1 MiB: the server default, used until a connection has said otherwise in its INFO. */
 export const DEFAULT_MAX_PAYLOAD = 1024 * 1024;
 
-/**
- * Bytes of publishes held while a connection is reconnecting (as the Go client's ReconnectBufSize).
- * Past this, `publish` throws `NotConnectedError` instead of growing without bound.
- */
-export const RECONNECT_BUFFER_BYTES = 8 * 1024 * 1024;
-
-interface HeldPublish {
-  subject: string;
-  data: Uint8Array;
-  headers?: MsgHdrs;
-  reply?: string;
-}
+export { RECONNECT_BUFFER_BYTES } from './reconnect-hold';
 
 /**
- * One NATS connection with library defaults: reconnects forever, tracks whether it is up,
- * turns request failures into typed errors, and drains on close.
+ * Where a connection is:
+ * - `new`: `connect()` not called or not finished;
+ * - `connected`: publishes go straight out;
+ * - `reconnecting`: the server is gone; publishes are held;
+ * - `settling`: back, but still holding for one reconnect interval (see `settle`);
+ * - `closed`: drained or closed; nothing more is sent.
  */
-export class NatsClient {
+export type ConnectionState = 'new' | 'connected' | 'reconnecting' | 'settling' | 'closed';
+
+/**
+ * One NATS connection with library defaults: reconnects forever, holds publishes while the
+ * server is away, turns request failures into typed errors, and drains on close.
+ * (Over 200 lines: the connection's state machine, its publish/request paths and the status
+ * watcher belong together; the hold buffer is in reconnect-hold.ts.)
+ */
+export class BusConnection {
   private nc?: NatsConnection;
-  private up = false;
-  /**
-   * From a `disconnect` until shortly after the next `reconnect` (see `releaseHeld`): publishes
-   * are held, not sent.
-   */
-  private reconnecting = false;
-  private held: HeldPublish[] = [];
-  private heldBytes = 0;
-  private releaseTimer?: NodeJS.Timeout;
-  /** False from a `disconnect` until the next `reconnect`. */
-  private connectedAgain = true;
+  private stateNow: ConnectionState = 'new';
+  private readonly hold: ReconnectHold;
+  private settleTimer?: NodeJS.Timeout;
   private readonly logger: Logger;
-  private readonly listeners: Array<(event: NatsClientEvent, data: unknown) => void> = [];
+  private readonly listeners: Array<(event: BusConnectionEvent, data: unknown) => void> = [];
 
   constructor(
     readonly label: string,
     private readonly options: NatsConnectionOptions,
   ) {
     this.logger = new Logger(`EventBus:nats:${label}`);
+    this.hold = new ReconnectHold(label, this.logger);
+  }
+
+  get state(): ConnectionState {
+    return this.stateNow;
   }
 
   async connect(): Promise<void> {
     if (this.nc) return;
     this.nc = await connect({ ...NATS_CONNECTION_DEFAULTS, ...this.options });
-    this.up = true;
+    this.stateNow = 'connected';
     void this.watchStatus(this.nc);
   }
 
   /** Follow disconnects, reconnects and cluster updates. */
-  onEvent(listener: (event: NatsClientEvent, data: unknown) => void): void {
+  onEvent(listener: (event: BusConnectionEvent, data: unknown) => void): void {
     this.listeners.push(listener);
   }
 
@@ -90,7 +90,7 @@ export class NatsClient {
 
   /** True while connected to a server (false while reconnecting, draining or closed). */
   get isConnected(): boolean {
-    return this.up && !!this.nc && !this.nc.isClosed() && !this.nc.isDraining();
+    return (this.stateNow === 'connected' || this.stateNow === 'settling') && !!this.nc && !this.nc.isClosed() && !this.nc.isDraining();
   }
 
   /** Round-trip time to the server in ms. */
@@ -99,23 +99,14 @@ export class NatsClient {
   }
 
   /**
-   * Publish, or, while the connection is reconnecting, hold the message (up to
-   * `RECONNECT_BUFFER_BYTES`) and send it once reconnected. nats.js v3, like v2, discards what was
-   * published while disconnected at every reconnect attempt (`ProtocolHandler.prepare()` resets
-   * its outbound buffer), so without this those messages would be lost. Core NATS stays at most once: a subscriber that has not re-subscribed yet
-   * still misses them (see `releaseHeld`).
+   * Publish, or, while the connection is reconnecting or settling, hold the message (up to
+   * `RECONNECT_BUFFER_BYTES`) and send it once reconnected. Core NATS stays at most once: a
+   * subscriber that has not re-subscribed yet still misses it (see `settle`).
    */
   publish(subject: string, data: Uint8Array, headers?: MsgHdrs, reply?: string): void {
     const nc = this.connection;
-    if (this.reconnecting && !nc.isDraining()) {
-      const size = data.byteLength + subject.length + (reply?.length ?? 0);
-      if (this.heldBytes + size > RECONNECT_BUFFER_BYTES) {
-        throw new NotConnectedError(
-          `NATS connection "${this.label}" is reconnecting and its reconnect buffer (${RECONNECT_BUFFER_BYTES} bytes) is full; message to "${subject}" not sent`,
-        );
-      }
-      this.held.push({ subject, data, headers, reply });
-      this.heldBytes += size;
+    if ((this.stateNow === 'reconnecting' || this.stateNow === 'settling') && !nc.isDraining()) {
+      this.hold.add(subject, data, headers, reply);
       return;
     }
     nc.publish(subject, data, headers || reply ? { headers, reply } : undefined);
@@ -165,19 +156,15 @@ export class NatsClient {
   }
 
   /** Stop receiving, deliver what is buffered, flush, close. Idempotent. */
-  async drain(timeoutMs = 10_000): Promise<void> {
+  async drain(timeoutMs: number = DEFAULTS.bus.shutdownTimeoutMs): Promise<void> {
     const nc = this.nc;
     if (!nc || nc.isClosed()) return;
-    this.up = false;
-    clearTimeout(this.releaseTimer);
-    if (this.held.length) {
-      // Connected again (waiting for the others to re-subscribe): send now rather than drop.
-      if (this.reconnecting && this.connectedAgain && !nc.isDraining()) this.sendHeld(nc);
-      else this.logger.warn(`closing while reconnecting: ${this.held.length} held publishes were not sent`);
-      this.held = [];
-      this.heldBytes = 0;
-    }
-    this.reconnecting = false;
+    const wasSettling = this.stateNow === 'settling';
+    this.stateNow = 'closed';
+    clearTimeout(this.settleTimer);
+    // Connected again (waiting for the others to re-subscribe): send now rather than drop.
+    if (wasSettling && !nc.isDraining()) this.hold.release(nc);
+    else this.hold.discard();
     let failure: unknown;
     const draining = nc.isDraining() ? nc.closed() : nc.drain().catch((err) => (failure = err));
     // A connection that cannot drain (server gone, still reconnecting) must still be released.
@@ -196,50 +183,32 @@ export class NatsClient {
    * at that same pace: sending at once would often reach the server before they re-subscribed,
    * and the server would drop every held message. Holding that little longer keeps the order.
    */
-  private releaseHeld(nc: NatsConnection): void {
-    clearTimeout(this.releaseTimer);
+  private settle(nc: NatsConnection): void {
+    clearTimeout(this.settleTimer);
+    this.stateNow = 'settling';
     const o = { ...NATS_CONNECTION_DEFAULTS, ...this.options };
     const graceMs = (o.reconnectTimeWait ?? 0) + (o.reconnectJitter ?? 0);
-    this.releaseTimer = setTimeout(() => {
-      this.reconnecting = false;
-      this.sendHeld(nc);
+    this.settleTimer = setTimeout(() => {
+      if (this.stateNow !== 'settling') return;
+      this.stateNow = 'connected';
+      this.hold.release(nc);
     }, graceMs);
-    this.releaseTimer.unref?.();
-  }
-
-  /** Send, in order, what was published while reconnecting. */
-  private sendHeld(nc: NatsConnection): void {
-    const held = this.held;
-    this.held = [];
-    this.heldBytes = 0;
-    if (!held.length) return;
-    let sent = 0;
-    try {
-      for (const m of held) {
-        nc.publish(m.subject, m.data, m.headers || m.reply ? { headers: m.headers, reply: m.reply } : undefined);
-        sent++;
-      }
-    } catch (err) {
-      this.logger.error(`could not send ${held.length - sent} publishes held while reconnecting: ${(err as Error).message}`);
-    }
-    if (sent) this.logger.log(`sent ${sent} publishes held while reconnecting`);
+    this.settleTimer.unref?.();
   }
 
   private async watchStatus(nc: NatsConnection): Promise<void> {
     for await (const status of nc.status()) {
       switch (status.type) {
         case 'disconnect':
-          this.up = false;
-          this.reconnecting = true;
-          this.connectedAgain = false;
-          clearTimeout(this.releaseTimer);
+          if (this.stateNow === 'closed') break;
+          this.stateNow = 'reconnecting';
+          clearTimeout(this.settleTimer);
           this.logger.warn(`disconnected from ${status.server}; reconnecting`);
           this.emit('disconnect', status.server);
           break;
         case 'reconnect':
-          this.up = true;
-          this.connectedAgain = true;
-          this.releaseHeld(nc);
+          if (this.stateNow === 'closed') break;
+          this.settle(nc);
           this.logger.log(`reconnected to ${status.server}`);
           this.emit('reconnect', status.server);
           break;
@@ -256,7 +225,7 @@ export class NatsClient {
     }
   }
 
-  private emit(event: NatsClientEvent, data: unknown): void {
+  private emit(event: BusConnectionEvent, data: unknown): void {
     for (const listener of this.listeners) {
       try {
         listener(event, data);

@@ -1,0 +1,75 @@
+import { Logger } from '@nestjs/common';
+import { BoundedDispatcher } from '../delivery/bounded-dispatcher';
+import { Msg, BusConnection, Subscription } from '../nats/bus-connection';
+import { settleWithin } from '../shared/deadline';
+import { HandlerDelivery } from './handler-delivery';
+import { MessageHandler } from './message-context';
+
+interface ActiveSubscription {
+  sub: Subscription;
+  dispatcher: BoundedDispatcher<Msg>;
+  subject: string;
+}
+
+/** What the bus needs to start one subscription. */
+export interface SubscriptionSpec {
+  topic: string;
+  queue?: string;
+  handler: MessageHandler;
+  maxConcurrent: number;
+  maxPending: number;
+}
+
+/**
+ * The bus's live subscriptions: each a NATS subscription feeding a bounded dispatcher that runs
+ * the delivery path. Stopping one drains it, then waits (bounded) for its handlers to finish.
+ */
+export class Subscriptions {
+  private readonly active = new Set<ActiveSubscription>();
+
+  constructor(private readonly logger: Logger) {}
+
+  /** Subscribe on `client`; resolves once the server knows of the interest. Returns the stopper. */
+  async start(client: BusConnection, delivery: HandlerDelivery, spec: SubscriptionSpec, stopTimeoutMs: number): Promise<() => Promise<void>> {
+    // On a subject without wildcards every message's subject is the topic; knowing it spares
+    // nats.js decoding `msg.subject` from bytes for each message.
+    const literalSubject = /[*>]/.test(spec.topic) ? undefined : spec.topic;
+    const dispatcher = new BoundedDispatcher<Msg>(
+      spec.topic,
+      spec.maxConcurrent,
+      spec.maxPending,
+      (msg) => delivery.deliver(msg, spec.handler, literalSubject),
+      this.logger,
+    );
+    const sub = client.subscribe(spec.topic, (msg) => dispatcher.push(msg), spec.queue);
+    const entry: ActiveSubscription = { sub, dispatcher, subject: spec.topic };
+    this.active.add(entry);
+    // A publish right after `subscribe` resolves must not miss the subscription.
+    await client.flush();
+    return () => this.stop(entry, stopTimeoutMs);
+  }
+
+  /** The dispatchers of the live subscriptions (their queue depths, for tests and diagnostics). */
+  dispatchers(): Array<BoundedDispatcher<Msg>> {
+    return [...this.active].map((s) => s.dispatcher);
+  }
+
+  /** Stop every subscription, each bounded by `timeoutMs`. */
+  async stopAll(timeoutMs: number): Promise<void> {
+    await Promise.all([...this.active].map((s) => this.stop(s, timeoutMs)));
+  }
+
+  private async stop(entry: ActiveSubscription, timeoutMs: number): Promise<void> {
+    if (!this.active.delete(entry)) return;
+    // drain() unsubscribes and waits for messages already sent by the server to arrive;
+    // while the server is unreachable it cannot finish, so it is bounded too.
+    if (!entry.sub.isClosed()) await settleWithin(entry.sub.drain(), timeoutMs);
+    if (!entry.sub.isClosed()) entry.sub.unsubscribe();
+    const idle = await settleWithin(entry.dispatcher.whenIdle(), timeoutMs);
+    if (!idle) {
+      this.logger.warn(
+        `"${entry.subject}": ${entry.dispatcher.inFlight} handlers still running and ${entry.dispatcher.pending} messages waiting after ${timeoutMs} ms; closing anyway`,
+      );
+    }
+  }
+}

@@ -1,0 +1,52 @@
+/**
+ * Every default of the library, in one object. The README's options table is checked against it
+ * (test/options/defaults.spec.ts); the named exports below are its parts, under the names users know.
+ */
+export const DEFAULTS = {
+  /** `EventBusModule` / `EventBus` options. */
+  bus: {
+    rpcTimeoutMs: 10_000,
+    maxConcurrentHandlers: 64,
+    maxPendingMessages: 10_000,
+    shutdownTimeoutMs: 10_000,
+  },
+  /** Each NATS connection (nats.js v3 `connect()` options the library sets). */
+  nats: {
+    name: 'nestjs-nats-eventbus',
+    maxReconnectAttempts: -1,
+    reconnect: true,
+    reconnectTimeWait: 1000,
+    reconnectJitter: 500,
+    timeout: 10_000,
+    pingInterval: 30_000,
+    maxPingOut: 3,
+    noAsyncTraces: true,
+  },
+  /** `storage` with Redis. */
+  storage: {
+    ttlSeconds: 300,
+    keyPrefix: 'eventbus:',
+    operationTimeoutMs: 5000,
+    connectTimeoutMs: 10_000,
+  },
+  /**
+   * ioredis options of the connection the bus creates. With the offline queue off, a publish
+   * while Redis is down fails at once with `MessageStorageError` instead of waiting; ioredis
+   * still reconnects by itself.
+   */
+  redisClient: {
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 1,
+    connectTimeout: 10_000,
+    lazyConnect: true,
+  },
+  /** `/_health`. */
+  health: {
+    enabled: true,
+    path: '_health',
+    timeoutMs: 2000,
+  },
+} as const;
+
+/** A bounded wait for shutdown steps with no option of their own (release after a failed start). */
+export const RELEASE_TIMEOUT_MS = 1000;

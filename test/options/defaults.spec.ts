@@ -1,0 +1,113 @@
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { DEFAULTS } from '../../lib/options/defaults';
+import {
+  EVENT_BUS_DEFAULTS,
+  HEALTH_DEFAULTS,
+  InvalidOptionsError,
+  NATS_CONNECTION_DEFAULTS,
+  REDIS_CLIENT_DEFAULTS,
+  REDIS_STORAGE_DEFAULTS,
+} from '../../lib';
+import { nonEmptyString, storageManager, string, wholeNumber } from '../../lib/options/rules';
+
+/** The README's options table: option name → the literal its "default" column gives. */
+function readmeDefaults(): Map<string, string> {
+  const readme = fs.readFileSync(path.resolve(__dirname, '..', '..', 'README.md'), 'utf8');
+  const section = readme.slice(readme.indexOf('## Options'), readme.indexOf('### Handlers'));
+  const out = new Map<string, string>();
+  for (const line of section.split('\n')) {
+    const cells = line.split('|').map((c) => c.trim());
+    if (cells.length < 4 || !cells[1].startsWith('`')) continue;
+    const names = [...cells[1].matchAll(/`([^`]+)`/g)].map((m) => m[1]);
+    const values = [...cells[2].matchAll(/`([^`]+)`/g)].map((m) => m[1]);
+    // "`a` / `b` | `1` / `2`" pairs names and values; a single value with several names is shared.
+    names.forEach((n, i) => {
+      const v = values.length === names.length ? values[i] : values.length === 1 ? values[0] : undefined;
+      if (v !== undefined) out.set(n, v);
+    });
+  }
+  return out;
+}
+
+/** Where an option of the README lives in DEFAULTS. */
+function defaultOf(option: string): unknown {
+  const [head, ...rest] = option.split('.');
+  const key = rest.join('.');
+  if (head === 'nats') return (DEFAULTS.nats as Record<string, unknown>)[key];
+  if (head === 'storage') return (DEFAULTS.storage as Record<string, unknown>)[key];
+  if (head === 'health') return (DEFAULTS.health as Record<string, unknown>)[key];
+  return (DEFAULTS.bus as Record<string, unknown>)[option];
+}
+
+describe('options: one defaults object', () => {
+  it('the README options table states the defaults the code uses', () => {
+    const table = readmeDefaults();
+    const checked: string[] = [];
+    for (const [option, literal] of table) {
+      const actual = defaultOf(option);
+      if (actual === undefined) continue; // e.g. `storage.redis.url`: no default
+      expect({ option, literal }).toEqual({ option, literal: typeof actual === 'string' ? `'${actual}'` : String(actual) });
+      checked.push(option);
+    }
+    // Every default the library sets for these options appears in the table.
+    const documented = new Set(checked);
+    for (const key of Object.keys(DEFAULTS.bus)) expect(documented).toContain(key);
+    for (const key of Object.keys(DEFAULTS.storage)) expect(documented).toContain(`storage.${key}`);
+    for (const key of Object.keys(DEFAULTS.health)) expect(documented).toContain(`health.${key}`);
+    for (const key of Object.keys(DEFAULTS.nats).filter((k) => k !== 'reconnect')) expect(documented).toContain(`nats.${key}`);
+  });
+
+  it('the named defaults are parts of DEFAULTS', () => {
+    expect(EVENT_BUS_DEFAULTS).toBe(DEFAULTS.bus);
+    expect(NATS_CONNECTION_DEFAULTS).toBe(DEFAULTS.nats);
+    expect(REDIS_CLIENT_DEFAULTS).toBe(DEFAULTS.redisClient);
+    expect(HEALTH_DEFAULTS).toBe(DEFAULTS.health);
+    expect(REDIS_STORAGE_DEFAULTS).toEqual({
+      ttlSeconds: DEFAULTS.storage.ttlSeconds,
+      keyPrefix: DEFAULTS.storage.keyPrefix,
+      operationTimeoutMs: DEFAULTS.storage.operationTimeoutMs,
+    });
+  });
+});
+
+describe('options: one rule per kind of value', () => {
+  const refused = (fn: () => unknown) => {
+    try {
+      fn();
+    } catch (err) {
+      return err;
+    }
+    throw new Error('not refused');
+  };
+
+  it('wholeNumber refuses fractions, zero, negatives, NaN and non-numbers, naming the option', () => {
+    for (const bad of [0, -1, 1.5, NaN, Infinity, '5', null]) {
+      const err = refused(() => wholeNumber('rpcTimeoutMs', bad, 1, 'milliseconds')) as InvalidOptionsError;
+      expect(err).toBeInstanceOf(InvalidOptionsError);
+      expect(err.code).toBe('INVALID_OPTIONS');
+      expect(err.message).toContain('rpcTimeoutMs');
+    }
+    expect(() => wholeNumber('x', undefined)).not.toThrow();
+    expect(() => wholeNumber('x', 1)).not.toThrow();
+    expect(() => wholeNumber('x', 0, 0)).not.toThrow();
+  });
+
+  it('nonEmptyString and string', () => {
+    expect(refused(() => nonEmptyString('nats.name', ''))).toBeInstanceOf(InvalidOptionsError);
+    expect(refused(() => nonEmptyString('nats.name', 5))).toBeInstanceOf(InvalidOptionsError);
+    expect(() => nonEmptyString('nats.name', 'svc')).not.toThrow();
+    expect(() => string('storage.keyPrefix', '')).not.toThrow();
+    expect(refused(() => string('health.path', 42))).toBeInstanceOf(InvalidOptionsError);
+  });
+
+  it('storageManager accepts anything with storeMessage and recoverMessage, the same for module and transport', () => {
+    const duck = { storeMessage: async () => ({ token: 'x', is_stored: true }), recoverMessage: async () => new Uint8Array() };
+    expect(storageManager('storage', duck)).toBe(duck);
+    for (const bad of [null, {}, { storeMessage: () => 1 }, 'redis://x']) {
+      const err = refused(() => storageManager('storage.useFactory', bad)) as Error;
+      expect(err).toBeInstanceOf(InvalidOptionsError);
+      expect(err.message).toContain('storage.useFactory');
+    }
+  });
+});
