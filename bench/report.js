@@ -9,7 +9,6 @@ const median = (xs) => {
   return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 };
 
-
 const fmt = (x, d = 0) => (Number.isFinite(x) ? x.toLocaleString('en-US', { minimumFractionDigits: d, maximumFractionDigits: d }) : 'n/a');
 const ratiosOf = (a, b, key, invert = false) => a.map((x, i) => (invert ? b[i][key] / x[key] : x[key] / b[i][key]));
 
@@ -19,7 +18,7 @@ function table(headers, rows) {
   return [line(headers), `|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`, ...rows.map(line)].join('\n');
 }
 
-function report(results, rounds) {
+function report(results) {
   const out = [];
   const medRows = [];
   const ratioRows = [];
@@ -27,7 +26,13 @@ function report(results, rounds) {
   const addRatio = (name, perRound, target) => {
     const m = median(perRound);
     ratio[name] = m;
-    ratioRows.push([name, perRound.map((x) => fmt(x, 2)).join(' / '), fmt(m, 2), target ? `>= ${target}` : '', target ? (m >= target ? 'ok' : 'MISS') : '']);
+    ratioRows.push([
+      name,
+      perRound.map((x) => fmt(x, 2)).join(' / '),
+      fmt(m, 2),
+      target ? `>= ${target}` : '',
+      target ? (m >= target ? 'ok' : 'MISS') : '',
+    ]);
   };
   const R = (xs) => xs.map((x) => fmt(x)).join(' / ');
 
@@ -54,7 +59,13 @@ function report(results, rounds) {
       const s = results.rpc.perInflight[inflight];
       for (const side of ['bus', 'raw', 'nestms', 'nestms-cc'].filter((x) => s[x])) {
         const med = (k) => median(s[side].map((x) => x[k]));
-        medRows.push([`rpc ${fmt(typeof results.rpc.n === 'object' ? results.rpc.n[inflight] : results.rpc.n)} x 64 B, ${inflight} in flight`, side, 'req/s; p50 / p99 ms; CPU µs/req (requester / responder)', R(s[side].map((x) => x.rate)), `${fmt(med('rate'))}; ${fmt(med('p50'), 2)} / ${fmt(med('p99'), 2)}; ${fmt(med('reqCpuUs'))} / ${fmt(med('respCpuUs'))}`]);
+        medRows.push([
+          `rpc ${fmt(typeof results.rpc.n === 'object' ? results.rpc.n[inflight] : results.rpc.n)} x 64 B, ${inflight} in flight`,
+          side,
+          'req/s; p50 / p99 ms; CPU µs/req (requester / responder)',
+          R(s[side].map((x) => x.rate)),
+          `${fmt(med('rate'))}; ${fmt(med('p50'), 2)} / ${fmt(med('p99'), 2)}; ${fmt(med('reqCpuUs'))} / ${fmt(med('respCpuUs'))}`,
+        ]);
       }
       addRatio(`rpc${inflight} bus/raw`, ratiosOf(s.bus, s.raw, 'rate'), inflight === '64' ? 0.95 : undefined);
       addRatio(`rpc${inflight} bus/nestms`, ratiosOf(s.bus, s.nestms, 'rate'));
@@ -65,10 +76,21 @@ function report(results, rounds) {
     for (const [label, L] of Object.entries(results.large)) {
       for (const side of ['bus', 'floor']) {
         const xs = L.perSide[side];
-        const extra = side === 'bus' ? `; publish ${fmt(median(xs.map((x) => x.publishMs)), 1)} ms; encodes/payload ${Math.max(...xs.map((x) => x.encodesPerPayload))}` : `; publish ${fmt(median(xs.map((x) => x.publishMs)), 1)} ms`;
-        medRows.push([`large ${label} (${fmt(xs[0].bytes)} B) x ${L.count}`, side, 'ms publish→handler', xs.map((x) => fmt(x.latencyMs, 1)).join(' / '), fmt(median(xs.map((x) => x.latencyMs)), 1) + extra]);
+        const extra =
+          side === 'bus'
+            ? `; publish ${fmt(median(xs.map((x) => x.publishMs)), 1)} ms; encodes/payload ${Math.max(...xs.map((x) => x.encodesPerPayload))}`
+            : `; publish ${fmt(median(xs.map((x) => x.publishMs)), 1)} ms`;
+        medRows.push([
+          `large ${label} (${fmt(xs[0].bytes)} B) x ${L.count}`,
+          side,
+          'ms publish→handler',
+          xs.map((x) => fmt(x.latencyMs, 1)).join(' / '),
+          fmt(median(xs.map((x) => x.latencyMs)), 1) + extra,
+        ]);
       }
-      const f = L.nestms.attempts.map((a) => `${a.kind}: ${a.ok ? 'ok' : `${a.name}${a.code ? ` ${a.code}` : ''} "${a.message}"`} after ${fmt(a.ms, 1)} ms`).join('; ');
+      const f = L.nestms.attempts
+        .map((a) => `${a.kind}: ${a.ok ? 'ok' : `${a.name}${a.code ? ` ${a.code}` : ''} "${a.message}"`} after ${fmt(a.ms, 1)} ms`)
+        .join('; ');
       medRows.push([`large ${label}`, 'nestms', 'fails', '', `${f}; handler got ${L.nestms.received}`]);
       addRatio(`large${label.replace('MiB', 'm')} bus/floor`, ratiosOf(L.perSide.bus, L.perSide.floor, 'latencyMs', true), 0.9);
     }
@@ -77,10 +99,17 @@ function report(results, rounds) {
     const s = results.mem.perSide;
     const names = { bus: 'bus (64 concurrent, default)', 'bus-c1': 'bus maxConcurrent 1', floor: 'floor (one at a time)' };
     for (const side of Object.keys(s)) {
-      medRows.push([`memory ${results.mem.n} x 8 MiB, ${results.mem.handlerMs} ms handler`, names[side], 'peak RSS MiB (base)', R(s[side].map((x) => x.peakRssMiB)), `${fmt(median(s[side].map((x) => x.peakRssMiB)))} (${fmt(median(s[side].map((x) => x.baseRssMiB)))})` + (s[side].some((x) => x.received !== results.mem.n) ? ' (LOSS)' : '')]);
+      medRows.push([
+        `memory ${results.mem.n} x 8 MiB, ${results.mem.handlerMs} ms handler`,
+        names[side],
+        'peak RSS MiB (base)',
+        R(s[side].map((x) => x.peakRssMiB)),
+        `${fmt(median(s[side].map((x) => x.peakRssMiB)))} (${fmt(median(s[side].map((x) => x.baseRssMiB)))})` +
+          (s[side].some((x) => x.received !== results.mem.n) ? ' (LOSS)' : ''),
+      ]);
     }
   }
-  out.push(table(['scenario', 'side', 'metric', "per round", 'median'], medRows));
+  out.push(table(['scenario', 'side', 'metric', 'per round', 'median'], medRows));
   out.push('');
   out.push(table(['ratio (A / B)', 'per round', 'median', 'target', ''], ratioRows));
   return { text: out.join('\n'), ratio };

@@ -29,8 +29,26 @@ const WORKER = path.join(__dirname, 'worker.js');
 const MiB = 1024 * 1024;
 
 const P = QUICK
-  ? { events: 30_000, rpc1: 300, rpc64: 4_000, rpcWarmup: 50, large: { [2 * MiB]: 3, [8 * MiB]: 2 }, largeWarmup: 1, mem: 5, memHandlerMs: 100 }
-  : { events: 200_000, rpc1: 20_000, rpc64: 20_000, rpcWarmup: 1_000, large: { [2 * MiB]: 15, [8 * MiB]: 8 }, largeWarmup: 2, mem: 100, memHandlerMs: 100 };
+  ? {
+      events: 30_000,
+      rpc1: 300,
+      rpc64: 4_000,
+      rpcWarmup: 50,
+      large: { [2 * MiB]: 3, [8 * MiB]: 2 },
+      largeWarmup: 1,
+      mem: 5,
+      memHandlerMs: 100,
+    }
+  : {
+      events: 200_000,
+      rpc1: 20_000,
+      rpc64: 20_000,
+      rpcWarmup: 1_000,
+      large: { [2 * MiB]: 15, [8 * MiB]: 8 },
+      largeWarmup: 2,
+      mem: 100,
+      memHandlerMs: 100,
+    };
 
 const log = (...a) => console.error(...a); // progress on stderr; the table and RATIOS on stdout
 
@@ -192,26 +210,31 @@ async function events() {
     const cfgFor = (side, gen) => ({ ...env, redis: undefined, subject: `bench.events.${side}.${gen}`, n: P.events, bytes: 128 });
     const pairs = await startSides(sides, 'events-recv', 'events-send', cfgFor);
     try {
-      const perSide = await interleave(sides, async (side) => {
-        const { recv, sender } = pairs.get(side);
-        // The receiver counts afresh each round; the previous round ended with all n received.
-        recv.cmd({ cmd: 'go' });
-        await recv.next('armed');
-        sender.cmd({ cmd: 'go' });
-        const sent = await sender.next('sent');
-        const done = await doneOrReport(recv, 60_000);
-        if (done.incomplete) await pairs.renew(side);
-        const ms = done.last - sent.t0;
-        return {
-          rate: done.incomplete ? NaN : (done.count / ms) * 1000,
-          received: done.count,
-          ms,
-          sendMs: sent.ms,
-          // CPU per message on each end: unlike msg/s, it does not swing with what else the 2 cores run.
-          sendCpuUs: sent.cpuUs / P.events,
-          recvCpuUs: done.cpuUs / P.events,
-        };
-      }, ROUNDS, { warmup: true });
+      const perSide = await interleave(
+        sides,
+        async (side) => {
+          const { recv, sender } = pairs.get(side);
+          // The receiver counts afresh each round; the previous round ended with all n received.
+          recv.cmd({ cmd: 'go' });
+          await recv.next('armed');
+          sender.cmd({ cmd: 'go' });
+          const sent = await sender.next('sent');
+          const done = await doneOrReport(recv, 60_000);
+          if (done.incomplete) await pairs.renew(side);
+          const ms = done.last - sent.t0;
+          return {
+            rate: done.incomplete ? NaN : (done.count / ms) * 1000,
+            received: done.count,
+            ms,
+            sendMs: sent.ms,
+            // CPU per message on each end: unlike msg/s, it does not swing with what else the 2 cores run.
+            sendCpuUs: sent.cpuUs / P.events,
+            recvCpuUs: done.cpuUs / P.events,
+          };
+        },
+        ROUNDS,
+        { warmup: true },
+      );
       return { n: P.events, bytes: 128, perSide };
     } finally {
       await pairs.stopAll();
@@ -227,25 +250,30 @@ async function rpc() {
     const pairs = await startSides(sides, 'rpc-resp', 'rpc-req', cfgFor);
     try {
       // Each side's round measures 1 in flight, then 64.
-      const perSide = await interleave(sides, async (side) => {
-        const { recv: resp, sender: req } = pairs.get(side);
-        const out = {};
-        // CPU per request on each end: unlike req/s, it does not swing with what else the 2 cores run.
-        const respCpu = async () => {
-          resp.cmd({ cmd: 'go' });
-          const c = await resp.next('cpu');
-          return c.user + c.system;
-        };
-        for (const inflight of [1, 64]) {
-          const n = inflight === 1 ? P.rpc1 : P.rpc64;
-          const before = await respCpu();
-          req.cmd({ cmd: 'go', n, inflight, warmup: P.rpcWarmup });
-          const res = await req.next('result', 300_000);
-          const respUsPerReq = ((await respCpu()) - before) / (n + P.rpcWarmup);
-          out[inflight] = { rate: res.rate, p50: res.p50, p99: res.p99, reqCpuUs: res.cpuUsPerReq, respCpuUs: respUsPerReq };
-        }
-        return out;
-      }, ROUNDS, { warmup: true });
+      const perSide = await interleave(
+        sides,
+        async (side) => {
+          const { recv: resp, sender: req } = pairs.get(side);
+          const out = {};
+          // CPU per request on each end: unlike req/s, it does not swing with what else the 2 cores run.
+          const respCpu = async () => {
+            resp.cmd({ cmd: 'go' });
+            const c = await resp.next('cpu');
+            return c.user + c.system;
+          };
+          for (const inflight of [1, 64]) {
+            const n = inflight === 1 ? P.rpc1 : P.rpc64;
+            const before = await respCpu();
+            req.cmd({ cmd: 'go', n, inflight, warmup: P.rpcWarmup });
+            const res = await req.next('result', 300_000);
+            const respUsPerReq = ((await respCpu()) - before) / (n + P.rpcWarmup);
+            out[inflight] = { rate: res.rate, p50: res.p50, p99: res.p99, reqCpuUs: res.cpuUsPerReq, respCpuUs: respUsPerReq };
+          }
+          return out;
+        },
+        ROUNDS,
+        { warmup: true },
+      );
       const perInflight = {};
       for (const inflight of [1, 64]) {
         perInflight[inflight] = Object.fromEntries(Object.entries(perSide).map(([side, xs]) => [side, xs.map((x) => x[inflight])]));
@@ -346,18 +374,22 @@ async function mem() {
     let perSide;
     try {
       await Promise.all(all.map((w) => w.next('ready')));
-      perSide = await interleave(sides, async (side, r) => {
-        const recv = receivers[r][side];
-        const sender = senders[side];
-        sender.cmd({ cmd: 'go', n: P.mem, subject: `bench.mem.${side}.${r}` });
-        const t0 = Date.now();
-        await sender.next('sent', 600_000);
-        const done = await doneOrReport(recv, 600_000);
-        const ms = Date.now() - t0;
-        await recv.stop();
-        env.redis.cli('FLUSHALL');
-        return { peakRssMiB: done.peakRssKiB / 1024, baseRssMiB: done.baseRssKiB / 1024, received: done.count, ms };
-      }, MEM_ROUNDS);
+      perSide = await interleave(
+        sides,
+        async (side, r) => {
+          const recv = receivers[r][side];
+          const sender = senders[side];
+          sender.cmd({ cmd: 'go', n: P.mem, subject: `bench.mem.${side}.${r}` });
+          const t0 = Date.now();
+          await sender.next('sent', 600_000);
+          const done = await doneOrReport(recv, 600_000);
+          const ms = Date.now() - t0;
+          await recv.stop();
+          env.redis.cli('FLUSHALL');
+          return { peakRssMiB: done.peakRssKiB / 1024, baseRssMiB: done.baseRssKiB / 1024, received: done.count, ms };
+        },
+        MEM_ROUNDS,
+      );
     } finally {
       await Promise.all(all.map((w) => w.stop()));
     }
@@ -389,7 +421,9 @@ async function main() {
     params: P,
   };
   fs.writeFileSync(path.join(__dirname, 'results.json'), JSON.stringify({ meta, ratio, results }, null, 2) + '\n');
-  console.log(`\nnestjs-nats-eventbus bench — ${meta.date}, nproc ${meta.nproc}, node ${meta.node}${QUICK ? ', --quick' : ''}, ${fmt(meta.seconds)} s\n`);
+  console.log(
+    `\nnestjs-nats-eventbus bench — ${meta.date}, nproc ${meta.nproc}, node ${meta.node}${QUICK ? ', --quick' : ''}, ${fmt(meta.seconds)} s\n`,
+  );
   console.log(text);
   console.log(ratiosLine(ratio));
 }

@@ -181,7 +181,10 @@ async function eventsRecv() {
     await nc.flush();
     close = () => nc.close();
   } else if (cfg.side === 'nestms' || cfg.side === 'nestms-cc') {
-    ({ close } = await nestmsServer([{ kind: 'event', pattern: cfg.subject, fn: (payload) => void (payload.id, onMessage()) }], cfg.side === 'nestms-cc'));
+    ({ close } = await nestmsServer(
+      [{ kind: 'event', pattern: cfg.subject, fn: (payload) => void (payload.id, onMessage()) }],
+      cfg.side === 'nestms-cc',
+    ));
   }
   return {
     close,
@@ -310,7 +313,16 @@ async function rpcReq() {
       const cpu = process.cpuUsage(cpu0);
       lat.sort();
       const cpuUsPerReq = (cpu.user + cpu.system) / n;
-      return { type: 'result', n, inflight, ms, rate: (n / ms) * 1000, p50: lat[Math.floor(n * 0.5)], p99: lat[Math.min(n - 1, Math.floor(n * 0.99))], cpuUsPerReq };
+      return {
+        type: 'result',
+        n,
+        inflight,
+        ms,
+        rate: (n / ms) * 1000,
+        p50: lat[Math.floor(n * 0.5)],
+        p99: lat[Math.min(n - 1, Math.floor(n * 0.99))],
+        cpuUsPerReq,
+      };
     },
   };
 }
@@ -393,7 +405,14 @@ async function largeSend() {
             ]);
             return { kind, ok: true, ms: now() - t0 };
           } catch (err) {
-            return { kind, ok: false, ms: now() - t0, name: err && err.name, code: err && err.code, message: String((err && err.message) || err).slice(0, 200) };
+            return {
+              kind,
+              ok: false,
+              ms: now() - t0,
+              name: err && err.name,
+              code: err && err.code,
+              message: String((err && err.message) || err).slice(0, 200),
+            };
           }
         };
         return { type: 'failure', bytes: sizes[m.bytes], attempts: [await attempt('emit'), await attempt('send')] };
@@ -460,7 +479,10 @@ async function memRecv() {
       redis.disconnect();
     };
   }
-  return { close, report: () => ({ type: 'done', count: done, baseRssKiB: baseRss, peakRssKiB: process.resourceUsage().maxRSS, incomplete: true }) };
+  return {
+    close,
+    report: () => ({ type: 'done', count: done, baseRssKiB: baseRss, peakRssKiB: process.resourceUsage().maxRSS, incomplete: true }),
+  };
 }
 
 async function memSend() {
@@ -481,7 +503,16 @@ async function memSend() {
 
 // ---------------------------------------------------------------------------------------------
 
-const roles = { 'events-recv': eventsRecv, 'events-send': eventsSend, 'rpc-resp': rpcResp, 'rpc-req': rpcReq, 'large-recv': largeRecv, 'large-send': largeSend, 'mem-recv': memRecv, 'mem-send': memSend };
+const roles = {
+  'events-recv': eventsRecv,
+  'events-send': eventsSend,
+  'rpc-resp': rpcResp,
+  'rpc-req': rpcReq,
+  'large-recv': largeRecv,
+  'large-send': largeSend,
+  'mem-recv': memRecv,
+  'mem-send': memSend,
+};
 
 async function main() {
   const role = await roles[cfg.role]();

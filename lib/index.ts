@@ -12,12 +12,7 @@ export { MessageContext, MessageHandler } from './event-bus/message-context';
 export { StoredMessageEnvelope, isValidToken } from './claim-check/envelope';
 export { NatsConnectionOptions, NATS_CONNECTION_DEFAULTS } from './nats/bus-connection.options';
 export { MessageStorageManager, MESSAGE_STORAGE_MANAGER } from './storage/message-storage-manager';
-export {
-  RedisStorageManager,
-  RedisStorageOptions,
-  REDIS_STORAGE_DEFAULTS,
-  REDIS_CLIENT_DEFAULTS,
-} from './storage/redis-storage-manager';
+export { RedisStorageManager, RedisStorageOptions, REDIS_STORAGE_DEFAULTS, REDIS_CLIENT_DEFAULTS } from './storage/redis-storage-manager';
 export { InMemoryStorageManager, InMemoryStorageOptions } from './storage/in-memory-storage-manager';
 export { EventBusModule } from './module/event-bus.module';
 export { EVENT_BUS_MODULE_OPTIONS } from './module/event-bus.module-definition';

@@ -74,7 +74,10 @@ function build() {
     // Compiler output goes to stderr, so stdout stays JSON lines.
     const res = spawnSync(cmd, args, { cwd: ROOT, stdio: ['ignore', 2, 2], shell: process.platform === 'win32' });
     if (res.status !== 0) {
-      log('error', `building the ${what} failed (${[cmd, ...args].join(' ')})`, { exit_code: res.status, error: res.error && res.error.message });
+      log('error', `building the ${what} failed (${[cmd, ...args].join(' ')})`, {
+        exit_code: res.status,
+        error: res.error && res.error.message,
+      });
       process.exit(1);
     }
     log('log', `built the ${what}`, { ms: Date.now() - started });
@@ -105,7 +108,10 @@ async function ensureServer(kind, rawUrl, defaultPort) {
     log('log', `${kind} answers at ${rawUrl}; using it`);
     return;
   }
-  if (!LOCAL_HOSTS.has(url.hostname)) throw new Error(`nothing answers at ${kind === 'nats' ? 'NATS_URL' : 'REDIS_URL'}=${rawUrl}, and it is not a local address to start a server on`);
+  if (!LOCAL_HOSTS.has(url.hostname))
+    throw new Error(
+      `nothing answers at ${kind === 'nats' ? 'NATS_URL' : 'REDIS_URL'}=${rawUrl}, and it is not a local address to start a server on`,
+    );
   // The launcher the tests use; requireBinary's error says how to install a missing server.
   const { NatsServer, RedisServer } = require(path.join(ROOT, 'scripts', 'local-servers.js'));
   const server = kind === 'nats' ? new NatsServer(Number(url.port), { jetstream: false }) : new RedisServer(Number(url.port));
@@ -138,7 +144,9 @@ function startService(svc) {
   });
   children.set(svc.name, child);
   log('log', `started ${svc.name}`, { app: svc.name, pid: child.pid, port: Number(port) });
-  pipeLines(child.stdout, (line) => process.stdout.write(line.startsWith('{') ? line + '\n' : JSON.stringify({ service: svc.name, level: 'stdout', msg: line }) + '\n'));
+  pipeLines(child.stdout, (line) =>
+    process.stdout.write(line.startsWith('{') ? line + '\n' : JSON.stringify({ service: svc.name, level: 'stdout', msg: line }) + '\n'),
+  );
   pipeLines(child.stderr, (line) => process.stdout.write(JSON.stringify({ service: svc.name, level: 'stderr', msg: line }) + '\n'));
   child.on('exit', (code, signal) => {
     children.delete(svc.name);
@@ -251,7 +259,11 @@ async function main() {
     }
   }
   log('log', 'all services are up; Ctrl-C stops them', {
-    services: SERVICES.map((s) => ({ name: s.name, pid: children.get(s.name) && children.get(s.name).pid, health: `http://127.0.0.1:${env(s.portVar, String(s.port))}/_health` })),
+    services: SERVICES.map((s) => ({
+      name: s.name,
+      pid: children.get(s.name) && children.get(s.name).pid,
+      health: `http://127.0.0.1:${env(s.portVar, String(s.port))}/_health`,
+    })),
   });
 }
 

@@ -323,8 +323,19 @@ class NatsCluster {
       for (let j = 0; j < size; j++) if (j !== i) routes.push(`nats://127.0.0.1:${ports[j * 3 + 1]}`);
       const node = new NatsServer(client, {
         jetstream: false,
-        args: ['-n', `node-${i}`, '-m', String(monitor), '--cluster_name', opts.name || 'eventbus-test',
-          '--cluster', `nats://127.0.0.1:${route}`, '--routes', routes.join(','), ...(opts.args || [])],
+        args: [
+          '-n',
+          `node-${i}`,
+          '-m',
+          String(monitor),
+          '--cluster_name',
+          opts.name || 'eventbus-test',
+          '--cluster',
+          `nats://127.0.0.1:${route}`,
+          '--routes',
+          routes.join(','),
+          ...(opts.args || []),
+        ],
       });
       node.monitorPort = monitor;
       nodes.push(node);
@@ -355,11 +366,15 @@ class NatsCluster {
 
   /** Resolves once every running node has a route to every other running node. */
   async waitForRoutes(timeoutMs = 15000) {
-    await pollUntil(async () => {
-      const running = this.nodes.filter((n) => n.running);
-      const counts = await Promise.all(running.map((n) => getJson(n.monitorPort, '/routez').then((r) => r.num_routes)));
-      return counts.every((c) => c >= running.length - 1);
-    }, 'NATS cluster routes', timeoutMs);
+    await pollUntil(
+      async () => {
+        const running = this.nodes.filter((n) => n.running);
+        const counts = await Promise.all(running.map((n) => getJson(n.monitorPort, '/routez').then((r) => r.num_routes)));
+        return counts.every((c) => c >= running.length - 1);
+      },
+      'NATS cluster routes',
+      timeoutMs,
+    );
   }
 
   async dispose() {
@@ -387,10 +402,14 @@ class RedisCluster {
     const cluster = new RedisCluster(nodes);
     try {
       await Promise.all(nodes.map((n) => n.start()));
-      const res = spawnSync(cli, ['--cluster', 'create', ...nodes.map((n) => `127.0.0.1:${n.port}`), '--cluster-replicas', '0', '--cluster-yes'], {
-        encoding: 'utf8',
-        timeout: 30000,
-      });
+      const res = spawnSync(
+        cli,
+        ['--cluster', 'create', ...nodes.map((n) => `127.0.0.1:${n.port}`), '--cluster-replicas', '0', '--cluster-yes'],
+        {
+          encoding: 'utf8',
+          timeout: 30000,
+        },
+      );
       if (res.status !== 0) throw new Error(`redis-cli --cluster create failed: ${res.stdout}\n${res.stderr}`);
       await pollUntil(() => nodes.every((n) => /cluster_state:ok/.test(n.cli('cluster', 'info'))), 'Redis cluster_state:ok', 15000);
     } catch (err) {
@@ -426,10 +445,43 @@ function makeTestCertificates() {
     const res = spawnSync(openssl, args, { encoding: 'utf8', cwd: dir });
     if (res.status !== 0) throw new Error(`openssl ${args[0]} failed: ${res.stderr}`);
   };
-  fs.writeFileSync(f('san.ext'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n');
-  run('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', f('ca-key.pem'), '-out', f('ca.pem'), '-days', '1', '-subj', '/CN=eventbus test CA');
+  fs.writeFileSync(
+    f('san.ext'),
+    'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n',
+  );
+  run(
+    'req',
+    '-x509',
+    '-newkey',
+    'rsa:2048',
+    '-nodes',
+    '-keyout',
+    f('ca-key.pem'),
+    '-out',
+    f('ca.pem'),
+    '-days',
+    '1',
+    '-subj',
+    '/CN=eventbus test CA',
+  );
   run('req', '-newkey', 'rsa:2048', '-nodes', '-keyout', f('server-key.pem'), '-out', f('server.csr'), '-subj', '/CN=localhost');
-  run('x509', '-req', '-in', f('server.csr'), '-CA', f('ca.pem'), '-CAkey', f('ca-key.pem'), '-CAcreateserial', '-out', f('server.pem'), '-days', '1', '-extfile', f('san.ext'));
+  run(
+    'x509',
+    '-req',
+    '-in',
+    f('server.csr'),
+    '-CA',
+    f('ca.pem'),
+    '-CAkey',
+    f('ca-key.pem'),
+    '-CAcreateserial',
+    '-out',
+    f('server.pem'),
+    '-days',
+    '1',
+    '-extfile',
+    f('san.ext'),
+  );
   return {
     dir,
     ca: f('ca.pem'),

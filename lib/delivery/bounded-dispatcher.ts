@@ -44,9 +44,7 @@ export class BoundedDispatcher<M> {
       // One line a second is enough to name the problem without flooding the log.
       if (now - this.slowLoggedAt > 1000) {
         this.slowLoggedAt = now;
-        this.logger.warn(
-          `slow consumer on "${this.subject}": ${this.pending} messages waiting, ${this.dropped} dropped so far`,
-        );
+        this.logger.warn(`slow consumer on "${this.subject}": ${this.pending} messages waiting, ${this.dropped} dropped so far`);
       }
       return;
     }

@@ -7,7 +7,7 @@ import { SUBSCRIBE_METADATA, SubscribeMetadata } from './subscribe.decorator';
 export class SubscribeMetadataAccessor {
   constructor(private readonly reflector: Reflector) {}
 
-  getSubscriptions(target: Function): SubscribeMetadata[] | undefined {
+  getSubscriptions(target: (...args: any[]) => unknown): SubscribeMetadata[] | undefined {
     if (!target || (typeof target !== 'function' && typeof target !== 'object')) return undefined;
     return this.reflector.get<SubscribeMetadata[]>(SUBSCRIBE_METADATA, target);
   }

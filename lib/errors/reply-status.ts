@@ -1,9 +1,4 @@
-import {
-  EventBusError,
-  InvalidMessageError,
-  MessageStorageError,
-  StoredMessageNotFoundError,
-} from './event-bus.errors';
+import { EventBusError, InvalidMessageError, MessageStorageError, StoredMessageNotFoundError } from './event-bus.errors';
 
 /**
  * The one table from an error to the status a requester is answered with

@@ -81,9 +81,8 @@ export class HandlerDelivery {
       return this.handlerFailed(ctx, err);
     }
     if (isPromise(result)) {
-      return result.then(
-        ctx.reply !== undefined ? (value) => this.reply(ctx, value) : undefined,
-        (err) => this.handlerFailed(ctx, err),
+      return result.then(ctx.reply !== undefined ? (value) => this.reply(ctx, value) : undefined, (err) =>
+        this.handlerFailed(ctx, err),
       ) as Promise<void>;
     }
     if (ctx.reply !== undefined) return this.reply(ctx, result);

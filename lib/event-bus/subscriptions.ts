@@ -30,7 +30,12 @@ export class Subscriptions {
   constructor(private readonly logger: Logger) {}
 
   /** Subscribe on `client`; resolves once the server knows of the interest. Returns the stopper. */
-  async start(client: BusConnection, delivery: HandlerDelivery, spec: SubscriptionSpec, stopTimeoutMs: number): Promise<() => Promise<void>> {
+  async start(
+    client: BusConnection,
+    delivery: HandlerDelivery,
+    spec: SubscriptionSpec,
+    stopTimeoutMs: number,
+  ): Promise<() => Promise<void>> {
     // On a subject without wildcards every message's subject is the topic; knowing it spares
     // nats.js decoding `msg.subject` from bytes for each message.
     const literalSubject = /[*>]/.test(spec.topic) ? undefined : spec.topic;

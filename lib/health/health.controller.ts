@@ -22,10 +22,7 @@ export function createHealthController(path: string, timeoutMs: number): Type<un
     @Get()
     @HealthCheck()
     check() {
-      return this.health.check([
-        () => this.nats.isHealthy('nats', timeoutMs),
-        () => this.storage.isHealthy('storage', timeoutMs),
-      ]);
+      return this.health.check([() => this.nats.isHealthy('nats', timeoutMs), () => this.storage.isHealthy('storage', timeoutMs)]);
     }
   }
   return EventBusHealthController;

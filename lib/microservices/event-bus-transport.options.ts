@@ -60,7 +60,12 @@ export function transportSetup(options: EventBusTransportOptions | undefined, wh
   const nest = { ...(nats ?? {}) } as Record<string, any>;
   const connection: Record<string, any> = { servers: 'nats://localhost:4222' };
   for (const [k, v] of Object.entries(nest)) if (!NEST_ONLY_KEYS.includes(k)) connection[k] = v;
-  return { codec: new ClaimCheckCodec(storage ?? null, t), nest, connection: connection as NatsConnectionOptions, storage: storage ?? null };
+  return {
+    codec: new ClaimCheckCodec(storage ?? null, t),
+    nest,
+    connection: connection as NatsConnectionOptions,
+    storage: storage ?? null,
+  };
 }
 
 /**

@@ -178,7 +178,10 @@ export class EventBusClientProxy extends ClientProxy {
   private handleReply(packet: ReadPacket & PacketId, callback: Callback, msg: Msg, bytes: Uint8Array): MaybePromise<void> {
     if (bytes.byteLength === 0) {
       const pattern = this.normalizePattern(packet.pattern);
-      return callback({ err: new Error(`Empty response. There are no subscribers listening to that message ("${pattern}")`), isDisposed: true });
+      return callback({
+        err: new Error(`Empty response. There are no subscribers listening to that message ("${pattern}")`),
+        isDisposed: true,
+      });
     }
     let message: any;
     try {
@@ -197,7 +200,8 @@ export class EventBusClientProxy extends ClientProxy {
   }
 
   private open(): { client: BusConnection; delivery: ClaimCheckDelivery } {
-    if (!this.client || !this.delivery) throw new NotConnectedError('EventBusClientProxy is not connected; Nest connects it on the first send or emit');
+    if (!this.client || !this.delivery)
+      throw new NotConnectedError('EventBusClientProxy is not connected; Nest connects it on the first send or emit');
     return { client: this.client, delivery: this.delivery };
   }
 

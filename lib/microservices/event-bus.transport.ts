@@ -6,13 +6,7 @@ import { RateLimitedLog } from '../delivery/rate-limited-log';
 import { MessageStorageError } from '../errors/event-bus.errors';
 import { Msg, BusConnection, Subscription } from '../nats/bus-connection';
 import { TransportEvents } from './transport-events';
-import {
-  CustomDeserializer,
-  CustomSerializer,
-  deserializeRequest,
-  NEST_DESERIALIZES_MESSAGES,
-  serializePacket,
-} from './nest-packets';
+import { CustomDeserializer, CustomSerializer, deserializeRequest, NEST_DESERIALIZES_MESSAGES, serializePacket } from './nest-packets';
 import { EventBusTransportOptions, openTransportClient, rpcError, TransportSetup, transportSetup } from './event-bus-transport.options';
 
 /** Nest's own default `gracePeriod` for `gracefulShutdown`. */
@@ -85,7 +79,9 @@ export class EventBusTransport extends Server implements CustomTransportStrategy
     this.client = null;
     if (this.setup.nest.gracefulShutdown) {
       for (const sub of this.subscriptions) sub.unsubscribe();
-      await new Promise((resolve) => setTimeout(resolve, (this.setup.nest.gracePeriod as number | undefined) ?? NATS_DEFAULT_GRACE_PERIOD_MS));
+      await new Promise((resolve) =>
+        setTimeout(resolve, (this.setup.nest.gracePeriod as number | undefined) ?? NATS_DEFAULT_GRACE_PERIOD_MS),
+      );
     }
     this.subscriptions = [];
     await client.drain();
@@ -94,7 +90,8 @@ export class EventBusTransport extends Server implements CustomTransportStrategy
 
   /** The nats.js connection (as the stock transport's `unwrap()`). */
   unwrap<T>(): T {
-    if (!this.client) throw new Error('Not initialized. Please call the "listen"/"startAllMicroservices" method before accessing the server.');
+    if (!this.client)
+      throw new Error('Not initialized. Please call the "listen"/"startAllMicroservices" method before accessing the server.');
     return this.client.connection as T;
   }
 
@@ -116,7 +113,11 @@ export class EventBusTransport extends Server implements CustomTransportStrategy
     return bytes.then(
       (body) => this.handlePacket(channel, msg, body),
       (err) =>
-        this.drop(msg, `could not recover message (token ${envelope!.token}): ${(err as Error).message}`, `could not recover stored message ${envelope!.token}`),
+        this.drop(
+          msg,
+          `could not recover message (token ${envelope!.token}): ${(err as Error).message}`,
+          `could not recover stored message ${envelope!.token}`,
+        ),
     );
   }
 

@@ -4,7 +4,6 @@ import { TerminusModule } from '@nestjs/terminus';
 import type { Cluster, Redis } from 'ioredis';
 import { SubscribeMetadataAccessor } from '../discovery/subscribe-metadata.accessor';
 import { SubscribersLoader } from '../discovery/subscribers.loader';
-import { InvalidOptionsError } from '../errors/event-bus.errors';
 import { string, wholeNumber } from '../options/rules';
 import { EventBus } from '../event-bus/event-bus';
 import { createHealthController, HEALTH_DEFAULTS } from '../health/health.controller';

@@ -35,10 +35,12 @@ function isRedisStorage(storage: EventBusStorageOptions | undefined): storage is
 /** Map our options onto an ioredis client's, with the bus's client defaults. */
 export function toRedisModuleOptions(storage: RedisStorageModuleOptions): RedisConnectionOptions {
   const redis = storage.redis;
-  if (!redis || typeof redis !== 'object') throw new InvalidOptionsError('storage.redis', 'must be { url, options } or { cluster: { nodes } }');
+  if (!redis || typeof redis !== 'object')
+    throw new InvalidOptionsError('storage.redis', 'must be { url, options } or { cluster: { nodes } }');
   if ('cluster' in redis) {
     const nodes = redis.cluster?.nodes;
-    if (!Array.isArray(nodes) || nodes.length === 0) throw new InvalidOptionsError('storage.redis.cluster.nodes', 'must list at least one node');
+    if (!Array.isArray(nodes) || nodes.length === 0)
+      throw new InvalidOptionsError('storage.redis.cluster.nodes', 'must list at least one node');
     return {
       type: 'cluster',
       nodes,

@@ -139,7 +139,8 @@ export class BusConnection {
     return pending.then(
       (reply) => {
         const code = reply.headers?.get(SERVICE_ERROR_CODE_HEADER);
-        if (code) throw new RemoteHandlerError(subject, reply.headers!.get(SERVICE_ERROR_HEADER) || 'remote handler failed', Number(code) || 500);
+        if (code)
+          throw new RemoteHandlerError(subject, reply.headers!.get(SERVICE_ERROR_HEADER) || 'remote handler failed', Number(code) || 500);
         return reply;
       },
       (err) => {

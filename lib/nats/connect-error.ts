@@ -9,7 +9,9 @@ export function describeConnectError(err: unknown, nats: NatsConnectionOptions):
     message = message.split(secret).join('***');
   }
   message = message.replace(/(\w+:\/\/)[^@\s/]*@/g, '$1***@');
-  const wrapped = new Error(`could not connect to NATS (${servers.length} server(s) configured, see option "nats"): ${message}`, { cause: err });
+  const wrapped = new Error(`could not connect to NATS (${servers.length} server(s) configured, see option "nats"): ${message}`, {
+    cause: err,
+  });
   (wrapped as Error & { code?: string }).code = (err as Error & { code?: string }).code;
   return wrapped;
 }

@@ -33,7 +33,10 @@ export function string(option: string, value: unknown): void {
 export function storageManager<T>(option: string, value: unknown): T {
   const v = value as { storeMessage?: unknown; recoverMessage?: unknown } | null | undefined;
   if (!v || typeof v !== 'object' || typeof v.storeMessage !== 'function' || typeof v.recoverMessage !== 'function') {
-    throw new InvalidOptionsError(option, 'must be a MessageStorageManager (storeMessage and recoverMessage), e.g. new RedisStorageManager(redis)');
+    throw new InvalidOptionsError(
+      option,
+      'must be a MessageStorageManager (storeMessage and recoverMessage), e.g. new RedisStorageManager(redis)',
+    );
   }
   return value as T;
 }

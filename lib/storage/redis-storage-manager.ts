@@ -1,12 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Cluster, Redis } from 'ioredis';
 import { isValidToken, StoredMessageEnvelope } from '../claim-check/envelope';
-import {
-  InvalidMessageError,
-  InvalidOptionsError,
-  MessageStorageError,
-  StoredMessageNotFoundError,
-} from '../errors/event-bus.errors';
+import { InvalidMessageError, InvalidOptionsError, MessageStorageError, StoredMessageNotFoundError } from '../errors/event-bus.errors';
 import { MessageStorageManager } from './message-storage-manager';
 import { withTimeout } from '../shared/deadline';
 import { DEFAULTS } from '../options/defaults';
@@ -21,7 +16,11 @@ export interface RedisStorageOptions {
   operationTimeoutMs?: number;
 }
 
-export const REDIS_STORAGE_DEFAULTS = { ttlSeconds: DEFAULTS.storage.ttlSeconds, keyPrefix: DEFAULTS.storage.keyPrefix, operationTimeoutMs: DEFAULTS.storage.operationTimeoutMs } as const;
+export const REDIS_STORAGE_DEFAULTS = {
+  ttlSeconds: DEFAULTS.storage.ttlSeconds,
+  keyPrefix: DEFAULTS.storage.keyPrefix,
+  operationTimeoutMs: DEFAULTS.storage.operationTimeoutMs,
+} as const;
 
 /** ioredis options the bus uses for the connection it creates (see `DEFAULTS.redisClient`). */
 export const REDIS_CLIENT_DEFAULTS = DEFAULTS.redisClient;

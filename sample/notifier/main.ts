@@ -10,7 +10,10 @@ const config = serviceConfig('notifier', 5002);
 
 @Module({
   imports: [eventBusModule(config)],
-  providers: [NotificationHandlers, { provide: OUTBOX, useFactory: () => new Outbox(resolve(envString('OUTBOX_DIR', '.tmp/sample/outbox'))) }],
+  providers: [
+    NotificationHandlers,
+    { provide: OUTBOX, useFactory: () => new Outbox(resolve(envString('OUTBOX_DIR', '.tmp/sample/outbox'))) },
+  ],
 })
 class NotifierModule {}
 

@@ -15,7 +15,13 @@ export class NotificationHandlers {
   @Subscribe('notification.slack.request', { queue: 'notifier' })
   async slack(req: SlackNotification, ctx: MessageContext): Promise<void> {
     this.logger.log({ hop: 'received', topic: ctx.subject, request_id: req.request_id, recovered: ctx.recovered, token: ctx.token });
-    await this.outbox.write({ kind: 'slack', request_id: req.request_id, channel: req.channel, message: req.message, recovered: ctx.recovered });
+    await this.outbox.write({
+      kind: 'slack',
+      request_id: req.request_id,
+      channel: req.channel,
+      message: req.message,
+      recovered: ctx.recovered,
+    });
     this.logger.log({ hop: 'sent', kind: 'slack', request_id: req.request_id, channel: req.channel, msg: req.message });
   }
 
@@ -40,6 +46,13 @@ export class NotificationHandlers {
       recovered: ctx.recovered,
       token: ctx.token,
     });
-    this.logger.log({ hop: 'sent', kind: 'email', request_id: req.request_id, to: req.to, subject: req.subject, attachments: attachments.length });
+    this.logger.log({
+      hop: 'sent',
+      kind: 'email',
+      request_id: req.request_id,
+      to: req.to,
+      subject: req.subject,
+      attachments: attachments.length,
+    });
   }
 }

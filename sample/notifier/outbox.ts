@@ -25,5 +25,10 @@ export class Outbox {
 /** Attachments go to the outbox as name, size and digest, not their content. */
 export function describeAttachment(a: { filename: string; content_type: string; content_base64: string }) {
   const content = Buffer.from(a.content_base64, 'base64');
-  return { filename: a.filename, content_type: a.content_type, bytes: content.byteLength, sha256: createHash('sha256').update(content).digest('hex') };
+  return {
+    filename: a.filename,
+    content_type: a.content_type,
+    bytes: content.byteLength,
+    sha256: createHash('sha256').update(content).digest('hex'),
+  };
 }

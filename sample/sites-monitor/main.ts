@@ -11,7 +11,9 @@ const monitorOptions: MonitorOptions = {
   rpcTimeoutMs: envInt('RPC_TIMEOUT_MS', 10_000, 1),
   concurrency: envInt('MONITOR_CONCURRENCY', 4, 1),
   slackChannel: envString('SLACK_CHANNEL', '#edge-alerts'),
-  emailTo: envString('ALERT_EMAIL_TO', 'noc@example.com').split(',').map((s) => s.trim()),
+  emailTo: envString('ALERT_EMAIL_TO', 'noc@example.com')
+    .split(',')
+    .map((s) => s.trim()),
   reportEveryCycles: envInt('REPORT_EVERY_CYCLES', 12, 1),
 };
 

@@ -97,9 +97,22 @@ export class MonitorService implements OnApplicationBootstrap, OnModuleDestroy {
     const topic = 'edge.status.request';
     try {
       this.logger.log({ hop: 'request', topic, cycle, request_id, edge_id: edge.edge_id });
-      const status = await this.bus.rpcRequest<EdgeStatusReply>(topic, { request_id, edge_id: edge.edge_id }, { timeout: this.options.rpcTimeoutMs });
+      const status = await this.bus.rpcRequest<EdgeStatusReply>(
+        topic,
+        { request_id, edge_id: edge.edge_id },
+        { timeout: this.options.rpcTimeoutMs },
+      );
       // A large reply was recovered from storage by the bus before rpcRequest resolved.
-      this.logger.log({ hop: 'reply', topic, cycle, request_id, edge_id: edge.edge_id, state: status.state, links: status.links.length, events: status.events.length });
+      this.logger.log({
+        hop: 'reply',
+        topic,
+        cycle,
+        request_id,
+        edge_id: edge.edge_id,
+        state: status.state,
+        links: status.links.length,
+        events: status.events.length,
+      });
       return status;
     } catch (err) {
       this.failed(cycle, topic, request_id, err, edge.edge_id);
@@ -128,7 +141,11 @@ export class MonitorService implements OnApplicationBootstrap, OnModuleDestroy {
       body: `Edge ${status.edge_id} at ${status.site} is OFFLINE. Links: ${status.links.map((l) => `${l.interface}/${l.isp}=${l.state}`).join(', ')}. Event history attached.`,
       attachments: [
         { filename: `${status.edge_id}-events.csv`, content_type: 'text/csv', content_base64: Buffer.from(csv).toString('base64') },
-        { filename: `${status.edge_id}-status.json`, content_type: 'application/json', content_base64: Buffer.from(JSON.stringify(status)).toString('base64') },
+        {
+          filename: `${status.edge_id}-status.json`,
+          content_type: 'application/json',
+          content_base64: Buffer.from(JSON.stringify(status)).toString('base64'),
+        },
       ],
     };
     await this.send(cycle, 'notification.email.request', email, status.edge_id);
@@ -139,7 +156,15 @@ export class MonitorService implements OnApplicationBootstrap, OnModuleDestroy {
     const bytes = jsonBytes(payload);
     try {
       await this.bus.publish(topic, payload);
-      this.logger.log({ hop: 'publish', topic, cycle, request_id: payload.request_id, edge_id, bytes, offloaded: bytes > claimCheckThreshold(this.bus) });
+      this.logger.log({
+        hop: 'publish',
+        topic,
+        cycle,
+        request_id: payload.request_id,
+        edge_id,
+        bytes,
+        offloaded: bytes > claimCheckThreshold(this.bus),
+      });
     } catch (err) {
       this.failed(cycle, topic, payload.request_id, err, edge_id);
     }
@@ -147,6 +172,14 @@ export class MonitorService implements OnApplicationBootstrap, OnModuleDestroy {
 
   private failed(cycle: number, topic: string, request_id: string, err: unknown, edge_id?: string): void {
     const e = err as Error;
-    this.logger.error({ hop: 'error', topic, cycle, request_id, edge_id, code: err instanceof EventBusError ? err.code : undefined, msg: e?.message ?? String(err) });
+    this.logger.error({
+      hop: 'error',
+      topic,
+      cycle,
+      request_id,
+      edge_id,
+      code: err instanceof EventBusError ? err.code : undefined,
+      msg: e?.message ?? String(err),
+    });
   }
 }

@@ -26,7 +26,14 @@ export class EdgeHandlers {
 
   @Subscribe('edge.status.request', { queue: 'velocloud-bridge' })
   edgeStatus(req: EdgeStatusRequest, ctx: MessageContext): EdgeStatusReply {
-    this.logger.log({ hop: 'received', topic: ctx.subject, request_id: req.request_id, edge_id: req.edge_id, recovered: ctx.recovered, token: ctx.token });
+    this.logger.log({
+      hop: 'received',
+      topic: ctx.subject,
+      request_id: req.request_id,
+      edge_id: req.edge_id,
+      recovered: ctx.recovered,
+      token: ctx.token,
+    });
     const reply = this.fleet.status(req.request_id, req.edge_id);
     // A throw answers the request with the NATS service-error headers: RemoteHandlerError at the monitor.
     if (!reply) throw new Error(`unknown edge "${req.edge_id}"`);

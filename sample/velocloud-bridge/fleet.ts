@@ -74,7 +74,13 @@ export class Fleet {
         t += Math.floor(rand() * 600_000);
         const [event, severity, message] = EVENTS[Math.floor(rand() * EVENTS.length)];
         const link = links[Math.floor(rand() * links.length)];
-        events.push({ time: new Date(t).toISOString(), event, severity, link_id: link.link_id, message: `${site} ${link.interface}: ${message}` });
+        events.push({
+          time: new Date(t).toISOString(),
+          event,
+          severity,
+          link_id: link.link_id,
+          message: `${site} ${link.interface}: ${message}`,
+        });
       }
       this.edges.set(edge_id, {
         edge_id,
@@ -96,6 +102,15 @@ export class Fleet {
   status(request_id: string, edge_id: string): EdgeStatusReply | undefined {
     const e = this.edges.get(edge_id);
     if (!e) return undefined;
-    return { request_id, edge_id, name: e.name, site: e.site, state: e.state, last_contact: e.lastContact, links: e.links, events: e.events };
+    return {
+      request_id,
+      edge_id,
+      name: e.name,
+      site: e.site,
+      state: e.state,
+      last_contact: e.lastContact,
+      links: e.links,
+      events: e.events,
+    };
   }
 }

@@ -15,7 +15,10 @@ const large = (bus: number[], floor: number[]) => ({
     bus: bus.map((latencyMs) => ({ latencyMs, publishMs: 1, encodesPerPayload: 1, bytes: 2097164 })),
     floor: floor.map((latencyMs) => ({ latencyMs, publishMs: 1, encodesPerPayload: 1, bytes: 2097164 })),
   },
-  nestms: { attempts: [{ kind: 'emit', ok: false, ms: 3, name: 'NatsError', code: 'MAX_PAYLOAD_EXCEEDED', message: 'MAX_PAYLOAD_EXCEEDED' }], received: 0 },
+  nestms: {
+    attempts: [{ kind: 'emit', ok: false, ms: 3, name: 'NatsError', code: 'MAX_PAYLOAD_EXCEEDED', message: 'MAX_PAYLOAD_EXCEEDED' }],
+    received: 0,
+  },
 });
 
 const results = {

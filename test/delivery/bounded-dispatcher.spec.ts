@@ -13,15 +13,21 @@ describe('BoundedDispatcher', () => {
     let peak = 0;
     const done: number[] = [];
     const gates = new Map<number, ReturnType<typeof deferred>>();
-    const d = new BoundedDispatcher<number>('s', 3, 100, async (n) => {
-      running++;
-      peak = Math.max(peak, running);
-      const g = deferred();
-      gates.set(n, g);
-      await g.promise;
-      running--;
-      done.push(n);
-    }, new Logger('test'));
+    const d = new BoundedDispatcher<number>(
+      's',
+      3,
+      100,
+      async (n) => {
+        running++;
+        peak = Math.max(peak, running);
+        const g = deferred();
+        gates.set(n, g);
+        await g.promise;
+        running--;
+        done.push(n);
+      },
+      new Logger('test'),
+    );
     for (let i = 0; i < 10; i++) d.push(i);
     expect(d.inFlight).toBe(3);
     expect(d.pending).toBe(7);
@@ -50,13 +56,19 @@ describe('BoundedDispatcher', () => {
     let count = 0;
     const gate = deferred();
     let first = true;
-    const d = new BoundedDispatcher<number>('s', 1, 1_000_000, () => {
-      if (first) {
-        first = false;
-        return gate.promise;
-      }
-      count++;
-    }, new Logger('test'));
+    const d = new BoundedDispatcher<number>(
+      's',
+      1,
+      1_000_000,
+      () => {
+        if (first) {
+          first = false;
+          return gate.promise;
+        }
+        count++;
+      },
+      new Logger('test'),
+    );
     for (let i = 0; i < 200_001; i++) d.push(i);
     gate.resolve();
     await d.whenIdle();
@@ -65,10 +77,16 @@ describe('BoundedDispatcher', () => {
 
   it('keeps going when a run throws synchronously', async () => {
     const seen: number[] = [];
-    const d = new BoundedDispatcher<number>('s', 1, 10, (n) => {
-      seen.push(n);
-      if (n === 0) throw new Error('boom');
-    }, new Logger('test'));
+    const d = new BoundedDispatcher<number>(
+      's',
+      1,
+      10,
+      (n) => {
+        seen.push(n);
+        if (n === 0) throw new Error('boom');
+      },
+      new Logger('test'),
+    );
     d.push(0);
     d.push(1);
     await d.whenIdle();

@@ -1,5 +1,5 @@
 import Redis from 'ioredis';
-import { connect, headers, NatsConnection } from '@nats-io/transport-node';
+import { connect, NatsConnection } from '@nats-io/transport-node';
 import { sc } from '../harness/text-codec';
 import {
   EventBus,
@@ -342,7 +342,15 @@ describe('EventBus under server faults', () => {
       await redisServer.start();
     }
     // ioredis reconnects by itself; large publishes work again.
-    await waitUntil(async () => bus.publish('f.redisdown', bigPayload(2 * MiB)).then(() => true, () => false), 'Redis back', 15_000);
+    await waitUntil(
+      async () =>
+        bus.publish('f.redisdown', bigPayload(2 * MiB)).then(
+          () => true,
+          () => false,
+        ),
+      'Redis back',
+      15_000,
+    );
     await waitUntil(() => wire.length >= 1, 'the envelope after Redis came back');
   });
 

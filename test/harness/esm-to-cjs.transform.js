@@ -56,9 +56,25 @@ const RESOLVE =
 const META = `({ url: ${FILE_URL}, filename: __filename, dirname: __dirname, resolve: ${RESOLVE} })`;
 // CommonJS wrapper names, and helpers TypeScript declares in its CommonJS output (tslib's own ESM
 // entry re-exports `__importDefault` etc. and would clash with them).
-const RESERVED = new Set(['require', 'module', 'exports', '__filename', '__dirname', '__createBinding',
-  '__setModuleDefault', '__importStar', '__importDefault', '__exportStar', '__rewriteRelativeImportExtension',
-  '__esDecorate', '__runInitializers', '__setFunctionName', '__propKey', '__addDisposableResource', '__disposeResources']);
+const RESERVED = new Set([
+  'require',
+  'module',
+  'exports',
+  '__filename',
+  '__dirname',
+  '__createBinding',
+  '__setModuleDefault',
+  '__importStar',
+  '__importDefault',
+  '__exportStar',
+  '__rewriteRelativeImportExtension',
+  '__esDecorate',
+  '__runInitializers',
+  '__setFunctionName',
+  '__propKey',
+  '__addDisposableResource',
+  '__disposeResources',
+]);
 const NEEDS_EDIT = new RegExp(`\\bimport\\s*\\.\\s*meta\\b|\\b(?:${[...RESERVED].join('|')})\\b`);
 
 /** Text edits [start, end, replacement] for import.meta and CommonJS-reserved names; throws on top-level await. */
@@ -84,8 +100,13 @@ function collectEdits(sf, file) {
       if (
         (ts.isPropertyAccessExpression(p) && isName(p.name)) ||
         (ts.isQualifiedName(p) && isName(p.right)) ||
-        ((ts.isPropertyAssignment(p) || ts.isMethodDeclaration(p) || ts.isPropertyDeclaration(p) ||
-          ts.isGetAccessorDeclaration(p) || ts.isSetAccessorDeclaration(p) || ts.isEnumMember(p)) && isName(p.name)) ||
+        ((ts.isPropertyAssignment(p) ||
+          ts.isMethodDeclaration(p) ||
+          ts.isPropertyDeclaration(p) ||
+          ts.isGetAccessorDeclaration(p) ||
+          ts.isSetAccessorDeclaration(p) ||
+          ts.isEnumMember(p)) &&
+          isName(p.name)) ||
         ((ts.isLabeledStatement(p) || ts.isBreakOrContinueStatement(p)) && p.label === node) ||
         (ts.isBindingElement(p) && p.propertyName === node) ||
         ((ts.isImportSpecifier(p) || ts.isExportSpecifier(p)) && p.propertyName === node)

@@ -66,12 +66,7 @@ function handlersFor(prefix: string): Type<unknown> {
 
     @MessagePattern(`${prefix}.stream`)
     stream() {
-      return from([
-        { i: 0, small: true },
-        bigPayload(2 * MiB, 'item-1'),
-        { i: 2, small: true },
-        bigPayload(3 * MiB, 'item-3'),
-      ]);
+      return from([{ i: 0, small: true }, bigPayload(2 * MiB, 'item-1'), { i: 2, small: true }, bigPayload(3 * MiB, 'item-3')]);
     }
 
     @EventPattern(`${prefix}.event`)

@@ -11,7 +11,6 @@ import {
   InMemoryStorageManager,
   MESSAGE_STORAGE_MANAGER,
   MessageContext,
-  MessageStorageManager,
   RemoteHandlerError,
   StoredMessageEnvelope,
   Subscribe,
@@ -352,7 +351,10 @@ describe('EventBusModule in a Nest app, against real servers', () => {
       [{ nats: {} }, 'nats.servers'],
       [{ nats: { servers: 'nats://127.0.0.1:1' }, maxConcurrentHandlers: 0 }, 'maxConcurrentHandlers'],
       [{ nats: { servers: 'nats://127.0.0.1:1' }, storage: { redis: { url: 'http://x' } } }, 'storage.redis.url'],
-      [{ nats: { servers: 'nats://127.0.0.1:1' }, storage: { redis: { url: 'redis://127.0.0.1:1' }, ttlSeconds: -5 } }, 'storage.ttlSeconds'],
+      [
+        { nats: { servers: 'nats://127.0.0.1:1' }, storage: { redis: { url: 'redis://127.0.0.1:1' }, ttlSeconds: -5 } },
+        'storage.ttlSeconds',
+      ],
       [{ nats: { servers: 'nats://127.0.0.1:1' }, storage: { nonsense: true } }, 'storage'],
     ])('stops bootstrap with an error naming the option (%j)', async (options, option) => {
       const err: any = await startApp([EventBusModule.forRoot(options as any)]).catch((e: any) => e);

@@ -41,11 +41,7 @@ interface RunResult {
 }
 
 /** Runs a command to completion (async, so the harness servers keep being served). */
-function run(
-  cmd: string,
-  args: string[],
-  opts: { cwd: string; env?: NodeJS.ProcessEnv; timeoutMs?: number },
-): Promise<RunResult> {
+function run(cmd: string, args: string[], opts: { cwd: string; env?: NodeJS.ProcessEnv; timeoutMs?: number }): Promise<RunResult> {
   const started = Date.now();
   return new Promise((resolve, reject) => {
     const child = spawn(cmd, args, { cwd: opts.cwd, env: opts.env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -54,10 +50,13 @@ function run(
     let timedOut = false;
     child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
     child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-    const timer = setTimeout(() => {
-      timedOut = true;
-      child.kill('SIGKILL');
-    }, opts.timeoutMs ?? STEP_TIMEOUT - 10_000);
+    const timer = setTimeout(
+      () => {
+        timedOut = true;
+        child.kill('SIGKILL');
+      },
+      opts.timeoutMs ?? STEP_TIMEOUT - 10_000,
+    );
     child.on('error', (err) => {
       clearTimeout(timer);
       reject(err);
@@ -86,7 +85,13 @@ const readJson = (file: string) => JSON.parse(fs.readFileSync(file, 'utf8'));
  * (=production would skip devDependencies).
  */
 function cleanEnv(): NodeJS.ProcessEnv {
-  const keep = new Set(['npm_config_cache', 'npm_config_userconfig', 'npm_config_globalconfig', 'npm_config_registry', 'npm_config_cafile']);
+  const keep = new Set([
+    'npm_config_cache',
+    'npm_config_userconfig',
+    'npm_config_globalconfig',
+    'npm_config_registry',
+    'npm_config_cafile',
+  ]);
   const env: NodeJS.ProcessEnv = {};
   for (const [k, v] of Object.entries(process.env)) {
     if (/^npm_/i.test(k) && !keep.has(k.toLowerCase())) continue;
@@ -163,7 +168,13 @@ describe('packed library in consumer apps (ESM + CJS, TS 6 + TS 7)', () => {
       expectSuccess('npm pack', pack);
       const [info] = JSON.parse(pack.stdout.slice(pack.stdout.indexOf('[')));
       const files = (info.files as Array<{ path: string }>).map((f) => f.path);
-      for (const f of ['package.json', 'dist/index.js', 'dist/index.d.ts', 'dist/microservices/index.js', 'dist/microservices/index.d.ts']) {
+      for (const f of [
+        'package.json',
+        'dist/index.js',
+        'dist/index.d.ts',
+        'dist/microservices/index.js',
+        'dist/microservices/index.d.ts',
+      ]) {
         expect(files).toContain(f);
       }
       tarball = path.join(packDir, info.filename);
@@ -216,7 +227,15 @@ describe('packed library in consumer apps (ESM + CJS, TS 6 + TS 7)', () => {
       expectSuccess('npm install', install);
       expect(install.stderr).not.toMatch(/ERESOLVE (could not|unable to) resolve/);
 
-      const versions = ['@nestjs/common', '@nestjs/core', '@nestjs/microservices', 'typescript', 'typescript7', ...Object.keys(peers), ...Object.keys(lib.dependencies ?? {})]
+      const versions = [
+        '@nestjs/common',
+        '@nestjs/core',
+        '@nestjs/microservices',
+        'typescript',
+        'typescript7',
+        ...Object.keys(peers),
+        ...Object.keys(lib.dependencies ?? {}),
+      ]
         .filter((n, i, a) => a.indexOf(n) === i && fs.existsSync(path.join(appDir, 'node_modules', n, 'package.json')))
         .map((n) => `${n}@${readJson(path.join(appDir, 'node_modules', n, 'package.json')).version}`);
       note(`installed: ${versions.join(', ')}`);
@@ -253,7 +272,9 @@ describe('packed library in consumer apps (ESM + CJS, TS 6 + TS 7)', () => {
       const full = await run(tsc.cmd, [...tsc.args, '--noEmit', '-p', 'tsconfig.json', '--skipLibCheck', 'false'], { cwd: appDir });
       const errors = full.stdout.split('\n').filter((l) => /^\S.*\(\d+,\d+\): error TS/.test(l));
       const thirdParty = errors.filter((l) => l.startsWith('node_modules/') && !l.startsWith('node_modules/nestjs-nats-eventbus/'));
-      note(`${label} --skipLibCheck false: exit ${full.code}, ${errors.length} errors, ${thirdParty.length} in third-party .d.ts${thirdParty.map((l) => `\n  ${l}`).join('')}`);
+      note(
+        `${label} --skipLibCheck false: exit ${full.code}, ${errors.length} errors, ${thirdParty.length} in third-party .d.ts${thirdParty.map((l) => `\n  ${l}`).join('')}`,
+      );
       if (full.code !== 0 && errors.length === 0) throw new Error(describeRun(`${label} tsc --skipLibCheck false`, full));
       expect(errors.filter((l) => !thirdParty.includes(l))).toEqual([]);
     },

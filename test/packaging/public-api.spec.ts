@@ -1,17 +1,26 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as ts from 'typescript';
+import * as lib from '../../lib';
 
 // lib/index.ts and lib/microservices/index.ts export exactly the names the README's "Public API" lists.
 const ROOT = path.resolve(__dirname, '..', '..');
 
 function exportedNames(entry: string): string[] {
   const file = path.join(ROOT, entry);
-  const program = ts.createProgram([file], { module: ts.ModuleKind.NodeNext, moduleResolution: ts.ModuleResolutionKind.NodeNext, skipLibCheck: true, noEmit: true });
+  const program = ts.createProgram([file], {
+    module: ts.ModuleKind.NodeNext,
+    moduleResolution: ts.ModuleResolutionKind.NodeNext,
+    skipLibCheck: true,
+    noEmit: true,
+  });
   const checker = program.getTypeChecker();
   const source = program.getSourceFile(file)!;
   const symbol = checker.getSymbolAtLocation(source)!;
-  return checker.getExportsOfModule(symbol).map((s) => s.getName()).sort();
+  return checker
+    .getExportsOfModule(symbol)
+    .map((s) => s.getName())
+    .sort();
 }
 
 function readmeNames(section: string): string[] {
@@ -31,7 +40,7 @@ describe('public API', () => {
   });
 
   it('the compiled main entry has no runtime export the README does not list', () => {
-    const runtime = Object.keys(require('../../lib')).filter((k) => k !== '__esModule');
+    const runtime = Object.keys(lib).filter((k) => k !== '__esModule');
     const listed = new Set(readmeNames('main'));
     expect(runtime.filter((k) => !listed.has(k))).toEqual([]);
   });

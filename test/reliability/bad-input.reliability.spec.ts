@@ -75,33 +75,33 @@ const envelopeLike = fc
   )
   .map((env) => te.encode(JSON.stringify(env)));
 
-const deepJson = fc
-  .tuple(fc.integer({ min: 1, max: 50_000 }), fc.constantFrom('array', 'object', 'envelope'))
-  .map(([depth, kind]) => {
-    if (kind === 'array') return te.encode('['.repeat(depth) + ']'.repeat(depth));
-    if (kind === 'object') return te.encode('{"a":'.repeat(depth) + '1' + '}'.repeat(depth));
-    // An envelope whose token is itself deeply nested.
-    return te.encode(`{"is_stored":true,"token":${'['.repeat(depth)}"${OUTSIDE_UUID}"${']'.repeat(depth)}}`);
-  });
+const deepJson = fc.tuple(fc.integer({ min: 1, max: 50_000 }), fc.constantFrom('array', 'object', 'envelope')).map(([depth, kind]) => {
+  if (kind === 'array') return te.encode('['.repeat(depth) + ']'.repeat(depth));
+  if (kind === 'object') return te.encode('{"a":'.repeat(depth) + '1' + '}'.repeat(depth));
+  // An envelope whose token is itself deeply nested.
+  return te.encode(`{"is_stored":true,"token":${'['.repeat(depth)}"${OUTSIDE_UUID}"${']'.repeat(depth)}}`);
+});
 
-const oddBodies = fc.constantFrom(
-  '',
-  'null',
-  '[]',
-  '{}',
-  '""',
-  '0',
-  'true',
-  '\uFEFF{}',
-  '{"token":"x","is_stored":true',
-  `{"token":"${OUTSIDE_UUID}","is_stored":true,"token":"secret"}`,
-  `{"token":"secret","token":"${OUTSIDE_UUID}","is_stored":true}`,
-  `{"token": "${OUTSIDE_UUID}\\r\\nDEL secret", "is_stored": true}`,
-  `{"__proto__":{"is_stored":true},"token":"${OUTSIDE_UUID}"}`,
-  `{"constructor":{"prototype":{"is_stored":true}},"token":"${OUTSIDE_UUID}","is_stored":true}`,
-  '\u0000\u0000\u0000',
-  'x'.repeat(10_000),
-).map((s) => te.encode(s));
+const oddBodies = fc
+  .constantFrom(
+    '',
+    'null',
+    '[]',
+    '{}',
+    '""',
+    '0',
+    'true',
+    '\uFEFF{}',
+    '{"token":"x","is_stored":true',
+    `{"token":"${OUTSIDE_UUID}","is_stored":true,"token":"secret"}`,
+    `{"token":"secret","token":"${OUTSIDE_UUID}","is_stored":true}`,
+    `{"token": "${OUTSIDE_UUID}\\r\\nDEL secret", "is_stored": true}`,
+    `{"__proto__":{"is_stored":true},"token":"${OUTSIDE_UUID}"}`,
+    `{"constructor":{"prototype":{"is_stored":true}},"token":"${OUTSIDE_UUID}","is_stored":true}`,
+    '\u0000\u0000\u0000',
+    'x'.repeat(10_000),
+  )
+  .map((s) => te.encode(s));
 
 const anyBadBody = fc.oneof(
   fc.uint8Array({ maxLength: 4096 }),
@@ -184,7 +184,22 @@ describe('reliability under bad input (property-based, fast-check)', () => {
 
   /** Every key any client touched since `from` is under the prefix and has a valid token shape. */
   function keysTouched(from = 0): { keys: string[]; outside: string[][] } {
-    const keyed = new Set(['get', 'getbuffer', 'set', 'del', 'unlink', 'exists', 'getdel', 'expire', 'ttl', 'type', 'keys', 'scan', 'flushall', 'flushdb']);
+    const keyed = new Set([
+      'get',
+      'getbuffer',
+      'set',
+      'del',
+      'unlink',
+      'exists',
+      'getdel',
+      'expire',
+      'ttl',
+      'type',
+      'keys',
+      'scan',
+      'flushall',
+      'flushdb',
+    ]);
     const keys: string[] = [];
     const outside: string[][] = [];
     for (const args of commands.slice(from)) {
@@ -206,120 +221,142 @@ describe('reliability under bad input (property-based, fast-check)', () => {
     return true;
   }
 
-  it('random bodies at a subscribed topic: no crash, nothing outside the prefix touched, the next valid message is handled', async () => {
-    const from = commands.length;
-    const started = Date.now();
-    await fc.assert(
-      fc.asyncProperty(anyBadBody, async (bytes) => {
-        await sendThenValid('rel.bad.in', bytes);
-        return crashes.errors.length === 0;
-      }),
-      { numRuns: RUNS, endOnFailure: true },
-    );
-    await sleep(200); // let MONITOR catch up
-    const { keys, outside } = keysTouched(from);
-    report('badInput.bodies', {
-      runs: RUNS,
-      ms: Date.now() - started,
-      handlerCalledForNonEnvelopeJson: badHandled,
-      redisKeysRead: keys.length,
-      keysOutsidePrefixOrShape: outside.length,
-      droppedLogLines: logs.matching(/dropped message on "rel\.bad\.in"/).length,
-      recoveryFailureLines: logs.matching(/could not recover message on "rel\.bad\.in"/).length,
-    });
-    expect(crashes.errors).toEqual([]);
-    expect(outside).toEqual([]);
-    expect(await sentinelsIntact()).toBe(true);
-    // Log lines never carry the raw token of a forged envelope (no CR/LF injection into logs).
-    expect(logs.lines.filter((l) => /[\r\n]/.test(l.message) && l.level !== 'log')).toEqual([]);
-  }, pick(120_000, 1_200_000));
+  it(
+    'random bodies at a subscribed topic: no crash, nothing outside the prefix touched, the next valid message is handled',
+    async () => {
+      const from = commands.length;
+      const started = Date.now();
+      await fc.assert(
+        fc.asyncProperty(anyBadBody, async (bytes) => {
+          await sendThenValid('rel.bad.in', bytes);
+          return crashes.errors.length === 0;
+        }),
+        { numRuns: RUNS, endOnFailure: true },
+      );
+      await sleep(200); // let MONITOR catch up
+      const { keys, outside } = keysTouched(from);
+      report('badInput.bodies', {
+        runs: RUNS,
+        ms: Date.now() - started,
+        handlerCalledForNonEnvelopeJson: badHandled,
+        redisKeysRead: keys.length,
+        keysOutsidePrefixOrShape: outside.length,
+        droppedLogLines: logs.matching(/dropped message on "rel\.bad\.in"/).length,
+        recoveryFailureLines: logs.matching(/could not recover message on "rel\.bad\.in"/).length,
+      });
+      expect(crashes.errors).toEqual([]);
+      expect(outside).toEqual([]);
+      expect(await sentinelsIntact()).toBe(true);
+      // Log lines never carry the raw token of a forged envelope (no CR/LF injection into logs).
+      expect(logs.lines.filter((l) => /[\r\n]/.test(l.message) && l.level !== 'log')).toEqual([]);
+    },
+    pick(120_000, 1_200_000),
+  );
 
-  it('envelopes with every hostile token shape: only keys under the prefix with a valid token are ever read', async () => {
-    const from = commands.length;
-    await fc.assert(
-      fc.asyncProperty(envelopeLike, async (bytes) => {
-        await sendThenValid('rel.bad.in', bytes);
-      }),
-      { numRuns: RUNS, endOnFailure: true },
-    );
-    // And the exact envelope shape with hostile tokens, which must be refused before any read.
-    await fc.assert(
-      fc.asyncProperty(hostileToken, async (token) => {
-        await sendThenValid('rel.bad.in', te.encode(JSON.stringify({ token, is_stored: true })));
-      }),
-      { numRuns: RUNS, endOnFailure: true },
-    );
-    await sleep(200);
-    const { keys, outside } = keysTouched(from);
-    report('badInput.envelopes', { runs: RUNS * 2, redisKeysRead: keys.length, keysOutsidePrefixOrShape: outside.length });
-    expect(keys.length).toBeGreaterThan(0); // MONITOR saw the reads of valid-shaped unknown tokens
-    expect(outside).toEqual([]);
-    expect(await sentinelsIntact()).toBe(true);
-    expect(crashes.errors).toEqual([]);
-  }, pick(120_000, 1_200_000));
+  it(
+    'envelopes with every hostile token shape: only keys under the prefix with a valid token are ever read',
+    async () => {
+      const from = commands.length;
+      await fc.assert(
+        fc.asyncProperty(envelopeLike, async (bytes) => {
+          await sendThenValid('rel.bad.in', bytes);
+        }),
+        { numRuns: RUNS, endOnFailure: true },
+      );
+      // And the exact envelope shape with hostile tokens, which must be refused before any read.
+      await fc.assert(
+        fc.asyncProperty(hostileToken, async (token) => {
+          await sendThenValid('rel.bad.in', te.encode(JSON.stringify({ token, is_stored: true })));
+        }),
+        { numRuns: RUNS, endOnFailure: true },
+      );
+      await sleep(200);
+      const { keys, outside } = keysTouched(from);
+      report('badInput.envelopes', { runs: RUNS * 2, redisKeysRead: keys.length, keysOutsidePrefixOrShape: outside.length });
+      expect(keys.length).toBeGreaterThan(0); // MONITOR saw the reads of valid-shaped unknown tokens
+      expect(outside).toEqual([]);
+      expect(await sentinelsIntact()).toBe(true);
+      expect(crashes.errors).toEqual([]);
+    },
+    pick(120_000, 1_200_000),
+  );
 
-  it('bad requests are answered with an error at once, never a hang', async () => {
-    let errors = 0;
-    let replies = 0;
-    let maxMs = 0;
-    await fc.assert(
-      fc.asyncProperty(anyBadBody, async (bytes) => {
-        const t0 = Date.now();
-        try {
-          const m = await raw.request('rel.bad.rpc', bytes, { timeout: 3000 });
-          if (m.headers?.get('Nats-Service-Error-Code')) errors++;
-          else replies++;
-        } catch (err) {
-          throw new Error(`request with bad input did not get an answer: ${(err as Error).message}`);
+  it(
+    'bad requests are answered with an error at once, never a hang',
+    async () => {
+      let errors = 0;
+      let replies = 0;
+      let maxMs = 0;
+      await fc.assert(
+        fc.asyncProperty(anyBadBody, async (bytes) => {
+          const t0 = Date.now();
+          try {
+            const m = await raw.request('rel.bad.rpc', bytes, { timeout: 3000 });
+            if (m.headers?.get('Nats-Service-Error-Code')) errors++;
+            else replies++;
+          } catch (err) {
+            throw new Error(`request with bad input did not get an answer: ${(err as Error).message}`, { cause: err });
+          }
+          maxMs = Math.max(maxMs, Date.now() - t0);
+        }),
+        { numRuns: Math.ceil(RUNS / 2), endOnFailure: true },
+      );
+      // Through the bus's own requester: a typed error.
+      const typed = await bus.rpcRequest('rel.bad.rpc', { token: OUTSIDE_UUID, is_stored: true }, { timeout: 3000 }).catch((e) => e);
+      report('badInput.requests', {
+        runs: Math.ceil(RUNS / 2),
+        errorReplies: errors,
+        normalReplies: replies,
+        maxMs,
+        typed: typed?.constructor?.name,
+      });
+      expect(maxMs).toBeLessThan(3000);
+      expect(typed).toBeInstanceOf(RemoteHandlerError);
+      expect(crashes.errors).toEqual([]);
+    },
+    pick(120_000, 1_200_000),
+  );
+
+  it(
+    'a flood of envelopes with unknown valid-shaped tokens does not hold up other subjects',
+    async () => {
+      const latencies: number[] = [];
+      await bus.subscribe('rel.flood.other', (p: { at: number }) => void latencies.push(Date.now() - p.at));
+      const from = commands.length;
+      const OTHER = 200;
+      let otherSent = 0;
+      const started = Date.now();
+      const tokens = fc.sample(unknownValidToken, Math.min(FLOOD_N, 5000));
+      for (let i = 0; i < FLOOD_N; i++) {
+        raw.publish('rel.flood.x', te.encode(`{"token":"${tokens[i % tokens.length]}","is_stored":true}`));
+        if (i % Math.floor(FLOOD_N / OTHER) === 0 && otherSent < OTHER) {
+          raw.publish('rel.flood.other', te.encode(JSON.stringify({ at: Date.now() })));
+          otherSent++;
         }
-        maxMs = Math.max(maxMs, Date.now() - t0);
-      }),
-      { numRuns: Math.ceil(RUNS / 2), endOnFailure: true },
-    );
-    // Through the bus's own requester: a typed error.
-    const typed = await bus.rpcRequest('rel.bad.rpc', { token: OUTSIDE_UUID, is_stored: true }, { timeout: 3000 }).catch((e) => e);
-    report('badInput.requests', { runs: Math.ceil(RUNS / 2), errorReplies: errors, normalReplies: replies, maxMs, typed: typed?.constructor?.name });
-    expect(maxMs).toBeLessThan(3000);
-    expect(typed).toBeInstanceOf(RemoteHandlerError);
-    expect(crashes.errors).toEqual([]);
-  }, pick(120_000, 1_200_000));
-
-  it('a flood of envelopes with unknown valid-shaped tokens does not hold up other subjects', async () => {
-    const latencies: number[] = [];
-    await bus.subscribe('rel.flood.other', (p: { at: number }) => void latencies.push(Date.now() - p.at));
-    const from = commands.length;
-    const OTHER = 200;
-    let otherSent = 0;
-    const started = Date.now();
-    const tokens = fc.sample(unknownValidToken, Math.min(FLOOD_N, 5000));
-    for (let i = 0; i < FLOOD_N; i++) {
-      raw.publish('rel.flood.x', te.encode(`{"token":"${tokens[i % tokens.length]}","is_stored":true}`));
-      if (i % Math.floor(FLOOD_N / OTHER) === 0 && otherSent < OTHER) {
-        raw.publish('rel.flood.other', te.encode(JSON.stringify({ at: Date.now() })));
-        otherSent++;
+        if (i % 100 === 99) await new Promise((r) => setImmediate(r));
       }
-      if (i % 100 === 99) await new Promise((r) => setImmediate(r));
-    }
-    await waitUntil(() => latencies.length === otherSent, `other subject: ${otherSent} messages`, 30_000);
-    const floodSentMs = Date.now() - started;
-    await waitUntil(() => GETs(from) >= FLOOD_N * 0.9, 'flood recoveries attempted', 60_000).catch(() => undefined);
-    const sorted = [...latencies].sort((a, b) => a - b);
-    report('badInput.flood', {
-      floodEnvelopes: FLOOD_N,
-      otherMessages: otherSent,
-      otherReceived: latencies.length,
-      otherLatencyP50Ms: sorted[Math.floor(sorted.length / 2)],
-      otherLatencyP99Ms: sorted[Math.floor(sorted.length * 0.99)],
-      otherLatencyMaxMs: sorted[sorted.length - 1],
-      floodGETs: GETs(from),
-      floodMs: Date.now() - started,
-      floodSentMs,
-    });
-    expect(latencies.length).toBe(otherSent);
-    expect(sorted[Math.floor(sorted.length * 0.99)]).toBeLessThan(1000);
-    expect(keysTouched(from).outside).toEqual([]);
-    expect(crashes.errors).toEqual([]);
-  }, pick(90_000, 900_000));
+      await waitUntil(() => latencies.length === otherSent, `other subject: ${otherSent} messages`, 30_000);
+      const floodSentMs = Date.now() - started;
+      await waitUntil(() => GETs(from) >= FLOOD_N * 0.9, 'flood recoveries attempted', 60_000).catch(() => undefined);
+      const sorted = [...latencies].sort((a, b) => a - b);
+      report('badInput.flood', {
+        floodEnvelopes: FLOOD_N,
+        otherMessages: otherSent,
+        otherReceived: latencies.length,
+        otherLatencyP50Ms: sorted[Math.floor(sorted.length / 2)],
+        otherLatencyP99Ms: sorted[Math.floor(sorted.length * 0.99)],
+        otherLatencyMaxMs: sorted[sorted.length - 1],
+        floodGETs: GETs(from),
+        floodMs: Date.now() - started,
+        floodSentMs,
+      });
+      expect(latencies.length).toBe(otherSent);
+      expect(sorted[Math.floor(sorted.length * 0.99)]).toBeLessThan(1000);
+      expect(keysTouched(from).outside).toEqual([]);
+      expect(crashes.errors).toEqual([]);
+    },
+    pick(90_000, 900_000),
+  );
 
   function GETs(from: number): number {
     let n = 0;

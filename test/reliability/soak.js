@@ -26,22 +26,39 @@ if (fs.existsSync(figuresFile)) {
 const f = (name) => figures[name] || {};
 const parts = [];
 const small = f('load.small');
-if (small.published) parts.push(`small ${small.received}/${small.published} lost ${small.lost} dup ${small.duplicated} (${small.msgPerSec} msg/s)`);
+if (small.published)
+  parts.push(`small ${small.received}/${small.published} lost ${small.lost} dup ${small.duplicated} (${small.msgPerSec} msg/s)`);
 const large = f('load.large');
-if (large.published) parts.push(`large ${large.received}/${large.published} (${large.MiB} MiB) lost ${large.lost} corrupt ${large.corrupt} peakRSS ${large.peakRssMiB} MiB`);
+if (large.published)
+  parts.push(
+    `large ${large.received}/${large.published} (${large.MiB} MiB) lost ${large.lost} corrupt ${large.corrupt} peakRSS ${large.peakRssMiB} MiB`,
+  );
 const slow = f('load.slowConsumer');
-if (slow.published) parts.push(`slow consumer inFlight<=${slow.maxInFlight}/${slow.maxConcurrentHandlers} pending<=${slow.maxPendingSeen}/${slow.maxPendingMessages} dropped ${slow.droppedByDesign} peakRSS ${slow.peakRssMiB} MiB`);
+if (slow.published)
+  parts.push(
+    `slow consumer inFlight<=${slow.maxInFlight}/${slow.maxConcurrentHandlers} pending<=${slow.maxPendingSeen}/${slow.maxPendingMessages} dropped ${slow.droppedByDesign} peakRSS ${slow.peakRssMiB} MiB`,
+  );
 const nk = f('fault.natsKill');
-if (nk.published) parts.push(`NATS kill: outage ${nk.publishedDuringOutage - nk.lostDuringOutage}/${nk.publishedDuringOutage} delivered, in flight at kill lost ${nk.lostBeforeKill}, after lost ${nk.lostAfter}, rpc ${nk.rpcDuringOutage}`);
+if (nk.published)
+  parts.push(
+    `NATS kill: outage ${nk.publishedDuringOutage - nk.lostDuringOutage}/${nk.publishedDuringOutage} delivered, in flight at kill lost ${nk.lostBeforeKill}, after lost ${nk.lostAfter}, rpc ${nk.rpcDuringOutage}`,
+  );
 const rk = f('fault.redisKill');
-if (rk.received !== undefined) parts.push(`Redis kill: ${rk.rejectedWithMessageStorageError} MessageStorageError, ${rk.intact}/${rk.publishedOk} intact`);
+if (rk.received !== undefined)
+  parts.push(`Redis kill: ${rk.rejectedWithMessageStorageError} MessageStorageError, ${rk.intact}/${rk.publishedOk} intact`);
 const rs = f('fault.redisSlow');
-if (rs.operationTimeoutMs) parts.push(`Redis slow: store ${rs.storeRejectedAfterMs} ms, recover ${rs.recoveryFailureLoggedAfterMs} ms (timeout ${rs.operationTimeoutMs}), other max ${rs.smallLatencyMaxMs} ms`);
+if (rs.operationTimeoutMs)
+  parts.push(
+    `Redis slow: store ${rs.storeRejectedAfterMs} ms, recover ${rs.recoveryFailureLoggedAfterMs} ms (timeout ${rs.operationTimeoutMs}), other max ${rs.smallLatencyMaxMs} ms`,
+  );
 const fl = f('fault.flakyHandlers');
 if (fl.events) parts.push(`flaky: ${fl.eventsWrong + fl.wrongOutcomes} wrong, RemoteHandlerError max ${fl.maxErrorMs} ms`);
 const bi = f('badInput.bodies');
 const be = f('badInput.envelopes');
-if (bi.runs || be.runs) parts.push(`bad input: ${(bi.runs || 0) + (be.runs || 0)} runs, ${(bi.keysOutsidePrefixOrShape || 0) + (be.keysOutsidePrefixOrShape || 0)} keys outside prefix`);
+if (bi.runs || be.runs)
+  parts.push(
+    `bad input: ${(bi.runs || 0) + (be.runs || 0)} runs, ${(bi.keysOutsidePrefixOrShape || 0) + (be.keysOutsidePrefixOrShape || 0)} keys outside prefix`,
+  );
 const fd = f('badInput.flood');
 if (fd.floodEnvelopes) parts.push(`flood ${fd.floodEnvelopes}: other p99 ${fd.otherLatencyP99Ms} ms`);
 

@@ -187,7 +187,11 @@ test('one full monitoring cycle: list, statuses (a large one through claim-check
   );
   expect(received).toMatchObject({ topic: 'notification.email.request', recovered: true });
   expect(received.token).toMatch(UUID);
-  await waitFor('the notifier to send the e-mail', () => lines.find((l) => l.service === 'notifier' && l.hop === 'sent' && l.request_id === email!.request_id), 10_000);
+  await waitFor(
+    'the notifier to send the e-mail',
+    () => lines.find((l) => l.service === 'notifier' && l.hop === 'sent' && l.request_id === email!.request_id),
+    10_000,
+  );
 
   // The outbox: one JSON line per notification, the e-mail marked as recovered.
   const outboxFile = join(outboxDir, 'outbox.jsonl');
@@ -195,7 +199,10 @@ test('one full monitoring cycle: list, statuses (a large one through claim-check
     'the outbox to hold the slack and the e-mail notification',
     () => {
       if (!existsSync(outboxFile)) return undefined;
-      const entries = readFileSync(outboxFile, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+      const entries = readFileSync(outboxFile, 'utf8')
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l));
       const s = entries.find((e) => e.request_id === slack!.request_id);
       const e = entries.find((x) => x.request_id === email!.request_id);
       return s && e ? { s, e } : undefined;
@@ -208,7 +215,9 @@ test('one full monitoring cycle: list, statuses (a large one through claim-check
   expect(outbox.e.attachments.reduce((n: number, a: { bytes: number }) => n + a.bytes, 0)).toBeGreaterThan(1024 * 1024);
 
   // Nothing went wrong anywhere.
-  const errors = lines.filter((l) => (SERVICES as readonly string[]).includes(l.service) && (l.level === 'error' || l.level === 'fatal' || l.level === 'stderr'));
+  const errors = lines.filter(
+    (l) => (SERVICES as readonly string[]).includes(l.service) && (l.level === 'error' || l.level === 'fatal' || l.level === 'stderr'),
+  );
   expect(errors).toEqual([]);
 });
 

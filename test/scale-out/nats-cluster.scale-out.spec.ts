@@ -16,7 +16,15 @@ describe('NATS cluster: failover and queue groups across nodes', () => {
     const urls = cluster.urls;
     const servers = [urls[first], ...urls.filter((_, i) => i !== first)];
     const bus = new EventBus({
-      nats: { servers, noRandomize: true, reconnectTimeWait: 100, reconnectJitter: 0, pingInterval: 2000, maxPingOut: 2, name: `bus-${first}` },
+      nats: {
+        servers,
+        noRandomize: true,
+        reconnectTimeWait: 100,
+        reconnectJitter: 0,
+        pingInterval: 2000,
+        maxPingOut: 2,
+        name: `bus-${first}`,
+      },
     });
     await bus.connect();
     buses.push(bus);
@@ -42,20 +50,30 @@ describe('NATS cluster: failover and queue groups across nodes', () => {
     const subs: EventBusSubscription[] = [];
     for (const [i, bus] of [a, b, c].entries()) {
       subs.push(
-        await bus.subscribe('so.work', (p: { n: number }) => {
-          counts[i]++;
-          if (seen.has(p.n)) duplicates++;
-          seen.add(p.n);
-        }, { queue: 'workers' }),
+        await bus.subscribe(
+          'so.work',
+          (p: { n: number }) => {
+            counts[i]++;
+            if (seen.has(p.n)) duplicates++;
+            seen.add(p.n);
+          },
+          { queue: 'workers' },
+        ),
       );
     }
     // Interest travels over the routes, in order per connection. Each bus then subscribes a probe
     // subject; once every node can reach every probe, it also knows every queue member.
     for (const [i, bus] of [a, b, c].entries()) subs.push(await bus.subscribe(`so.ready.${i}`, () => 'ok'));
-    await waitUntil(async () => {
-      const probes = [a, b, c].flatMap((from) => [0, 1, 2].map((i) => from.rpcRequest(`so.ready.${i}`, {}, { timeout: 500 }).catch(() => null)));
-      return (await Promise.all(probes)).every((p) => p === 'ok');
-    }, 'queue members known on every node', 10_000);
+    await waitUntil(
+      async () => {
+        const probes = [a, b, c].flatMap((from) =>
+          [0, 1, 2].map((i) => from.rpcRequest(`so.ready.${i}`, {}, { timeout: 500 }).catch(() => null)),
+        );
+        return (await Promise.all(probes)).every((p) => p === 'ok');
+      },
+      'queue members known on every node',
+      10_000,
+    );
     expect(new Set([portOf(a, 'consumer:default'), portOf(b, 'consumer:default'), portOf(c, 'consumer:default')]).size).toBe(3);
 
     const N = 600;
@@ -81,7 +99,10 @@ describe('NATS cluster: failover and queue groups across nodes', () => {
     const victim = cluster.byPort(portOf(bus, 'producer'))!;
     expect(victim).toBe(cluster.nodes[0]);
     expect(portOf(bus, 'consumer:default')).toBe(victim.port);
-    await waitUntil(async () => (await bus.rpcRequest('so.rpc', { n: 1 }, { timeout: 500 }).catch(() => null)) !== null, 'rpc across nodes');
+    await waitUntil(
+      async () => (await bus.rpcRequest('so.rpc', { n: 1 }, { timeout: 500 }).catch(() => null)) !== null,
+      'rpc across nodes',
+    );
 
     // Publish every 5 ms for ~1 s, kill the node, and go on for ~2.5 s.
     let n = 0;
@@ -113,7 +134,11 @@ describe('NATS cluster: failover and queue groups across nodes', () => {
     stop = true;
     await producer;
     const total = n;
-    await waitUntil(() => local.some((m) => m.n === total - 1) && far.some((m) => m.n === total - 1), 'last message at both subscribers', 10_000);
+    await waitUntil(
+      () => local.some((m) => m.n === total - 1) && far.some((m) => m.n === total - 1),
+      'last message at both subscribers',
+      10_000,
+    );
     await sleep(300);
 
     const measure = (got: Array<{ n: number; at: number }>) => {
@@ -125,10 +150,16 @@ describe('NATS cluster: failover and queue groups across nodes', () => {
     };
     const l = measure(local);
     const f = measure(far);
-    report(`killed node :${victim.port}; producer -> :${newProducerPort}, consumer -> :${newConsumerPort}; reconnected in ${reconnectedAt - killedAt} ms`);
+    report(
+      `killed node :${victim.port}; producer -> :${newProducerPort}, consumer -> :${newConsumerPort}; reconnected in ${reconnectedAt - killedAt} ms`,
+    );
     report(`published ${total} (${sent.length} accepted, ${publishErrors} rejected), the kill after #${lastBefore}`);
-    report(`subscriber on the killed node's bus: received ${local.length}, lost ${l.lost.length} ${JSON.stringify(l.lost.slice(0, 20))}, max gap ${l.gap} ms, duplicates ${l.duplicates}`);
-    report(`subscriber on a surviving node:      received ${far.length}, lost ${f.lost.length} ${JSON.stringify(f.lost.slice(0, 20))}, max gap ${f.gap} ms, duplicates ${f.duplicates}`);
+    report(
+      `subscriber on the killed node's bus: received ${local.length}, lost ${l.lost.length} ${JSON.stringify(l.lost.slice(0, 20))}, max gap ${l.gap} ms, duplicates ${l.duplicates}`,
+    );
+    report(
+      `subscriber on a surviving node:      received ${far.length}, lost ${f.lost.length} ${JSON.stringify(f.lost.slice(0, 20))}, max gap ${f.gap} ms, duplicates ${f.duplicates}`,
+    );
 
     expect(newProducerPort).not.toBe(victim.port);
     expect(newConsumerPort).not.toBe(victim.port);

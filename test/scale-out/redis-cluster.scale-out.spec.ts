@@ -75,7 +75,9 @@ describe('Redis Cluster storage', () => {
     const bus = app.get(EventBus);
     const reply = bigPayload(2 * MiB, 'reply');
     await bus.subscribe('rc.rpc', (p: { id: string }, ctx) => ({ ...reply, echo: p.id, recovered: ctx.recovered }));
-    const got = await bus.rpcRequest<typeof reply & { echo: string; recovered: boolean }>('rc.rpc', bigPayload(1.5 * MiB, 'req'), { timeout: 10_000 });
+    const got = await bus.rpcRequest<typeof reply & { echo: string; recovered: boolean }>('rc.rpc', bigPayload(1.5 * MiB, 'req'), {
+      timeout: 10_000,
+    });
     expect(got.echo).toBe('req');
     expect(got.recovered).toBe(true);
     expect(sha256(got.text)).toBe(sha256(reply.text));

@@ -34,7 +34,11 @@ describe('Redis Sentinel storage', () => {
       ].join('\n'),
     });
     // The sentinel learns of the replica from the master's INFO.
-    await waitUntil(() => sentinel.cli('SENTINEL', 'replicas', 'mymaster').includes(String(replica.port)), 'sentinel sees the replica', 20_000);
+    await waitUntil(
+      () => sentinel.cli('SENTINEL', 'replicas', 'mymaster').includes(String(replica.port)),
+      'sentinel sees the replica',
+      20_000,
+    );
 
     @Module({
       imports: [
@@ -102,7 +106,11 @@ describe('Redis Sentinel storage', () => {
     await waitUntil(() => masterPort() === replica.port, 'sentinel names the replica as master', 30_000);
     const promotedAt = Date.now();
     // ioredis learns of the switch (+switch-master, or a READONLY/reconnect) and goes to the new master.
-    await waitUntil(() => client.options.port === replica.port || (client as any).stream?.remotePort === replica.port, 'client on the new master', 30_000);
+    await waitUntil(
+      () => client.options.port === replica.port || (client as any).stream?.remotePort === replica.port,
+      'client on the new master',
+      30_000,
+    );
     const clientMovedAt = Date.now();
     const okAtMove = ok;
     await waitUntil(() => ok >= okAtMove + 3, 'publishing after the switch', 20_000);
@@ -133,10 +141,14 @@ describe('Redis Sentinel storage', () => {
       const token = got.get(a.id)?.ctx.token;
       if (token && !(await client.exists(`eventbus:${token}`))) gone.push(`${a.id}@+${a.at - switchAt}ms`);
     }
-    report(`SENTINEL FAILOVER: sentinel promoted :${replica.port} after ${promotedAt - switchAt} ms; client on it after ${clientMovedAt - switchAt} ms`);
+    report(
+      `SENTINEL FAILOVER: sentinel promoted :${replica.port} after ${promotedAt - switchAt} ms; client on it after ${clientMovedAt - switchAt} ms`,
+    );
     report(`publishing during the switch: ${ok} accepted, ${failures.length} rejected, ${deliveredDuring} delivered and recovered`);
     if (failures.length) report(`first rejection: ${failures[0]}`);
-    report(`accepted but not recovered (recovery fell in the reconnect window, logged with token): ${lost.length} ${JSON.stringify(lost.map((l) => `${l.id}@+${l.at - switchAt}ms`))}`);
+    report(
+      `accepted but not recovered (recovery fell in the reconnect window, logged with token): ${lost.length} ${JSON.stringify(lost.map((l) => `${l.id}@+${l.at - switchAt}ms`))}`,
+    );
     report(`stored bodies missing from the new master afterwards: ${gone.length} ${JSON.stringify(gone)}`);
     report(`message stored before the switch still readable after it: ${beforeSurvived}`);
     expect(beforeSurvived).toBe(true);

@@ -16,9 +16,7 @@ export function captureOutput(): CapturedOutput {
   const lines: string[] = [];
   const keep = (...parts: unknown[]) => {
     lines.push(
-      parts
-        .map((p) => (p instanceof Error ? `${p.message}\n${p.stack ?? ''}` : typeof p === 'string' ? p : safeJson(p)))
-        .join(' '),
+      parts.map((p) => (p instanceof Error ? `${p.message}\n${p.stack ?? ''}` : typeof p === 'string' ? p : safeJson(p))).join(' '),
     );
   };
   const logger: LoggerService = {

@@ -55,7 +55,12 @@ describe('Redis security: requirepass, ACL user confined to the prefix, TLS; no 
   async function boot(storage: EventBusModuleOptions['storage'], health = false): Promise<{ app?: INestApplication; error?: any }> {
     @Module({
       imports: [
-        EventBusModule.forRoot({ nats: natsOptions(), largeMessageThreshold: 4 * KiB, storage, health: { enabled: health, timeoutMs: 500 } }),
+        EventBusModule.forRoot({
+          nats: natsOptions(),
+          largeMessageThreshold: 4 * KiB,
+          storage,
+          health: { enabled: health, timeoutMs: 500 },
+        }),
       ],
     })
     class AppModule {}
@@ -106,7 +111,10 @@ describe('Redis security: requirepass, ACL user confined to the prefix, TLS; no 
     const started = Date.now();
     const wrongUrl = await boot({ redis: { url: `redis://:${wrongPass}@127.0.0.1:${redis.port}` }, connectTimeoutMs: 20_000 });
     expectCleanFailure(wrongUrl.error, /storage\.redis.*WRONGPASS/);
-    const wrongOption = await boot({ redis: { url: redis.url, options: { username: 'eventbus', password: wrongPass } }, connectTimeoutMs: 20_000 });
+    const wrongOption = await boot({
+      redis: { url: redis.url, options: { username: 'eventbus', password: wrongPass } },
+      connectTimeoutMs: 20_000,
+    });
     expectCleanFailure(wrongOption.error, /storage\.redis.*WRONGPASS/);
     const missing = await boot({ redis: { url: redis.url }, connectTimeoutMs: 20_000 });
     expectCleanFailure(missing.error, /storage\.redis.*NOAUTH/);
@@ -141,10 +149,16 @@ describe('Redis security: requirepass, ACL user confined to the prefix, TLS; no 
     await largeRoundTrip(ok.app!, 'sec.redis.tls');
     await ok.app!.close();
 
-    const noCa = await boot({ redis: { url: `rediss://127.0.0.1:${tlsRedis.port}`, options: { password: redisPass } }, connectTimeoutMs: 1500 });
+    const noCa = await boot({
+      redis: { url: `rediss://127.0.0.1:${tlsRedis.port}`, options: { password: redisPass } },
+      connectTimeoutMs: 1500,
+    });
     expectCleanFailure(noCa.error, /did not become ready.*(certificate|self[- ]signed|verify)/i);
     // Plain TCP to a TLS-only port never becomes ready either.
-    const plain = await boot({ redis: { url: `redis://127.0.0.1:${tlsRedis.port}`, options: { password: redisPass } }, connectTimeoutMs: 1500 });
+    const plain = await boot({
+      redis: { url: `redis://127.0.0.1:${tlsRedis.port}`, options: { password: redisPass } },
+      connectTimeoutMs: 1500,
+    });
     expect(plain.error).toBeInstanceOf(MessageStorageError);
   });
 
