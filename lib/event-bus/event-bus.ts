@@ -1,9 +1,12 @@
+// EventBus is the public facade: publish, rpcRequest, subscribe, addConsumer, connect, close, with
+// their documentation. It is over 200 lines because of that documentation; the work is in
+// consumer-pool.ts, subscriptions.ts and handler-delivery.ts.
 import { Logger, OnModuleDestroy, OnModuleInit } from '@nestjs/common';
 import { ClaimCheckCodec } from '../claim-check/claim-check.codec';
 import { InvalidOptionsError, NotConnectedError } from '../errors/event-bus.errors';
 import { RELEASE_TIMEOUT_MS } from '../options/defaults';
 import { wholeNumber } from '../options/rules';
-import { createHeaders, BusConnection } from '../nats/bus-connection';
+import { BusConnection, ConnectionStatus, createHeaders } from '../nats/bus-connection';
 import { NATS_CONNECTION_DEFAULTS, NatsConnectionOptions } from '../nats/bus-connection.options';
 import { MessageStorageManager } from '../storage/message-storage-manager';
 import { ClaimCheckDelivery } from '../delivery/claim-check-delivery';
@@ -169,9 +172,9 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
     return { subject: topic, queue: opts.queue, consumer: consumerName, unsubscribe: stop };
   }
 
-  /** The live NATS connections by name (`producer`, then each consumer). For health checks. */
-  connections(): ReadonlyMap<string, BusConnection> {
-    const all = new Map<string, BusConnection>([['producer', this.producer]]);
+  /** The bus's NATS connections by name (`producer`, then `consumer:<name>`), read-only. For health checks. */
+  connections(): ReadonlyMap<string, ConnectionStatus> {
+    const all = new Map<string, ConnectionStatus>([['producer', this.producer]]);
     for (const [name, c] of this.consumers.clients()) all.set(`consumer:${name}`, c);
     return all;
   }

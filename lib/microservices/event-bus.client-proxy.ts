@@ -1,3 +1,6 @@
+// Nest's ClientProxy contract (connect, close, publish with its reply stream, dispatchEvent, on,
+// unwrap) in one class, as Nest's own ClientNats is; over 200 lines for that reason. Packet
+// format is in nest-packets.ts, claim-check in ../delivery.
 import { Logger } from '@nestjs/common';
 import { ClientProxy, PacketId, ReadPacket, WritePacket } from '@nestjs/microservices';
 import { ClaimCheckDelivery, InboundBody } from '../delivery/claim-check-delivery';

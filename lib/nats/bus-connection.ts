@@ -1,5 +1,18 @@
+// One NATS connection: state machine, publish/request/subscribe and the status watcher belong
+// together, hence over 200 lines; the reconnect hold buffer is in reconnect-hold.ts and connect
+// errors in connect-error.ts.
 import { Logger } from '@nestjs/common';
-import { connect, createInbox, errors, headers as natsHeaders, Msg, MsgHdrs, NatsConnection, Subscription } from '@nats-io/transport-node';
+import {
+  connect,
+  createInbox,
+  errors,
+  headers as natsHeaders,
+  Msg,
+  MsgHdrs,
+  NatsConnection,
+  ServerInfo,
+  Subscription,
+} from '@nats-io/transport-node';
 
 // The rest of the library sees nats.js only through this folder.
 export type { Msg, MsgHdrs, NatsConnection, Subscription } from '@nats-io/transport-node';
@@ -39,13 +52,26 @@ export { RECONNECT_BUFFER_BYTES } from './reconnect-hold';
  */
 export type ConnectionState = 'new' | 'connected' | 'reconnecting' | 'settling' | 'closed';
 
+/** What `EventBus.connections()` shows of each connection: a read-only view. */
+export interface ConnectionStatus {
+  readonly label: string;
+  readonly state: ConnectionState;
+  readonly isConnected: boolean;
+  /** The server this connection is on (`host:port`), once connected. */
+  readonly server: string | undefined;
+  /** The server's INFO (`max_payload`, `tls_required`, …), once connected. */
+  readonly serverInfo: Readonly<ServerInfo> | undefined;
+  /** Round-trip time to the server in ms. */
+  rtt(): Promise<number>;
+  /** Resolves once the server has processed everything sent so far. */
+  flush(): Promise<void>;
+}
+
 /**
  * One NATS connection with library defaults: reconnects forever, holds publishes while the
  * server is away, turns request failures into typed errors, and drains on close.
- * (Over 200 lines: the connection's state machine, its publish/request paths and the status
- * watcher belong together; the hold buffer is in reconnect-hold.ts.)
  */
-export class BusConnection {
+export class BusConnection implements ConnectionStatus {
   private nc?: NatsConnection;
   private stateNow: ConnectionState = 'new';
   private readonly hold: ReconnectHold;
@@ -63,6 +89,14 @@ export class BusConnection {
 
   get state(): ConnectionState {
     return this.stateNow;
+  }
+
+  get server(): string | undefined {
+    return this.nc && !this.nc.isClosed() ? this.nc.getServer() : undefined;
+  }
+
+  get serverInfo(): Readonly<ServerInfo> | undefined {
+    return this.nc?.info;
   }
 
   async connect(): Promise<void> {

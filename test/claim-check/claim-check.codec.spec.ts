@@ -1,6 +1,7 @@
 import { ClaimCheckCodec, HEADER_ROOM_BYTES } from '../../lib/claim-check/claim-check.codec';
 import { isValidToken, looksLikeEnvelope } from '../../lib/claim-check/envelope';
 import { InMemoryStorageManager, InvalidMessageError, MessageStorageError, PayloadTooLargeError } from '../../lib';
+import { MiB } from '../harness/wait';
 
 describe('token shapes', () => {
   it.each([
@@ -36,8 +37,6 @@ describe('envelope recognition', () => {
 });
 
 describe('ClaimCheckCodec', () => {
-  const MiB = 1024 * 1024;
-
   it('defaults the threshold to max_payload minus header room, and never goes above it', () => {
     expect(new ClaimCheckCodec(null).thresholdFor(MiB)).toBe(MiB - HEADER_ROOM_BYTES);
     expect(new ClaimCheckCodec(null, 1000).thresholdFor(MiB)).toBe(1000);

@@ -1,5 +1,7 @@
 import { createHash } from 'node:crypto';
 
+export const MiB = 1024 * 1024;
+
 /** Poll `check` until it returns true or `timeoutMs` passes; then fail with `what`. */
 export async function waitUntil(check: () => boolean | Promise<boolean>, what: string, timeoutMs = 10_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;

@@ -4,9 +4,7 @@ import { connect, NatsConnection } from '@nats-io/transport-node';
 import { EventBusClientProxy } from '../../lib/microservices';
 import { InMemoryStorageManager, MessageStorageError, MessageStorageManager, StoredMessageEnvelope } from '../../lib';
 import { freePort, NatsServer } from '../harness/local-servers';
-import { bigPayload } from '../harness/wait';
-
-const MiB = 1024 * 1024;
+import { bigPayload, MiB } from '../harness/wait';
 
 /** A storage that is down: every store fails. */
 class DownStorage extends MessageStorageManager {

@@ -25,9 +25,8 @@ import {
   RedisStorageManager,
 } from '../../lib';
 import { NatsServer, RedisServer } from '../harness/local-servers';
-import { bigPayload, sha256, waitUntil } from '../harness/wait';
+import { bigPayload, sha256, waitUntil, MiB } from '../harness/wait';
 
-const MiB = 1024 * 1024;
 const ENVELOPE = /^\{"token":"[0-9a-f-]{36}","is_stored":true\}$/;
 
 /** What the @EventPattern handlers received, by pattern. */

@@ -16,9 +16,7 @@ import {
   Subscribe,
 } from '../../lib';
 import { NatsServer, RedisServer } from '../harness/local-servers';
-import { bigPayload, sha256, sleep, waitUntil } from '../harness/wait';
-
-const MiB = 1024 * 1024;
+import { bigPayload, sha256, sleep, waitUntil, MiB } from '../harness/wait';
 
 /** What handlers saw, shared by the test classes below. */
 const seen: Array<{ where: string; payload: any; ctx: MessageContext }> = [];

@@ -1,11 +1,10 @@
 import { appendFileSync } from 'node:fs';
-import { ConsoleLogger, Logger, LoggerService } from '@nestjs/common';
 
 /** `SOAK=1` selects the long-run sizes (`npm run soak`); otherwise the `npm test` sizes. */
 export const SOAK = process.env.SOAK === '1';
 export const pick = <T>(normal: T, soak: T): T => (SOAK ? soak : normal);
 
-export const MiB = 1024 * 1024;
+export { MiB } from '../harness/wait';
 
 /**
  * Record the figures of one scenario: printed, and appended as one JSON line to the file named by
@@ -17,39 +16,7 @@ export function report(scenario: string, figures: Record<string, unknown>): void
   if (process.env.RELIABILITY_FIGURES) appendFileSync(process.env.RELIABILITY_FIGURES, line + '\n');
 }
 
-/** A Nest LoggerService that keeps every line, installed as the static Logger's target. */
-export interface LogCapture extends LoggerService {
-  lines: Array<{ level: string; context?: string; message: string }>;
-  matching(re: RegExp): string[];
-  clear(): void;
-  restore(): void;
-}
-
-export function captureLogs(echo = false): LogCapture {
-  const lines: LogCapture['lines'] = [];
-  const keep =
-    (level: string) =>
-    (message: unknown, ...rest: unknown[]) => {
-      const context = typeof rest[rest.length - 1] === 'string' ? (rest[rest.length - 1] as string) : undefined;
-      const text = message instanceof Error ? message.message : String(message);
-      lines.push({ level, context, message: text });
-      if (echo && (level === 'error' || level === 'warn')) process.stderr.write(`${level} [${context}] ${text}\n`);
-    };
-  const capture: LogCapture = {
-    lines,
-    log: keep('log'),
-    error: keep('error'),
-    warn: keep('warn'),
-    debug: keep('debug'),
-    verbose: keep('verbose'),
-    fatal: keep('fatal'),
-    matching: (re) => lines.map((l) => l.message).filter((m) => re.test(m)),
-    clear: () => void lines.splice(0),
-    restore: () => Logger.overrideLogger(new ConsoleLogger()),
-  };
-  Logger.overrideLogger(capture);
-  return capture;
-}
+export { captureLogs, LogCapture } from '../harness/log-capture';
 
 /** Records uncaught exceptions and unhandled rejections while installed ("nothing crashes"). */
 export function watchCrashes(): { errors: unknown[]; stop(): void } {

@@ -7,7 +7,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { freePort, NatsServer, RedisServer } from '../harness/local-servers';
-import { sleep } from '../harness/wait';
+import { waitUntil } from '../harness/wait';
 
 const ROOT = resolve(__dirname, '..', '..');
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
@@ -35,13 +35,10 @@ const alive = (pid: number) => {
 
 /** Wait for `check` to find something in the log; the failure shows the end of the log. */
 async function waitFor<T>(what: string, check: () => T | undefined | false, timeoutMs: number): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    const found = check();
-    if (found) return found;
-    if (runner && runner.exitCode !== null) break;
-    await sleep(100);
-  }
+  let found: T | undefined | false;
+  // Stop early when the runner has exited: nothing more will be logged.
+  await waitUntil(() => !!(found = check()) || (!!runner && runner.exitCode !== null), what, timeoutMs).catch(() => undefined);
+  if (found) return found;
   throw new Error(`timed out waiting for ${what}; last log lines:\n${rawTail.slice(-40).join('\n')}`);
 }
 

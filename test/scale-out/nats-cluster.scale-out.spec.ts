@@ -31,7 +31,7 @@ describe('NATS cluster: failover and queue groups across nodes', () => {
     return bus;
   }
 
-  const portOf = (bus: EventBus, conn: string) => Number(bus.connections().get(conn)!.connection.getServer().split(':').pop());
+  const portOf = (bus: EventBus, conn: string) => Number(bus.connections().get(conn)!.server!.split(':').pop());
 
   beforeAll(async () => {
     cluster = await NatsCluster.start({ size: 3 });

@@ -4,12 +4,11 @@ import type { Cluster } from 'ioredis';
 import request from 'supertest';
 import { EVENT_BUS_REDIS, EventBus, EventBusModule, MessageContext, RedisStorageManager } from '../../lib';
 import { NatsServer, RedisCluster } from '../harness/local-servers';
-import { bigPayload, sha256, waitUntil } from '../harness/wait';
+import { bigPayload, sha256, waitUntil, MiB } from '../harness/wait';
 
 // Redis Cluster with three masters (no replicas), given to the module as
 // `storage: { redis: { cluster: { nodes } } }`. Tokens are random, so keys land in different slots.
 
-const MiB = 1024 * 1024;
 const report = (line: string) => process.stdout.write(`[redis-cluster] ${line}\n`);
 
 describe('Redis Cluster storage', () => {

@@ -3,12 +3,11 @@ import { NestFactory } from '@nestjs/core';
 import type { Redis } from 'ioredis';
 import { EVENT_BUS_REDIS, EventBus, EventBusModule, MessageContext, StoredMessageEnvelope } from '../../lib';
 import { NatsServer, RedisServer } from '../harness/local-servers';
-import { bigPayload, sha256, sleep, waitUntil } from '../harness/wait';
+import { bigPayload, sha256, sleep, waitUntil, MiB } from '../harness/wait';
 
 // Redis Sentinel: one master, one replica, one sentinel (`redis-server <conf> --sentinel`), given to
 // the module as ioredis sentinel options. Large messages before and after `SENTINEL FAILOVER`.
 
-const MiB = 1024 * 1024;
 const report = (line: string) => process.stdout.write(`[redis-sentinel] ${line}\n`);
 
 describe('Redis Sentinel storage', () => {

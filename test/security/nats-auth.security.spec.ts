@@ -5,7 +5,7 @@ import { randomBytes } from 'node:crypto';
 import { ConnectionOptions, nkeyAuthenticator, nkeys } from '@nats-io/transport-node';
 import { EventBus, EventBusModule, MessageContext, Subscribe } from '../../lib';
 import { makeTestCertificates, NatsServer, TestCertificates } from '../harness/local-servers';
-import { captureOutput, CapturedOutput, leaked } from './capture-output';
+import { captureOutput, CapturedOutput, leaked } from '../harness/log-capture';
 
 // NATS authentication and TLS through the module's `nats` option (nats.js ConnectionOptions).
 // Each mode gets its own nats-server, configured with a conf file as in production.
@@ -131,8 +131,8 @@ describe('NATS security: user/password, token, nkey, TLS', () => {
     const ok = await boot({ servers: tlsServer.url, user: 'eventbus', pass: userPass, tls: { ca } });
     expect(ok.error).toBeUndefined();
     await roundTrip(ok.app!);
-    const nc = ok.app!.get(EventBus).connections().get('producer')!.connection;
-    expect(nc.info?.tls_required).toBe(true);
+    const producer = ok.app!.get(EventBus).connections().get('producer')!;
+    expect(producer.serverInfo?.tls_required).toBe(true);
     await ok.app!.close();
 
     // The server requires TLS, so nats.js upgrades even without `tls`, and the system CAs do not know ours.

@@ -7,7 +7,7 @@ import request from 'supertest';
 import { EventBus, EventBusModule, EventBusModuleOptions, MessageContext, MessageStorageError, RedisStorageManager } from '../../lib';
 import { makeTestCertificates, NatsServer, RedisServer, TestCertificates } from '../harness/local-servers';
 import { bigPayload, sha256, waitUntil } from '../harness/wait';
-import { captureOutput, CapturedOutput, leaked } from './capture-output';
+import { captureOutput, CapturedOutput, leaked } from '../harness/log-capture';
 
 // Redis credentials and TLS through `storage.redis` ({ url, options } → ioredis), and what
 // /_health and the logs print when things fail.
