@@ -19,6 +19,8 @@ const IS_STORED_KEY = Buffer.from('"is_stored"', 'utf8');
  */
 export interface BodyStore {
   storeMessage(body: Uint8Array): Promise<StoredMessageEnvelope>;
+  /** Optional: store JSON given as text (stored as its UTF-8 bytes, as `storeMessage` would). */
+  storeJson?(json: string): Promise<StoredMessageEnvelope>;
   recoverMessage(envelope: StoredMessageEnvelope): Promise<Uint8Array>;
   deleteMessage(envelope: StoredMessageEnvelope): Promise<void>;
 }
@@ -47,8 +49,8 @@ export class ClaimCheckCodec {
     return this.threshold === undefined ? ceiling : Math.min(this.threshold, ceiling);
   }
 
-  /** JSON-encode once into UTF-8 bytes. */
-  encodeJson(payload: unknown, subject: string): Buffer {
+  /** JSON-encode once, as text. `InvalidMessageError` names the subject when it cannot be encoded. */
+  stringifyJson(payload: unknown, subject: string): string {
     let json: string | undefined;
     try {
       json = JSON.stringify(payload);
@@ -56,15 +58,30 @@ export class ClaimCheckCodec {
       throw new InvalidMessageError(`payload for "${subject}" cannot be encoded as JSON: ${(err as Error).message}`, { cause: err });
     }
     if (json === undefined) throw new InvalidMessageError(`payload for "${subject}" cannot be encoded as JSON (got ${typeof payload})`);
-    return Buffer.from(json, 'utf8');
+    return json;
+  }
+
+  /** JSON-encode once into UTF-8 bytes. */
+  encodeJson(payload: unknown, subject: string): Buffer {
+    return Buffer.from(this.stringifyJson(payload, subject), 'utf8');
   }
 
   /**
-   * What to put on the wire for `body`: the body itself when small enough, else the envelope
-   * of the stored body. Rejects with `MessageStorageError` before anything is published.
+   * What to put on the wire for `body` (bytes, or JSON text): the body itself when small enough,
+   * else the envelope of the stored body. Rejects with `MessageStorageError` before anything is
+   * published. A large body given as text goes to the store as text when the store can take it
+   * (`storeJson`), which spares an encode and a copy of the whole body.
    */
-  toWire(subject: string, body: Uint8Array, maxPayload: number): Uint8Array | Promise<Uint8Array> {
+  toWire(subject: string, body: Uint8Array | string, maxPayload: number): Uint8Array | Promise<Uint8Array> {
     const limit = this.thresholdFor(maxPayload);
+    if (typeof body === 'string') {
+      // A UTF-8 byte is at most 3 per UTF-16 unit: short text needs no counting.
+      if (body.length * 3 <= limit) return Buffer.from(body, 'utf8');
+      const bytes = Buffer.byteLength(body, 'utf8');
+      if (bytes <= limit) return Buffer.from(body, 'utf8');
+      if (!this.storage) throw new PayloadTooLargeError(subject, bytes, limit);
+      return this.store(body);
+    }
     if (body.byteLength <= limit) return body;
     if (!this.storage) throw new PayloadTooLargeError(subject, body.byteLength, limit);
     return this.store(body);
@@ -97,14 +114,6 @@ export class ClaimCheckCodec {
     return envelopeOf(subject, payload);
   }
 
-  /**
-   * The envelope an already parsed body is, or undefined. For bodies `peekEnvelope` does not look
-   * into (over `MAX_ENVELOPE_BYTES`, e.g. padded with white space). Throws for a forged token.
-   */
-  envelopeIn(subject: string, payload: unknown): StoredMessageEnvelope | undefined {
-    return envelopeOf(subject, payload);
-  }
-
   /** Fetch and parse the body an envelope stands for. */
   async recover(subject: string, envelope: StoredMessageEnvelope): Promise<unknown> {
     return parseJsonBody(subject, await this.recoverBytes(subject, envelope));
@@ -123,10 +132,13 @@ export class ClaimCheckCodec {
     this.storage?.deleteMessage(envelope).catch(() => undefined);
   }
 
-  private async store(body: Uint8Array): Promise<Uint8Array> {
+  private async store(body: Uint8Array | string): Promise<Uint8Array> {
     let envelope: StoredMessageEnvelope;
+    const storage = this.storage!;
     try {
-      envelope = await this.storage!.storeMessage(body);
+      if (typeof body !== 'string') envelope = await storage.storeMessage(body);
+      else if (typeof storage.storeJson === 'function') envelope = await storage.storeJson(body);
+      else envelope = await storage.storeMessage(Buffer.from(body, 'utf8'));
     } catch (err) {
       // A custom storage may throw anything; callers rely on one error class.
       if (err instanceof MessageStorageError) throw err;

@@ -43,7 +43,7 @@ export class ClaimCheckDelivery {
   reply(
     replyTo: string,
     subject: string,
-    body: Uint8Array,
+    body: Uint8Array | string,
     headers: MsgHdrs | undefined,
     onFailure: (err: unknown) => void,
   ): MaybePromise<void> {
@@ -70,7 +70,7 @@ export class ClaimCheckDelivery {
   }
 
   /** What to publish for `body`: itself, or the envelope of its stored copy. */
-  outbound(subject: string, body: Uint8Array): MaybePromise<Uint8Array> {
+  outbound(subject: string, body: Uint8Array | string): MaybePromise<Uint8Array> {
     return this.codec.toWire(subject, body, this.client.maxPayload);
   }
 }

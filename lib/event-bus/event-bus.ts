@@ -105,7 +105,7 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
   publish(topic: string, payload: unknown, opts?: PublishOptions): Promise<void> {
     try {
       const producer = this.openProducer();
-      const body = this.codec.encodeJson(payload, topic);
+      const body = this.codec.stringifyJson(payload, topic);
       const wire = this.codec.toWire(topic, body, producer.maxPayload);
       const hdrs = opts?.headers ? createHeaders(opts.headers) : undefined;
       if (wire instanceof Uint8Array) {
@@ -128,7 +128,7 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
       const producer = this.openProducer();
       const timeout = opts?.timeout ?? this.options.rpcTimeoutMs;
       wholeNumber('timeout', timeout, 1, 'milliseconds');
-      const body = this.codec.encodeJson(payload, topic);
+      const body = this.codec.stringifyJson(payload, topic);
       const wire = this.codec.toWire(topic, body, producer.maxPayload);
       const hdrs = opts?.headers ? createHeaders(opts.headers) : undefined;
       const send = (data: Uint8Array) => producer.request(topic, data, timeout, hdrs);

@@ -1,19 +1,11 @@
 import { Logger } from '@nestjs/common';
-import { MAX_ENVELOPE_BYTES, parseJsonBody } from '../claim-check/claim-check.codec';
-import { StoredMessageEnvelope } from '../claim-check/envelope';
-import { ClaimCheckDelivery, InboundBody } from '../delivery/claim-check-delivery';
+import { DecodedBody, parseJsonBody } from '../claim-check/claim-check.codec';
+import { ClaimCheckDelivery } from '../delivery/claim-check-delivery';
 import { isPromise, MaybePromise } from '../shared/maybe-async';
 import { RateLimitedLog } from '../delivery/rate-limited-log';
 import { replyStatusOf } from '../errors/reply-status';
 import { createHeaders, Msg, SERVICE_ERROR_CODE_HEADER, SERVICE_ERROR_HEADER } from '../nats/bus-connection';
 import { MessageContext, MessageHandler } from './message-context';
-
-interface Received {
-  msg: Msg;
-  handler: MessageHandler;
-  subject: string;
-  reply?: string;
-}
 
 /**
  * One `EventBus` message through recovery, the handler and the reply. Never throws: bad input is
@@ -31,46 +23,35 @@ export class HandlerDelivery {
     const subject = literalSubject ?? msg.subject;
     // nats.js decodes `msg.reply` again on every read while it is empty (an event), so read it once.
     const reply = msg.reply || undefined;
-    const received: Received = { msg, handler, subject, reply };
-    let inbound: InboundBody;
+    // The bus parses every body anyway: parse once, then see whether it is an envelope (a cheap
+    // shape test), rather than searching the bytes first as the transport must.
+    let decoded: DecodedBody;
     try {
-      inbound = this.claimCheck.inbound(subject, msg.data);
+      decoded = this.claimCheck.codec.decode(subject, msg.data);
     } catch (err) {
-      return this.badInput(received, err, `dropped message on "${subject}"`);
+      return this.badInput(subject, reply, err, `dropped message on "${subject}"`);
     }
-    const { envelope, bytes } = inbound;
-    if (!envelope) return this.parseAndRun(received, bytes as Uint8Array);
-    return this.recoverAndRun(received, envelope, bytes as Promise<Uint8Array>);
-  }
-
-  private recoverAndRun(received: Received, envelope: StoredMessageEnvelope, bytes: Promise<Uint8Array>): Promise<void> {
-    return bytes.then(
-      (data) => this.parseAndRun(received, data, envelope),
+    if (!decoded.envelope) return this.run(handler, decoded.payload, { subject, reply, headers: msg.headers, recovered: false });
+    const envelope = decoded.envelope;
+    return this.claimCheck.codec.recoverBytes(subject, envelope).then(
+      (data) => {
+        let payload: unknown;
+        try {
+          payload = parseJsonBody(subject, data);
+        } catch (err) {
+          return this.badInput(subject, reply, err, `dropped message on "${subject}" (token ${envelope.token})`);
+        }
+        return this.run(handler, payload, { subject, reply, headers: msg.headers, recovered: true, token: envelope.token });
+      },
       (err) =>
         this.badInput(
-          received,
+          subject,
+          reply,
           err,
-          `could not recover message on "${received.subject}" (token ${envelope.token})`,
+          `could not recover message on "${subject}" (token ${envelope.token})`,
           `could not recover stored message ${envelope.token}`,
         ),
     );
-  }
-
-  private parseAndRun(received: Received, data: Uint8Array, envelope?: StoredMessageEnvelope): MaybePromise<void> {
-    const { subject, reply } = received;
-    let payload: unknown;
-    try {
-      payload = parseJsonBody(subject, data);
-      // An envelope too long to be peeked at (padded with white space) is still an envelope, and a
-      // forged one is still refused.
-      const late = !envelope && data.byteLength > MAX_ENVELOPE_BYTES ? this.claimCheck.codec.envelopeIn(subject, payload) : undefined;
-      if (late) return this.recoverAndRun(received, late, this.claimCheck.codec.recoverBytes(subject, late));
-    } catch (err) {
-      return this.badInput(received, err, `dropped message on "${subject}"`);
-    }
-    const ctx: MessageContext = { subject, reply, headers: received.msg.headers, recovered: !!envelope };
-    if (envelope) ctx.token = envelope.token;
-    return this.run(received.handler, payload, ctx);
   }
 
   private run(handler: MessageHandler, payload: unknown, ctx: MessageContext): MaybePromise<void> {
@@ -94,9 +75,9 @@ export class HandlerDelivery {
       this.logger.error(`could not encode or store reply for "${subject}": ${(err as Error).message}`);
       this.respondError(ctx.reply!, subject, replyStatusOf(err) === 503 ? 503 : 500, `reply could not be sent: ${(err as Error).message}`);
     };
-    let body: Uint8Array;
+    let body: string;
     try {
-      body = this.claimCheck.codec.encodeJson(value === undefined ? null : value, subject);
+      body = this.claimCheck.codec.stringifyJson(value === undefined ? null : value, subject);
     } catch (err) {
       return failed(err);
     }
@@ -109,7 +90,7 @@ export class HandlerDelivery {
     if (ctx.reply !== undefined) this.respondError(ctx.reply, ctx.subject, replyStatusOf(err), message || 'handler failed');
   }
 
-  private badInput({ subject, reply }: Received, err: unknown, what: string, replyText?: string): void {
+  private badInput(subject: string, reply: string | undefined, err: unknown, what: string, replyText?: string): void {
     this.badInputLog.error(subject, `${what}: ${(err as Error).message}`);
     if (reply !== undefined) this.respondError(reply, subject, replyStatusOf(err), replyText ?? (err as Error).message);
   }

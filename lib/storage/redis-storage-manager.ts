@@ -104,8 +104,16 @@ export class RedisStorageManager extends MessageStorageManager {
   }
 
   async storeMessage(body: Uint8Array): Promise<StoredMessageEnvelope> {
+    return this.set(Buffer.isBuffer(body) ? body : Buffer.from(body.buffer, body.byteOffset, body.byteLength));
+  }
+
+  /** Text goes to Redis as text: ioredis writes it to the socket as UTF-8, with no Buffer copy of the body. */
+  async storeJson(json: string): Promise<StoredMessageEnvelope> {
+    return this.set(json);
+  }
+
+  private async set(value: Buffer | string): Promise<StoredMessageEnvelope> {
     const token = randomUUID();
-    const value = Buffer.isBuffer(body) ? body : Buffer.from(body.buffer, body.byteOffset, body.byteLength);
     try {
       await this.timed(this.client.set(this.keyPrefix + token, value, 'EX', this.ttlSeconds), 'SET');
     } catch (err) {

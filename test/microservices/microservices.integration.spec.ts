@@ -226,6 +226,22 @@ describe('@nestjs/microservices with claim-check (EventBusTransport, EventBusCli
     expect(stored.pattern).toBe('ours.digest');
   });
 
+  it('round-trips a 5 MiB send whose reply is 5 MiB too: envelopes both ways, the same bytes back', async () => {
+    const payload = bigPayload(5 * MiB, 'both-ways');
+    const requests = capture('ours.echo');
+    const replies = capture('_INBOX.>');
+    await raw.flush();
+
+    const reply = await firstValueFrom(ours.send('ours.echo', payload));
+
+    expect(sha256(JSON.stringify(reply))).toBe(sha256(JSON.stringify(payload)));
+    await waitUntil(() => requests.bodies.length === 1 && replies.bodies.length === 1, 'both envelopes seen');
+    requests.sub.unsubscribe();
+    replies.sub.unsubscribe();
+    expect(requests.bodies[0]).toMatch(ENVELOPE);
+    expect(replies.bodies[0]).toMatch(ENVELOPE);
+  });
+
   it('offloads a 5 MiB reply and deletes it once the requester has it', async () => {
     const expected = sha256(JSON.stringify(bigPayload(5 * MiB, 'reply')));
     const replies = capture('_INBOX.>');
