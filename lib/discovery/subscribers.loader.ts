@@ -1,6 +1,7 @@
 import { Injectable, Logger, OnApplicationBootstrap } from '@nestjs/common';
 import { DiscoveryService, MetadataScanner } from '@nestjs/core';
 import { InstanceWrapper } from '@nestjs/core/injector/instance-wrapper';
+import { InvalidSubjectError } from '../errors/event-bus.errors';
 import { EventBus } from '../event-bus/event-bus';
 import { MessageContext } from '../event-bus/message-context';
 import { SubscribeMetadataAccessor } from './subscribe-metadata.accessor';
@@ -61,7 +62,15 @@ export class SubscribersLoader implements OnApplicationBootstrap {
     owner: unknown,
   ): Promise<void> {
     const handler = (payload: unknown, ctx: MessageContext) => instance[method](payload, ctx);
-    await this.bus.subscribe(topic, handler, options);
+    try {
+      await this.bus.subscribe(topic, handler, options);
+    } catch (err) {
+      // Bootstrap fails; say which method carries the bad topic or queue.
+      if (err instanceof InvalidSubjectError) {
+        throw new InvalidSubjectError(err.kind, err.value, `${err.problem} (@Subscribe on ${String(owner)}.${method})`);
+      }
+      throw err;
+    }
     this.logger.log(`${String(owner)}.${method} subscribed to "${topic}"${options?.queue ? ` (queue ${options.queue})` : ''}`);
   }
 }

@@ -9,6 +9,7 @@ export const EventBusErrorCode = {
   PayloadTooLarge: 'PAYLOAD_TOO_LARGE',
   InvalidOptions: 'INVALID_OPTIONS',
   NotConnected: 'NOT_CONNECTED',
+  InvalidSubject: 'INVALID_SUBJECT',
 } as const;
 export type EventBusErrorCode = (typeof EventBusErrorCode)[keyof typeof EventBusErrorCode];
 
@@ -101,4 +102,21 @@ export class InvalidOptionsError extends EventBusError {
 /** The bus is not connected yet, or is closing/closed. */
 export class NotConnectedError extends EventBusError {
   readonly code = EventBusErrorCode.NotConnected;
+}
+
+/**
+ * A topic or queue name that NATS would not accept as given (whitespace or control characters, an
+ * empty token, a wildcard where publishing allows none, too long). Checked before anything reaches
+ * the wire, so the connection and every other subscription keep working.
+ */
+export class InvalidSubjectError extends EventBusError {
+  readonly code = EventBusErrorCode.InvalidSubject;
+  constructor(
+    /** `topic` or `queue`. */
+    readonly kind: 'topic' | 'queue',
+    readonly value: string,
+    readonly problem: string,
+  ) {
+    super(`invalid ${kind} ${JSON.stringify(value.length > 80 ? `${value.slice(0, 80)}…` : value)}: ${problem}`);
+  }
 }

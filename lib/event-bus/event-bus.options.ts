@@ -1,6 +1,6 @@
 import { InvalidOptionsError } from '../errors/event-bus.errors';
 import { DEFAULTS } from '../options/defaults';
-import { nonEmptyString, wholeNumber } from '../options/rules';
+import { nonEmptyString, MAX_TIMER_MS, wholeNumber } from '../options/rules';
 import type { NatsConnectionOptions } from '../nats/bus-connection.options';
 
 /** How the bus behaves, independent of where its storage comes from. */
@@ -56,9 +56,9 @@ export function validateCoreOptions(options: EventBusCoreOptions): void {
   if (servers === undefined || (Array.isArray(servers) ? servers.length === 0 : typeof servers !== 'string' || !servers))
     throw new InvalidOptionsError('nats.servers', 'must be a URL or a non-empty array of URLs');
   wholeNumber('largeMessageThreshold', options.largeMessageThreshold, 1, 'bytes');
-  wholeNumber('rpcTimeoutMs', options.rpcTimeoutMs, 1, 'milliseconds');
+  wholeNumber('rpcTimeoutMs', options.rpcTimeoutMs, 1, 'milliseconds', MAX_TIMER_MS);
   wholeNumber('maxConcurrentHandlers', options.maxConcurrentHandlers);
   wholeNumber('maxPendingMessages', options.maxPendingMessages);
-  wholeNumber('shutdownTimeoutMs', options.shutdownTimeoutMs, 1, 'milliseconds');
+  wholeNumber('shutdownTimeoutMs', options.shutdownTimeoutMs, 1, 'milliseconds', MAX_TIMER_MS);
   nonEmptyString('nats.name', nats.name);
 }

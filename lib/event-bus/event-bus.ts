@@ -5,7 +5,8 @@ import { Logger, OnModuleDestroy, OnModuleInit } from '@nestjs/common';
 import { ClaimCheckCodec } from '../claim-check/claim-check.codec';
 import { InvalidOptionsError, NotConnectedError } from '../errors/event-bus.errors';
 import { RELEASE_TIMEOUT_MS } from '../options/defaults';
-import { wholeNumber } from '../options/rules';
+import { MAX_TIMER_MS, wholeNumber } from '../options/rules';
+import { checkQueue, checkTopic } from '../nats/subjects';
 import { BusConnection, ConnectionStatus, createHeaders } from '../nats/bus-connection';
 import { NATS_CONNECTION_DEFAULTS, NatsConnectionOptions } from '../nats/bus-connection.options';
 import { MessageStorageManager } from '../storage/message-storage-manager';
@@ -105,9 +106,11 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
   publish(topic: string, payload: unknown, opts?: PublishOptions): Promise<void> {
     try {
       const producer = this.openProducer();
+      checkTopic(topic, 'publish');
+      // Everything that can be refused is checked before a large body is stored.
+      const hdrs = opts?.headers ? createHeaders(opts.headers) : undefined;
       const body = this.codec.stringifyJson(payload, topic);
       const wire = this.codec.toWire(topic, body, producer.maxPayload);
-      const hdrs = opts?.headers ? createHeaders(opts.headers) : undefined;
       if (wire instanceof Uint8Array) {
         producer.publish(topic, wire, hdrs);
         return Promise.resolve();
@@ -127,10 +130,12 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
     try {
       const producer = this.openProducer();
       const timeout = opts?.timeout ?? this.options.rpcTimeoutMs;
-      wholeNumber('timeout', timeout, 1, 'milliseconds');
+      wholeNumber('timeout', timeout, 1, 'milliseconds', MAX_TIMER_MS);
+      checkTopic(topic, 'publish');
+      // Everything that can be refused is checked before a large body is stored.
+      const hdrs = opts?.headers ? createHeaders(opts.headers) : undefined;
       const body = this.codec.stringifyJson(payload, topic);
       const wire = this.codec.toWire(topic, body, producer.maxPayload);
-      const hdrs = opts?.headers ? createHeaders(opts.headers) : undefined;
       const send = (data: Uint8Array) => producer.request(topic, data, timeout, hdrs);
       const replied = wire instanceof Uint8Array ? send(wire) : wire.then(send);
       return replied.then((reply) => this.readReply<T>(topic, reply.data));
@@ -156,7 +161,8 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
    * request, the handler's return value is the reply and a throw becomes `RemoteHandlerError`.
    */
   async subscribe<T = any>(topic: string, handler: MessageHandler<T>, opts: SubscribeOptions = {}): Promise<EventBusSubscription> {
-    if (typeof topic !== 'string' || !topic) throw new InvalidOptionsError('topic', 'must be a non-empty string');
+    checkTopic(topic, 'subscribe');
+    checkQueue(opts.queue);
     if (typeof handler !== 'function') throw new InvalidOptionsError('handler', `must be a function (topic "${topic}")`);
     const consumerName = opts.consumer ?? DEFAULT_CONSUMER;
     const maxConcurrent = opts.maxConcurrent ?? this.options.maxConcurrentHandlers;

@@ -85,7 +85,7 @@ export class HandlerDelivery {
   }
 
   private handlerFailed(ctx: MessageContext, err: unknown): void {
-    const message = err instanceof Error ? err.message : String(err);
+    const message = describeThrown(err);
     this.logger.error(`handler for "${ctx.subject}" failed: ${message}`, err instanceof Error ? err.stack : undefined);
     if (ctx.reply !== undefined) this.respondError(ctx.reply, ctx.subject, replyStatusOf(err), message || 'handler failed');
   }
@@ -99,8 +99,29 @@ export class HandlerDelivery {
   private respondError(replyTo: string, subject: string, code: number, description: string): void {
     const h = createHeaders();
     h.set(SERVICE_ERROR_CODE_HEADER, String(code));
-    // Header values cannot carry newlines; keep the first line, bounded.
-    h.set(SERVICE_ERROR_HEADER, description.split(/\r?\n/, 1)[0].slice(0, 1024) || 'error');
+    // Header values cannot carry CR, LF or other control characters: keep the first line, made safe, bounded.
+    const safe = description
+      .split(/\r?\n/, 1)[0]
+      // eslint-disable-next-line no-control-regex -- control characters are what this looks for
+      .replace(/[\u0000-\u001f\u007f]/g, ' ')
+      .slice(0, 1024)
+      .trim();
+    h.set(SERVICE_ERROR_HEADER, safe || 'error');
     this.claimCheck.send(replyTo, subject, new Uint8Array(0), h);
+  }
+}
+
+/** What a handler threw, as text, whatever it threw (an object without `toString` included). */
+function describeThrown(err: unknown): string {
+  if (err instanceof Error) return err.message;
+  if (typeof err === 'string') return err;
+  try {
+    return String(err);
+  } catch {
+    try {
+      return JSON.stringify(err) ?? typeof err;
+    } catch {
+      return `a thrown ${typeof err}`;
+    }
   }
 }

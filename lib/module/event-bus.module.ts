@@ -4,7 +4,7 @@ import { TerminusModule } from '@nestjs/terminus';
 import type { Cluster, Redis } from 'ioredis';
 import { SubscribeMetadataAccessor } from '../discovery/subscribe-metadata.accessor';
 import { SubscribersLoader } from '../discovery/subscribers.loader';
-import { string, wholeNumber } from '../options/rules';
+import { string, MAX_TIMER_MS, wholeNumber } from '../options/rules';
 import { EventBus } from '../event-bus/event-bus';
 import { createHealthController, HEALTH_DEFAULTS } from '../health/health.controller';
 import { NatsHealthIndicator } from '../health/nats.health-indicator';
@@ -101,6 +101,6 @@ function withHealth(definition: DynamicModule, health: EventBusHealthOptions | u
   const path = h.path ?? HEALTH_DEFAULTS.path;
   string('health.path', path);
   const timeoutMs = h.timeoutMs ?? HEALTH_DEFAULTS.timeoutMs;
-  wholeNumber('health.timeoutMs', timeoutMs, 1, 'milliseconds');
+  wholeNumber('health.timeoutMs', timeoutMs, 1, 'milliseconds', MAX_TIMER_MS);
   return { ...definition, controllers: [...(definition.controllers ?? []), createHealthController(path, timeoutMs)] };
 }

@@ -3,7 +3,7 @@ import { ModuleRef } from '@nestjs/core';
 import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis';
 import { InvalidOptionsError } from '../errors/event-bus.errors';
 import { DEFAULTS } from '../options/defaults';
-import { storageManager, wholeNumber } from '../options/rules';
+import { storageManager, MAX_TIMER_MS, wholeNumber } from '../options/rules';
 import { MESSAGE_STORAGE_MANAGER, MessageStorageManager } from '../storage/message-storage-manager';
 import { REDIS_CLIENT_DEFAULTS, RedisStorageManager } from '../storage/redis-storage-manager';
 import { EVENT_BUS_MODULE_OPTIONS } from './event-bus.module-definition';
@@ -83,7 +83,7 @@ export const storageProvider: Provider = {
     if (isRedisStorage(storage)) {
       const manager = new RedisStorageManager(redis!, storage);
       try {
-        wholeNumber('storage.connectTimeoutMs', storage.connectTimeoutMs, 1, 'milliseconds');
+        wholeNumber('storage.connectTimeoutMs', storage.connectTimeoutMs, 1, 'milliseconds', MAX_TIMER_MS);
         await manager.connect(storage.connectTimeoutMs ?? DEFAULTS.storage.connectTimeoutMs);
       } catch (err) {
         // Bootstrap fails, so no shutdown hook will close this client: stop its reconnecting here.

@@ -13,6 +13,11 @@ import {
   ServerInfo,
   Subscription,
 } from '@nats-io/transport-node';
+import { InvalidOptionsError, NoRespondersError, NotConnectedError, RemoteHandlerError, RpcTimeoutError } from '../errors/event-bus.errors';
+import { NATS_CONNECTION_DEFAULTS, NatsConnectionOptions } from './bus-connection.options';
+import { ReconnectHold } from './reconnect-hold';
+import { settleWithin } from '../shared/deadline';
+import { DEFAULTS } from '../options/defaults';
 
 // The rest of the library sees nats.js only through this folder.
 export type { Msg, MsgHdrs, NatsConnection, Subscription } from '@nats-io/transport-node';
@@ -21,17 +26,27 @@ export { createInbox };
 /** Connection events others may follow (the microservices transport's `on()`). */
 export type BusConnectionEvent = 'disconnect' | 'reconnect' | 'update';
 
-/** NATS headers from a plain record (or empty). */
+/**
+ * NATS headers from a plain record (or empty). Names are header tokens and values strings without
+ * CR or LF; anything else is an `InvalidOptionsError` naming the header, raised before anything
+ * is stored or sent.
+ */
 export function createHeaders(record?: Record<string, string>): MsgHdrs {
   const h = natsHeaders();
-  if (record) for (const [k, v] of Object.entries(record)) h.set(k, v);
+  if (!record) return h;
+  if (typeof record !== 'object') throw new InvalidOptionsError('headers', 'must be an object of string values');
+  for (const [k, v] of Object.entries(record)) {
+    if (!/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/.test(k)) throw new InvalidOptionsError(`headers.${k}`, 'is not a valid header name');
+    if (typeof v !== 'string') throw new InvalidOptionsError(`headers.${k}`, `must be a string, got ${typeof v}`);
+    if (/[\r\n]/.test(v)) throw new InvalidOptionsError(`headers.${k}`, 'must not contain CR or LF');
+    try {
+      h.set(k, v);
+    } catch (err) {
+      throw new InvalidOptionsError(`headers.${k}`, (err as Error).message);
+    }
+  }
   return h;
 }
-import { NoRespondersError, NotConnectedError, RemoteHandlerError, RpcTimeoutError } from '../errors/event-bus.errors';
-import { NATS_CONNECTION_DEFAULTS, NatsConnectionOptions } from './bus-connection.options';
-import { ReconnectHold } from './reconnect-hold';
-import { settleWithin } from '../shared/deadline';
-import { DEFAULTS } from '../options/defaults';
 
 /** The NATS service-error headers (as `@nats-io/services` and the Go/Python micro frameworks write them). */
 export const SERVICE_ERROR_HEADER = 'Nats-Service-Error';

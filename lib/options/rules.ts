@@ -6,11 +6,15 @@ import { InvalidOptionsError } from '../errors/event-bus.errors';
  * naming the option; `undefined` passes (the default applies).
  */
 
-/** A whole number >= `min` (counts, bytes, milliseconds, seconds). */
-export function wholeNumber(option: string, value: unknown, min = 1, unit = ''): void {
+/** Longest delay Node's timers take (2^31 - 1 ms); a longer one fires after about 1 ms. */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/** A whole number >= `min` and <= `max` (counts, bytes, milliseconds, seconds). */
+export function wholeNumber(option: string, value: unknown, min = 1, unit = '', max = Number.MAX_SAFE_INTEGER): void {
   if (value === undefined) return;
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < min) {
-    throw new InvalidOptionsError(option, `must be a whole number${unit ? ` of ${unit}` : ''} >= ${min}, got ${String(value)}`);
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
+    const range = max === Number.MAX_SAFE_INTEGER ? `>= ${min}` : `from ${min} to ${max}`;
+    throw new InvalidOptionsError(option, `must be a whole number${unit ? ` of ${unit}` : ''} ${range}, got ${String(value)}`);
   }
 }
 

@@ -5,7 +5,7 @@ import { InvalidMessageError, InvalidOptionsError, MessageStorageError, StoredMe
 import { MessageStorageManager } from './message-storage-manager';
 import { withTimeout } from '../shared/deadline';
 import { DEFAULTS } from '../options/defaults';
-import { string, wholeNumber } from '../options/rules';
+import { string, MAX_TIMER_MS, wholeNumber } from '../options/rules';
 
 export interface RedisStorageOptions {
   /** Seconds a stored message lives in Redis (`SET ... EX`). Default 300. */
@@ -47,7 +47,7 @@ export class RedisStorageManager extends MessageStorageManager {
     string('storage.keyPrefix', this.keyPrefix);
     if (/[\s*?[\]]/.test(this.keyPrefix))
       throw new InvalidOptionsError('storage.keyPrefix', 'must be a string without spaces or glob characters (* ? [ ])');
-    wholeNumber('storage.operationTimeoutMs', this.operationTimeoutMs, 1, 'milliseconds');
+    wholeNumber('storage.operationTimeoutMs', this.operationTimeoutMs, 1, 'milliseconds', MAX_TIMER_MS);
   }
 
   /** Wait until the client is ready. Rejects with `MessageStorageError` after `timeoutMs`. */

@@ -1,0 +1,47 @@
+import { InvalidSubjectError } from '../errors/event-bus.errors';
+
+/**
+ * Longest topic or queue name accepted, in UTF-8 bytes. A NATS protocol line (`PUB subject reply
+ * size`) must fit the server's `max_control_line` (4 KiB by default) with the reply inbox in it.
+ */
+export const MAX_SUBJECT_BYTES = 3072;
+
+// Whitespace and control characters end or corrupt a protocol line (`publish('a b')` would be a
+// publish to `a` with reply subject `b`).
+// eslint-disable-next-line no-control-regex -- control characters are what this looks for
+const BREAKS_PROTOCOL = /[\s\u0000-\u001f\u007f]/;
+
+/**
+ * Checks a topic before it reaches the wire. `subscribe` allows the wildcards `*` (one token) and
+ * `>` (the last token); a publish or request allows none.
+ */
+export function checkTopic(topic: unknown, use: 'publish' | 'subscribe'): string {
+  if (typeof topic !== 'string') throw new InvalidSubjectError('topic', String(topic), `must be a string, got ${typeof topic}`);
+  checkCommon('topic', topic);
+  const tokens = topic.split('.');
+  tokens.forEach((token, i) => {
+    if (token === '') throw new InvalidSubjectError('topic', topic, 'has an empty token (leading, trailing or double dot)');
+    if (token === '*' || token === '>') {
+      if (use === 'publish') throw new InvalidSubjectError('topic', topic, `wildcard "${token}" is only allowed when subscribing`);
+      if (token === '>' && i !== tokens.length - 1) throw new InvalidSubjectError('topic', topic, '">" must be the last token');
+    }
+  });
+  return topic;
+}
+
+/** Checks a queue group name: one token of plain characters. */
+export function checkQueue(queue: unknown): string | undefined {
+  if (queue === undefined) return undefined;
+  if (typeof queue !== 'string') throw new InvalidSubjectError('queue', String(queue), `must be a string, got ${typeof queue}`);
+  checkCommon('queue', queue);
+  if (/[*>]/.test(queue)) throw new InvalidSubjectError('queue', queue, 'must not contain wildcards');
+  return queue;
+}
+
+function checkCommon(kind: 'topic' | 'queue', value: string): void {
+  if (value.length === 0) throw new InvalidSubjectError(kind, value, 'must not be empty');
+  if (BREAKS_PROTOCOL.test(value)) throw new InvalidSubjectError(kind, value, 'must not contain whitespace or control characters');
+  if (Buffer.byteLength(value, 'utf8') > MAX_SUBJECT_BYTES) {
+    throw new InvalidSubjectError(kind, value, `is longer than ${MAX_SUBJECT_BYTES} bytes`);
+  }
+}

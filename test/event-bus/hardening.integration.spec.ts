@@ -1,0 +1,167 @@
+import Redis from 'ioredis';
+import { Injectable, Module } from '@nestjs/common';
+import { Test } from '@nestjs/testing';
+import { connect, NatsConnection } from '@nats-io/transport-node';
+import {
+  EventBus,
+  EventBusModule,
+  InvalidOptionsError,
+  InvalidSubjectError,
+  RedisStorageManager,
+  REDIS_CLIENT_DEFAULTS,
+  RemoteHandlerError,
+  Subscribe,
+} from '../../lib';
+import { NatsServer, RedisServer } from '../harness/local-servers';
+import { watchCrashes } from '../reliability/reliability-helpers';
+import { MiB, sleep, waitUntil } from '../harness/wait';
+
+// Issue 13, items 2, 3, 6 and 7, against real servers: what careless or hostile input must not do.
+describe('hardening: subjects, headers, thrown values, timer limits', () => {
+  let nats: NatsServer;
+  let redisServer: RedisServer;
+  let raw: NatsConnection;
+  const buses: EventBus[] = [];
+  const storages: RedisStorageManager[] = [];
+
+  async function makeBus(redisUrl = redisServer.url) {
+    const storage = new RedisStorageManager(new Redis(redisUrl, { ...REDIS_CLIENT_DEFAULTS }), { keyPrefix: 'hard:' });
+    storages.push(storage);
+    const bus = new EventBus({ nats: { servers: nats.url, reconnectTimeWait: 100, reconnectJitter: 0 } }, storage);
+    await bus.connect();
+    buses.push(bus);
+    return bus;
+  }
+
+  beforeAll(async () => {
+    [nats, redisServer] = await Promise.all([NatsServer.start({ jetstream: false }), RedisServer.start()]);
+    raw = await connect({ servers: nats.url });
+  });
+
+  afterAll(async () => {
+    await Promise.all(buses.map((b) => b.close()));
+    await Promise.all(storages.map((s) => s.disconnect()));
+    await raw?.close();
+    await Promise.all([nats?.dispose(), redisServer?.dispose()]);
+  });
+
+  it('refuses topics NATS would misread, before the wire; the connection and other subscriptions keep working', async () => {
+    const bus = await makeBus();
+    const orders: unknown[] = [];
+    await bus.subscribe('orders', (p) => void orders.push(p));
+    const bad = ['orders evil', 'orders\r\nPUB x 1', 'a\tb', '', 'foo..bar', '.foo', 'foo.', 'x'.repeat(5000), 'orders.*', 'orders.>'];
+    for (const topic of bad) {
+      const err = await bus.publish(topic, { n: 1 }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(InvalidSubjectError);
+      expect((err as InvalidSubjectError).code).toBe('INVALID_SUBJECT');
+      const rpcErr = await bus.rpcRequest(topic, { n: 1 }, { timeout: 500 }).catch((e: unknown) => e);
+      expect(rpcErr).toBeInstanceOf(InvalidSubjectError);
+    }
+    for (const topic of [{} as unknown as string, 42 as unknown as string]) {
+      expect(await bus.publish(topic, 1).catch((e: unknown) => e)).toBeInstanceOf(InvalidSubjectError);
+    }
+    // The producer connection is still up and delivers.
+    await bus.publish('orders', { n: 2 });
+    await waitUntil(() => orders.length === 1, 'the good publish');
+    await sleep(100);
+    expect(orders).toEqual([{ n: 2 }]);
+  });
+
+  it('refuses bad subscribe topics and queue names; the consumer connection keeps serving the others', async () => {
+    const bus = await makeBus();
+    const got: unknown[] = [];
+    await bus.subscribe('alerts', (p) => void got.push(p));
+    for (const [topic, queue] of [
+      ['alerts high', undefined],
+      ['alerts', 'my group'],
+      ['alerts', 'q*'],
+      ['foo..bar', undefined],
+      ['a.>.b', undefined],
+      ['y'.repeat(5000), undefined],
+    ] as Array<[string, string | undefined]>) {
+      const err = await bus.subscribe(topic, () => undefined, { queue }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(InvalidSubjectError);
+    }
+    // Wildcards where subscribing allows them.
+    const wild: string[] = [];
+    await bus.subscribe('alerts.*.raised', (_p, ctx) => void wild.push(ctx.subject));
+    await bus.subscribe('alerts.>', (_p, ctx) => void wild.push(ctx.subject));
+    await bus.publish('alerts', { n: 1 });
+    await bus.publish('alerts.disk.raised', { n: 2 });
+    await waitUntil(() => got.length === 1 && wild.length === 2, 'deliveries after the refused subscriptions');
+    expect(wild.sort()).toEqual(['alerts.disk.raised', 'alerts.disk.raised']);
+  });
+
+  it('fails bootstrap for a bad @Subscribe, naming the method', async () => {
+    @Injectable()
+    class BadHandlers {
+      @Subscribe('edge list')
+      onList() {}
+    }
+    @Module({
+      imports: [EventBusModule.forRoot({ nats: { servers: nats.url }, health: { enabled: false } })],
+      providers: [BadHandlers],
+    })
+    class BadModule {}
+    const moduleRef = await Test.createTestingModule({ imports: [BadModule] }).compile();
+    const app = moduleRef.createNestApplication({ logger: false });
+    const err = await app.init().catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(InvalidSubjectError);
+    expect((err as Error).message).toContain('BadHandlers.onList');
+    await app.close().catch(() => undefined);
+  });
+
+  it('refuses a non-string header before storing, with Redis down, and leaves no unhandled rejection', async () => {
+    const down = await RedisServer.start();
+    const bus = await makeBus(down.url);
+    await down.stop();
+    const crashes = watchCrashes();
+    try {
+      const err = await bus
+        .publish('hard.headers', { text: 'x'.repeat(1.2 * MiB) }, { headers: { 'X-Retry': 3 as unknown as string } })
+        .catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(InvalidOptionsError);
+      expect((err as Error).message).toContain('headers.X-Retry');
+      for (const headers of [{ 'X-Bad': 'a\r\nb' }, { 'bad name': 'v' }] as Array<Record<string, string>>) {
+        expect(await bus.publish('hard.headers', { n: 1 }, { headers }).catch((e: unknown) => e)).toBeInstanceOf(InvalidOptionsError);
+      }
+      await sleep(300);
+      expect(crashes.errors).toEqual([]);
+    } finally {
+      crashes.stop();
+      await down.dispose();
+    }
+  });
+
+  it('answers every throw at once with RemoteHandlerError, whatever was thrown', async () => {
+    const bus = await makeBus();
+    const throws: unknown[] = [new Error('bad\rthing'), Object.create(null), 'plain string', 42, new Error('line one\nline two\u0007')];
+    let i = 0;
+    await bus.subscribe('hard.throws', () => {
+      throw throws[i++];
+    });
+    for (let n = 0; n < throws.length; n++) {
+      const t0 = Date.now();
+      const err = await bus.rpcRequest('hard.throws', { n }, { timeout: 5000 }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(RemoteHandlerError);
+      expect(Date.now() - t0).toBeLessThan(2000);
+      // eslint-disable-next-line no-control-regex -- control characters are what this looks for
+      expect((err as RemoteHandlerError).remoteMessage).not.toMatch(/[\r\n\u0007]/);
+    }
+  });
+
+  it('refuses timeouts a timer cannot hold (2^31 ms and more) instead of firing after 1 ms; a large valid one works', async () => {
+    const bus = await makeBus();
+    await bus.subscribe('hard.slowish', async () => {
+      await sleep(50);
+      return 'ok';
+    });
+    for (const timeout of [2 ** 31, 2 ** 40, Infinity]) {
+      const err = await bus.rpcRequest('hard.slowish', {}, { timeout }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(InvalidOptionsError);
+    }
+    expect(await bus.rpcRequest('hard.slowish', {}, { timeout: 2 ** 31 - 1 })).toBe('ok');
+    expect(() => new EventBus({ nats: { servers: nats.url }, rpcTimeoutMs: 2 ** 31 })).toThrow(InvalidOptionsError);
+    expect(() => new EventBus({ nats: { servers: nats.url }, shutdownTimeoutMs: Infinity })).toThrow(InvalidOptionsError);
+  });
+});
