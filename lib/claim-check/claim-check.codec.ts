@@ -18,9 +18,9 @@ const IS_STORED_KEY = Buffer.from('"is_stored"', 'utf8');
  * keeps the import one-way: storage depends on the envelope, the codec on nothing in storage.
  */
 export interface BodyStore {
-  storeMessage(body: Uint8Array): Promise<StoredMessageEnvelope>;
+  storeMessage(body: Uint8Array, hints?: { reply?: boolean }): Promise<StoredMessageEnvelope>;
   /** Optional: store JSON given as text (stored as its UTF-8 bytes, as `storeMessage` would). */
-  storeJson?(json: string): Promise<StoredMessageEnvelope>;
+  storeJson?(json: string, hints?: { reply?: boolean }): Promise<StoredMessageEnvelope>;
   recoverMessage(envelope: StoredMessageEnvelope): Promise<Uint8Array>;
   deleteMessage(envelope: StoredMessageEnvelope): Promise<void>;
 }
@@ -72,7 +72,7 @@ export class ClaimCheckCodec {
    * published. A large body given as text goes to the store as text when the store can take it
    * (`storeJson`), which spares an encode and a copy of the whole body.
    */
-  toWire(subject: string, body: Uint8Array | string, maxPayload: number): Uint8Array | Promise<Uint8Array> {
+  toWire(subject: string, body: Uint8Array | string, maxPayload: number, reply = false): Uint8Array | Promise<Uint8Array> {
     const limit = this.thresholdFor(maxPayload);
     if (typeof body === 'string') {
       // A UTF-8 byte is at most 3 per UTF-16 unit: short text needs no counting.
@@ -80,11 +80,11 @@ export class ClaimCheckCodec {
       const bytes = Buffer.byteLength(body, 'utf8');
       if (bytes <= limit) return Buffer.from(body, 'utf8');
       if (!this.storage) throw new PayloadTooLargeError(subject, bytes, limit);
-      return this.store(body);
+      return this.store(body, reply);
     }
     if (body.byteLength <= limit) return body;
     if (!this.storage) throw new PayloadTooLargeError(subject, body.byteLength, limit);
-    return this.store(body);
+    return this.store(body, reply);
   }
 
   /** Parse a received body. Throws `InvalidMessageError` for non-JSON or a forged envelope. */
@@ -127,18 +127,15 @@ export class ClaimCheckCodec {
     return this.storage.recoverMessage(envelope);
   }
 
-  /** Remove a stored reply once its one reader has it. Best effort. */
-  discard(envelope: StoredMessageEnvelope): void {
-    this.storage?.deleteMessage(envelope).catch(() => undefined);
-  }
-
-  private async store(body: Uint8Array | string): Promise<Uint8Array> {
+  private async store(body: Uint8Array | string, reply: boolean): Promise<Uint8Array> {
     let envelope: StoredMessageEnvelope;
     const storage = this.storage!;
+    // Only say "reply" when it is one: custom stores written for 0.1 take one argument.
+    const hints = reply ? { reply: true } : undefined;
     try {
-      if (typeof body !== 'string') envelope = await storage.storeMessage(body);
-      else if (typeof storage.storeJson === 'function') envelope = await storage.storeJson(body);
-      else envelope = await storage.storeMessage(Buffer.from(body, 'utf8'));
+      if (typeof body !== 'string') envelope = await storage.storeMessage(body, hints);
+      else if (typeof storage.storeJson === 'function') envelope = await storage.storeJson(body, hints);
+      else envelope = await storage.storeMessage(Buffer.from(body, 'utf8'), hints);
     } catch (err) {
       // A custom storage may throw anything; callers rely on one error class.
       if (err instanceof MessageStorageError) throw err;

@@ -49,7 +49,7 @@ export class ClaimCheckDelivery {
   ): MaybePromise<void> {
     let wire: MaybePromise<Uint8Array>;
     try {
-      wire = this.codec.toWire(subject, body, this.client.maxPayload);
+      wire = this.codec.toWire(subject, body, this.client.maxPayload, true);
     } catch (err) {
       return onFailure(err);
     }

@@ -148,12 +148,9 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
   private readReply<T>(topic: string, data: Uint8Array): T | Promise<T> {
     const decoded = this.codec.decode(`${topic} (reply)`, data);
     if (!decoded.envelope) return decoded.payload as T;
-    const envelope = decoded.envelope;
-    return this.codec.recover(`${topic} (reply)`, envelope).then((recovered) => {
-      // A reply has exactly one reader, so it need not wait for its TTL.
-      this.codec.discard(envelope);
-      return recovered as T;
-    });
+    // Not deleted after reading: a responder must not be able to make us delete another
+    // message's body by answering with its envelope. Replies are stored with a short TTL instead.
+    return this.codec.recover(`${topic} (reply)`, decoded.envelope) as Promise<T>;
   }
 
   /**

@@ -167,8 +167,7 @@ export class EventBusClientProxy extends ClientProxy {
         } catch (err) {
           return callback({ err, isDisposed: true });
         }
-        // A reply has exactly one reader, so it need not wait for its TTL.
-        if (envelope) delivery.codec.discard(envelope);
+        // Not deleted after reading (see EventBus.readReply): replies are stored with a short TTL.
         return this.handleReply(packet, callback, msg, body);
       });
       tail = next;

@@ -45,18 +45,18 @@ export class ReconnectHold {
     this.bytes += size;
   }
 
-  /** Send, in order, what was held. */
+  /** Send, in order, what was held. One that nats.js refuses is logged and skipped; the rest still go. */
   release(nc: NatsConnection): void {
     const held = this.take();
     if (!held.length) return;
     let sent = 0;
-    try {
-      for (const m of held) {
+    for (const m of held) {
+      try {
         nc.publish(m.subject, m.data, m.headers || m.reply ? { headers: m.headers, reply: m.reply } : undefined);
         sent++;
+      } catch (err) {
+        this.logger.error(`could not send a publish to "${m.subject}" held while reconnecting: ${(err as Error).message}`);
       }
-    } catch (err) {
-      this.logger.error(`could not send ${held.length - sent} publishes held while reconnecting: ${(err as Error).message}`);
     }
     if (sent) this.logger.log(`sent ${sent} publishes held while reconnecting`);
   }

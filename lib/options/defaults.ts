@@ -28,6 +28,7 @@ export const DEFAULTS = {
     keyPrefix: 'eventbus:',
     operationTimeoutMs: 5000,
     connectTimeoutMs: 10_000,
+    replyTtlSeconds: 60,
   },
   /**
    * ioredis options of the connection the bus creates. With the offline queue off, a publish

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { isValidToken, StoredMessageEnvelope } from '../claim-check/envelope';
 import { InvalidMessageError, StoredMessageNotFoundError } from '../errors/event-bus.errors';
 import { DEFAULTS } from '../options/defaults';
-import { MessageStorageManager } from './message-storage-manager';
+import { MessageStorageManager, StoreHints } from './message-storage-manager';
 
 export interface InMemoryStorageOptions {
   /** Seconds a stored message lives. Default 300. */
@@ -22,10 +22,11 @@ export class InMemoryStorageManager extends MessageStorageManager {
     this.ttlMs = (options.ttlSeconds ?? DEFAULTS.storage.ttlSeconds) * 1000;
   }
 
-  async storeMessage(body: Uint8Array): Promise<StoredMessageEnvelope> {
+  async storeMessage(body: Uint8Array, hints?: StoreHints): Promise<StoredMessageEnvelope> {
     this.evictExpired();
     const token = randomUUID();
-    this.entries.set(token, { body: Uint8Array.from(body), expiresAt: Date.now() + this.ttlMs });
+    const ttlMs = hints?.reply ? Math.min(this.ttlMs, DEFAULTS.storage.replyTtlSeconds * 1000) : this.ttlMs;
+    this.entries.set(token, { body: Uint8Array.from(body), expiresAt: Date.now() + ttlMs });
     return { token, is_stored: true };
   }
 

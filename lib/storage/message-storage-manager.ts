@@ -11,8 +11,18 @@ export const MESSAGE_STORAGE_MANAGER = Symbol.for('nestjs-nats-eventbus:MESSAGE_
  *   `StoredMessageNotFoundError` when the token is unknown or expired;
  * - never read anything for a token that fails `isValidToken`.
  */
+/** What the bus tells a store about a body it stores. */
+export interface StoreHints {
+  /**
+   * The body is a reply to one requester, which reads it within its request timeout. Stores keep
+   * replies for a short TTL (Redis: `replyTtlSeconds`, default 60 s) and the requester does not
+   * delete them: a responder must not be able to make it delete another message's body.
+   */
+  reply?: boolean;
+}
+
 export abstract class MessageStorageManager {
-  abstract storeMessage(body: Uint8Array): Promise<StoredMessageEnvelope>;
+  abstract storeMessage(body: Uint8Array, hints?: StoreHints): Promise<StoredMessageEnvelope>;
   abstract recoverMessage(envelope: StoredMessageEnvelope): Promise<Uint8Array>;
 
   /**
@@ -20,8 +30,8 @@ export abstract class MessageStorageManager {
    * `storeMessage(Buffer.from(json))` stores. The bus calls this for large bodies so that a store
    * that takes text (Redis) skips an encode and a copy of the whole body. Default: `storeMessage`.
    */
-  storeJson(json: string): Promise<StoredMessageEnvelope> {
-    return this.storeMessage(Buffer.from(json, 'utf8'));
+  storeJson(json: string, hints?: StoreHints): Promise<StoredMessageEnvelope> {
+    return this.storeMessage(Buffer.from(json, 'utf8'), hints);
   }
 
   /** Remove a stored message early. Used for replies, which have one reader. Default: let the TTL do it. */

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { Cluster, Redis } from 'ioredis';
 import { isValidToken, StoredMessageEnvelope } from '../claim-check/envelope';
 import { InvalidMessageError, InvalidOptionsError, MessageStorageError, StoredMessageNotFoundError } from '../errors/event-bus.errors';
-import { MessageStorageManager } from './message-storage-manager';
+import { MessageStorageManager, StoreHints } from './message-storage-manager';
 import { withTimeout } from '../shared/deadline';
 import { DEFAULTS } from '../options/defaults';
 import { string, MAX_TIMER_MS, wholeNumber } from '../options/rules';
@@ -14,6 +14,8 @@ export interface RedisStorageOptions {
   keyPrefix?: string;
   /** Give up on one SET/GET after this many ms, so a slow Redis cannot stall a subscription. Default 5000. */
   operationTimeoutMs?: number;
+  /** Seconds a stored *reply* lives (it has one reader, who reads it within its timeout). Default 60, at most `ttlSeconds`. */
+  replyTtlSeconds?: number;
 }
 
 export const REDIS_STORAGE_DEFAULTS = {
@@ -34,6 +36,7 @@ export class RedisStorageManager extends MessageStorageManager {
   readonly ttlSeconds: number;
   readonly keyPrefix: string;
   readonly operationTimeoutMs: number;
+  readonly replyTtlSeconds: number;
 
   constructor(
     readonly client: Redis | Cluster,
@@ -43,7 +46,9 @@ export class RedisStorageManager extends MessageStorageManager {
     this.ttlSeconds = options.ttlSeconds ?? REDIS_STORAGE_DEFAULTS.ttlSeconds;
     this.keyPrefix = options.keyPrefix ?? REDIS_STORAGE_DEFAULTS.keyPrefix;
     this.operationTimeoutMs = options.operationTimeoutMs ?? REDIS_STORAGE_DEFAULTS.operationTimeoutMs;
+    this.replyTtlSeconds = Math.min(options.replyTtlSeconds ?? DEFAULTS.storage.replyTtlSeconds, this.ttlSeconds);
     wholeNumber('storage.ttlSeconds', this.ttlSeconds, 1, 'seconds');
+    wholeNumber('storage.replyTtlSeconds', options.replyTtlSeconds, 1, 'seconds');
     string('storage.keyPrefix', this.keyPrefix);
     if (/[\s*?[\]]/.test(this.keyPrefix))
       throw new InvalidOptionsError('storage.keyPrefix', 'must be a string without spaces or glob characters (* ? [ ])');
@@ -103,19 +108,20 @@ export class RedisStorageManager extends MessageStorageManager {
     }
   }
 
-  async storeMessage(body: Uint8Array): Promise<StoredMessageEnvelope> {
-    return this.set(Buffer.isBuffer(body) ? body : Buffer.from(body.buffer, body.byteOffset, body.byteLength));
+  async storeMessage(body: Uint8Array, hints?: StoreHints): Promise<StoredMessageEnvelope> {
+    return this.set(Buffer.isBuffer(body) ? body : Buffer.from(body.buffer, body.byteOffset, body.byteLength), hints);
   }
 
   /** Text goes to Redis as text: ioredis writes it to the socket as UTF-8, with no Buffer copy of the body. */
-  async storeJson(json: string): Promise<StoredMessageEnvelope> {
-    return this.set(json);
+  async storeJson(json: string, hints?: StoreHints): Promise<StoredMessageEnvelope> {
+    return this.set(json, hints);
   }
 
-  private async set(value: Buffer | string): Promise<StoredMessageEnvelope> {
+  private async set(value: Buffer | string, hints?: StoreHints): Promise<StoredMessageEnvelope> {
     const token = randomUUID();
+    const ttl = hints?.reply ? this.replyTtlSeconds : this.ttlSeconds;
     try {
-      await this.timed(this.client.set(this.keyPrefix + token, value, 'EX', this.ttlSeconds), 'SET');
+      await this.timed(this.client.set(this.keyPrefix + token, value, 'EX', ttl), 'SET');
     } catch (err) {
       throw new MessageStorageError(`could not store message in Redis: ${describe(err)}`, { cause: err });
     }

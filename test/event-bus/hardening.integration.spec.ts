@@ -27,6 +27,7 @@ describe('hardening: subjects, headers, thrown values, timer limits', () => {
   async function makeBus(redisUrl = redisServer.url) {
     const storage = new RedisStorageManager(new Redis(redisUrl, { ...REDIS_CLIENT_DEFAULTS }), { keyPrefix: 'hard:' });
     storages.push(storage);
+    await storage.connect();
     const bus = new EventBus({ nats: { servers: nats.url, reconnectTimeWait: 100, reconnectJitter: 0 } }, storage);
     await bus.connect();
     buses.push(bus);
@@ -163,5 +164,50 @@ describe('hardening: subjects, headers, thrown values, timer limits', () => {
     expect(await bus.rpcRequest('hard.slowish', {}, { timeout: 2 ** 31 - 1 })).toBe('ok');
     expect(() => new EventBus({ nats: { servers: nats.url }, rpcTimeoutMs: 2 ** 31 })).toThrow(InvalidOptionsError);
     expect(() => new EventBus({ nats: { servers: nats.url }, shutdownTimeoutMs: Infinity })).toThrow(InvalidOptionsError);
+  });
+
+  it('one refused publish during a reconnect does not drop the publishes held behind it (item 4)', async () => {
+    const bus = await makeBus();
+    const got: number[] = [];
+    const consumer = await makeBus();
+    await consumer.subscribe('hard.held', (p: { i: number }) => void got.push(p.i));
+    await nats.stop();
+    await waitUntil(() => [...bus.connections().values()].every((c) => c.state === 'reconnecting'), 'reconnecting');
+    for (const i of [0, 1, 2]) await bus.publish('hard.held', { i });
+    expect(await bus.publish('', { i: -1 }).catch((e: unknown) => e)).toBeInstanceOf(InvalidSubjectError);
+    for (const i of [3, 4, 5]) await bus.publish('hard.held', { i });
+    await nats.start();
+    await waitUntil(() => got.length === 6, 'all six held publishes', 15_000);
+    expect(got).toEqual([0, 1, 2, 3, 4, 5]);
+  });
+
+  it('a responder cannot make a requester delete another message body by answering with its envelope (item 1)', async () => {
+    const bus = await makeBus();
+    const redis = new Redis(redisServer.url);
+    // A connection of its own: the item 4 test restarted the server under the shared one.
+    const attackerNc = await connect({ servers: nats.url });
+    try {
+      // A large event, stored for fan-out; an attacker records its envelope from the wire.
+      const recorded: string[] = [];
+      const spy = attackerNc.subscribe('hard.fanout', { callback: (_e, m) => void recorded.push(m.string()) });
+      await attackerNc.flush();
+      await bus.publish('hard.fanout', { text: 'x'.repeat(2 * MiB) });
+      await waitUntil(() => recorded.length === 1, 'envelope recorded');
+      spy.unsubscribe();
+      const token = JSON.parse(recorded[0]).token as string;
+      expect(await redis.exists(`hard:${token}`)).toBe(1);
+      // ... and answers an unrelated request with it.
+      const attacker = attackerNc.subscribe('hard.victim.rpc', { callback: (_e, m) => void m.respond(recorded[0]) });
+      await attackerNc.flush();
+      const reply = await bus.rpcRequest<{ text: string }>('hard.victim.rpc', { q: 1 }, { timeout: 5000 });
+      expect(reply.text.length).toBe(2 * MiB);
+      attacker.unsubscribe();
+      await sleep(200);
+      // The event's body is still there for its slow subscribers.
+      expect(await redis.exists(`hard:${token}`)).toBe(1);
+    } finally {
+      redis.disconnect();
+      await attackerNc.close();
+    }
   });
 });
