@@ -48,6 +48,7 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
   private readonly producer: BusConnection;
   private readonly consumers: ConsumerPool;
   private readonly subscriptions = new Subscriptions(this.logger);
+  private readonly checkedTopics = new Set<string>();
   private readonly options: Required<Omit<EventBusCoreOptions, 'largeMessageThreshold'>> & EventBusCoreOptions;
   private connecting?: Promise<void>;
   private closing?: Promise<void>;
@@ -106,7 +107,7 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
   publish(topic: string, payload: unknown, opts?: PublishOptions): Promise<void> {
     try {
       const producer = this.openProducer();
-      checkTopic(topic, 'publish');
+      this.checkPublishTopic(topic);
       // Everything that can be refused is checked before a large body is stored.
       const hdrs = opts?.headers ? createHeaders(opts.headers) : undefined;
       const body = this.codec.stringifyJson(payload, topic);
@@ -131,7 +132,7 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
       const producer = this.openProducer();
       const timeout = opts?.timeout ?? this.options.rpcTimeoutMs;
       wholeNumber('timeout', timeout, 1, 'milliseconds', MAX_TIMER_MS);
-      checkTopic(topic, 'publish');
+      this.checkPublishTopic(topic);
       // Everything that can be refused is checked before a large body is stored.
       const hdrs = opts?.headers ? createHeaders(opts.headers) : undefined;
       const body = this.codec.stringifyJson(payload, topic);
@@ -142,6 +143,17 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
     } catch (err) {
       return Promise.reject(err);
     }
+  }
+
+  /**
+   * Topics are checked once: a service publishes to a few topics many times, and the check
+   * (a regex, a split) would otherwise run per message. The set is bounded.
+   */
+  private checkPublishTopic(topic: string): void {
+    if (this.checkedTopics.has(topic)) return;
+    checkTopic(topic, 'publish');
+    if (this.checkedTopics.size >= 1024) this.checkedTopics.clear();
+    this.checkedTopics.add(topic);
   }
 
   /** A reply's payload, recovered when it came as an envelope. */
