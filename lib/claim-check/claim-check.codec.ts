@@ -1,3 +1,4 @@
+import { isUtf8 } from 'node:buffer';
 import { InvalidMessageError, MessageStorageError, PayloadTooLargeError } from '../errors/event-bus.errors';
 import { encodeEnvelope, isValidToken, looksLikeEnvelope, StoredMessageEnvelope } from './envelope';
 
@@ -161,7 +162,10 @@ function asBuffer(data: Uint8Array): Buffer {
 
 /** Parse a UTF-8 JSON body; `InvalidMessageError` names the subject when it is not JSON. */
 export function parseJsonBody(subject: string, data: Uint8Array): unknown {
-  const text = asBuffer(data).toString('utf8');
+  const buf = asBuffer(data);
+  // Buffer#toString would turn invalid UTF-8 (and overlong forms) into U+FFFD silently.
+  if (!isUtf8(buf)) throw new InvalidMessageError(`body on "${subject}" is not valid UTF-8 (${data.byteLength} bytes)`);
+  const text = buf.toString('utf8');
   try {
     return JSON.parse(text);
   } catch {

@@ -166,6 +166,24 @@ describe('hardening: subjects, headers, thrown values, timer limits', () => {
     expect(() => new EventBus({ nats: { servers: nats.url }, shutdownTimeoutMs: Infinity })).toThrow(InvalidOptionsError);
   });
 
+  it('refuses invalid UTF-8 and overlong forms with InvalidMessageError instead of handing U+FFFD to the handler (item 10)', async () => {
+    const bus = await makeBus();
+    const got: unknown[] = [];
+    await bus.subscribe('hard.utf8', (p) => void got.push(p));
+    await bus.subscribe('hard.utf8.rpc', (p) => p);
+    // "\"" + ff fe c3 + "\"", and "\"" + c0 af (overlong "/") + "\""
+    const bad = [Uint8Array.from([0x22, 0xff, 0xfe, 0xc3, 0x22]), Uint8Array.from([0x22, 0xc0, 0xaf, 0x22])];
+    for (const body of bad) {
+      raw.publish('hard.utf8', body);
+      const reply = await raw.request('hard.utf8.rpc', body, { timeout: 5000 });
+      expect(reply.headers?.get('Nats-Service-Error-Code')).toBe('400');
+      expect(reply.headers?.get('Nats-Service-Error')).toContain('UTF-8');
+    }
+    raw.publish('hard.utf8', new TextEncoder().encode('"héllo ✓"'));
+    await waitUntil(() => got.length === 1, 'the valid message');
+    expect(got).toEqual(['héllo ✓']);
+  });
+
   it('one refused publish during a reconnect does not drop the publishes held behind it (item 4)', async () => {
     const bus = await makeBus();
     const got: number[] = [];
