@@ -76,11 +76,10 @@ export class ClaimCheckCodec {
   toWire(subject: string, body: Uint8Array | string, maxPayload: number, reply = false): Uint8Array | Promise<Uint8Array> {
     const limit = this.thresholdFor(maxPayload);
     if (typeof body === 'string') {
-      // A UTF-8 byte is at most 3 per UTF-16 unit: short text needs no counting.
-      if (body.length * 3 <= limit) return Buffer.from(body, 'utf8');
-      const bytes = Buffer.byteLength(body, 'utf8');
-      if (bytes <= limit) return Buffer.from(body, 'utf8');
-      if (!this.storage) throw new PayloadTooLargeError(subject, bytes, limit);
+      // UTF-8 takes 1 to 3 bytes per UTF-16 unit: only text between limit/3 and limit units needs counting.
+      const large = body.length > limit || (body.length * 3 > limit && Buffer.byteLength(body, 'utf8') > limit);
+      if (!large) return Buffer.from(body, 'utf8');
+      if (!this.storage) throw new PayloadTooLargeError(subject, Buffer.byteLength(body, 'utf8'), limit);
       return this.store(body, reply);
     }
     if (body.byteLength <= limit) return body;

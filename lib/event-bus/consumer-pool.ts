@@ -32,10 +32,6 @@ export class ConsumerPool {
     if (!this.consumers.has(name)) this.consumers.set(name, { options });
   }
 
-  has(name: string): boolean {
-    return !!this.consumers.get(name)?.ready;
-  }
-
   /** The connected client of `name`, connecting it on first use. */
   get(name: string): Promise<BusConnection> {
     if (this.closed) return Promise.reject(new NotConnectedError('EventBus is closed'));
@@ -58,7 +54,7 @@ export class ConsumerPool {
         entry.client = undefined;
         entry.ready = undefined;
       }
-      this.logger.debug?.(`consumer "${name}" could not start: ${(err as Error).message}`);
+      this.logger.debug(`consumer "${name}" could not start: ${(err as Error).message}`);
       void client.drain(RELEASE_TIMEOUT_MS);
     });
     return entry.ready;

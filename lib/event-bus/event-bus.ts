@@ -231,16 +231,9 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
     return this.producer;
   }
 
-  private readonly deliveries = new Map<BusConnection, HandlerDelivery>();
-
-  /** Each consumer connection replies on itself, so it gets its own delivery path. */
+  /** The delivery path of a subscription on `client`: replies go out on the connection the request came in on. */
   private deliveryFor(client: BusConnection): HandlerDelivery {
-    let d = this.deliveries.get(client);
-    if (!d) {
-      d = new HandlerDelivery(new ClaimCheckDelivery(this.codec, client, this.logger), this.logger, this.badInputLog);
-      this.deliveries.set(client, d);
-    }
-    return d;
+    return new HandlerDelivery(new ClaimCheckDelivery(this.codec, client, this.logger), this.logger, this.badInputLog);
   }
 
   private connectionName(): string {
