@@ -1,5 +1,5 @@
 import { isUtf8 } from 'node:buffer';
-import { InvalidMessageError, MessageStorageError, PayloadTooLargeError } from '../errors/event-bus.errors';
+import { EventBusError, InvalidMessageError, MessageStorageError, PayloadTooLargeError } from '../errors/event-bus.errors';
 import { encodeEnvelope, isValidToken, looksLikeEnvelope, StoredMessageEnvelope } from './envelope';
 
 /** Bytes kept free under max_payload for NATS headers (service-error headers on replies, user headers). */
@@ -73,18 +73,46 @@ export class ClaimCheckCodec {
    * published. A large body given as text goes to the store as text when the store can take it
    * (`storeJson`), which spares an encode and a copy of the whole body.
    */
-  toWire(subject: string, body: Uint8Array | string, maxPayload: number, reply = false): Uint8Array | Promise<Uint8Array> {
-    const limit = this.thresholdFor(maxPayload);
+  toWire(subject: string, body: Uint8Array | string, maxPayload: number, reply = false, headerBytes = 0): Uint8Array | Promise<Uint8Array> {
+    // Headers past the room kept for them take their excess from the body's share of max_payload.
+    const limit = Math.min(this.thresholdFor(maxPayload), maxPayload - headerBytes);
     if (typeof body === 'string') {
       // UTF-8 takes 1 to 3 bytes per UTF-16 unit: only text between limit/3 and limit units needs counting.
       const large = body.length > limit || (body.length * 3 > limit && Buffer.byteLength(body, 'utf8') > limit);
       if (!large) return Buffer.from(body, 'utf8');
-      if (!this.storage) throw new PayloadTooLargeError(subject, Buffer.byteLength(body, 'utf8'), limit);
+      this.checkStorable(subject, Buffer.byteLength(body, 'utf8'), limit, maxPayload, headerBytes);
       return this.store(body, reply);
     }
     if (body.byteLength <= limit) return body;
-    if (!this.storage) throw new PayloadTooLargeError(subject, body.byteLength, limit);
+    this.checkStorable(subject, body.byteLength, limit, maxPayload, headerBytes);
     return this.store(body, reply);
+  }
+
+  /** A body over `limit` can go only as an envelope: there must be a store, and room beside the headers for the envelope. */
+  private checkStorable(subject: string, size: number, limit: number, maxPayload: number, headerBytes: number): void {
+    if (!this.storage) throw new PayloadTooLargeError(subject, size, limit);
+    if (maxPayload - headerBytes < MAX_ENVELOPE_BYTES)
+      throw new PayloadTooLargeError(
+        subject,
+        size + headerBytes,
+        maxPayload,
+        `and its headers take ${headerBytes} bytes of that, leaving no room for a claim-check envelope`,
+      );
+  }
+
+  /**
+   * Delete the body behind an envelope this codec produced, when what it was stored for failed
+   * (nobody will read it). Best effort and never throws: the TTL removes it anyway.
+   */
+  discard(wire: Uint8Array): void {
+    const store = this.storage;
+    if (!store || typeof store.deleteMessage !== 'function') return;
+    try {
+      const envelope = this.peekEnvelope('', wire);
+      if (envelope) store.deleteMessage(envelope).catch(() => undefined);
+    } catch {
+      // A store that throws synchronously: the TTL still applies.
+    }
   }
 
   /** Parse a received body. Throws `InvalidMessageError` for non-JSON or a forged envelope. */
@@ -124,7 +152,15 @@ export class ClaimCheckCodec {
     if (!this.storage) {
       throw new MessageStorageError(`message on "${subject}" was stored (token ${envelope.token}) but no message storage is configured`);
     }
-    return this.storage.recoverMessage(envelope);
+    try {
+      return await this.storage.recoverMessage(envelope);
+    } catch (err) {
+      // A custom storage may throw anything; callers rely on our classes.
+      if (err instanceof EventBusError) throw err;
+      throw new MessageStorageError(`could not recover message ${envelope.token}: ${(err as Error)?.message ?? String(err)}`, {
+        cause: err,
+      });
+    }
   }
 
   private async store(body: Uint8Array | string, reply: boolean): Promise<Uint8Array> {

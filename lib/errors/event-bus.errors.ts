@@ -76,15 +76,26 @@ export class InvalidMessageError extends EventBusError {
   readonly code = EventBusErrorCode.InvalidMessage;
 }
 
-/** The encoded body is over the threshold and no storage is configured to take it. */
+/**
+ * The encoded body is over the threshold and no storage is configured to take it, or the headers
+ * alone leave no room under the server's max_payload for a body or an envelope.
+ */
 export class PayloadTooLargeError extends EventBusError {
   readonly code = EventBusErrorCode.PayloadTooLarge;
   constructor(
     readonly subject: string,
+    /** Bytes that did not fit (NaN when nats.js refused without saying). */
     readonly size: number,
     readonly limit: number,
+    reason = 'and no message storage is configured',
+    options?: { cause?: unknown },
   ) {
-    super(`payload for "${subject}" is ${size} bytes, over the ${limit}-byte limit, and no message storage is configured`);
+    super(
+      Number.isFinite(size)
+        ? `payload for "${subject}" is ${size} bytes, over the ${limit}-byte limit, ${reason}`
+        : `payload for "${subject}" is too large: ${reason}`,
+      options,
+    );
   }
 }
 
@@ -94,8 +105,9 @@ export class InvalidOptionsError extends EventBusError {
   constructor(
     readonly option: string,
     problem: string,
+    options?: { cause?: unknown },
   ) {
-    super(`invalid EventBus option "${option}": ${problem}`);
+    super(`invalid EventBus option "${option}": ${problem}`, options);
   }
 }
 
@@ -116,7 +128,8 @@ export class InvalidSubjectError extends EventBusError {
     readonly kind: 'topic' | 'queue',
     readonly value: string,
     readonly problem: string,
+    options?: { cause?: unknown },
   ) {
-    super(`invalid ${kind} ${JSON.stringify(value.length > 80 ? `${value.slice(0, 80)}…` : value)}: ${problem}`);
+    super(`invalid ${kind} ${JSON.stringify(value.length > 80 ? `${value.slice(0, 80)}…` : value)}: ${problem}`, options);
   }
 }

@@ -3,11 +3,13 @@
 // consumer-pool.ts, subscriptions.ts and handler-delivery.ts.
 import { Logger, OnModuleDestroy, OnModuleInit } from '@nestjs/common';
 import { ClaimCheckCodec } from '../claim-check/claim-check.codec';
-import { InvalidOptionsError, NotConnectedError } from '../errors/event-bus.errors';
+import { InvalidOptionsError, NotConnectedError, RpcTimeoutError } from '../errors/event-bus.errors';
 import { RELEASE_TIMEOUT_MS } from '../options/defaults';
 import { MAX_TIMER_MS, wholeNumber } from '../options/rules';
 import { checkQueue, checkTopic } from '../nats/subjects';
-import { BusConnection, ConnectionStatus, createHeaders } from '../nats/bus-connection';
+import { BusConnection, ConnectionStatus, createHeaders, headersSize, Msg, MsgHdrs } from '../nats/bus-connection';
+import { withTimeout } from '../shared/deadline';
+import { InFlight } from './in-flight';
 import { NATS_CONNECTION_DEFAULTS, NatsConnectionOptions } from '../nats/bus-connection.options';
 import { MessageStorageManager } from '../storage/message-storage-manager';
 import { ClaimCheckDelivery } from '../delivery/claim-check-delivery';
@@ -49,6 +51,7 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
   private readonly consumers: ConsumerPool;
   private readonly subscriptions = new Subscriptions(this.logger);
   private readonly checkedTopics = new Set<string>();
+  private readonly inFlight = new InFlight();
   private readonly options: Required<Omit<EventBusCoreOptions, 'largeMessageThreshold'>> & EventBusCoreOptions;
   private connecting?: Promise<void>;
   private closing?: Promise<void>;
@@ -111,24 +114,38 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
       // Everything that can be refused is checked before a large body is stored.
       const hdrs = opts?.headers ? createHeaders(opts.headers) : undefined;
       const body = this.codec.stringifyJson(payload, topic);
-      const wire = this.codec.toWire(topic, body, producer.maxPayload);
+      const wire = this.codec.toWire(topic, body, producer.maxPayload, false, hdrs ? headersSize(hdrs) : 0);
       if (wire instanceof Uint8Array) {
         producer.publish(topic, wire, hdrs);
         return Promise.resolve();
       }
-      return wire.then((envelope) => producer.publish(topic, envelope, hdrs));
+      // close() waits for a publish whose body is being stored, so that it still goes out.
+      return this.inFlight.publish(wire.then((envelope) => this.publishStored(producer, topic, envelope, hdrs)));
     } catch (err) {
       return Promise.reject(err);
     }
   }
 
+  /** Publish the envelope of a stored body; when it cannot go out, nobody will read the body, so it is deleted. */
+  private publishStored(producer: BusConnection, topic: string, envelope: Uint8Array, hdrs?: MsgHdrs): void {
+    try {
+      producer.publish(topic, envelope, hdrs);
+    } catch (err) {
+      this.codec.discard(envelope);
+      throw err;
+    }
+  }
+
   /**
-   * Send one request and wait for its reply, recovering a stored reply. Fails with
-   * `RpcTimeoutError`, `NoRespondersError`, `RemoteHandlerError` or `MessageStorageError`.
+   * Send one request and wait for its reply, recovering a stored reply. `timeout` covers all of it:
+   * storing a large request, the round trip, and recovering a large reply. Fails with
+   * `RpcTimeoutError`, `NoRespondersError`, `RemoteHandlerError`, `MessageStorageError`, or
+   * `NotConnectedError` when the bus closes while it waits.
    */
   rpcRequest<T = unknown>(topic: string, payload: unknown, opts?: RpcRequestOptions): Promise<T> {
-    // No async frame: a small request is sent at once and its reply is parsed in one `.then`.
+    // No async frame on the small path: the request is sent at once and its reply parsed in one `.then`.
     try {
+      const started = Date.now();
       const producer = this.openProducer();
       const timeout = opts?.timeout ?? this.options.rpcTimeoutMs;
       wholeNumber('timeout', timeout, 1, 'milliseconds', MAX_TIMER_MS);
@@ -136,13 +153,43 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
       // Everything that can be refused is checked before a large body is stored.
       const hdrs = opts?.headers ? createHeaders(opts.headers) : undefined;
       const body = this.codec.stringifyJson(payload, topic);
-      const wire = this.codec.toWire(topic, body, producer.maxPayload);
-      const send = (data: Uint8Array) => producer.request(topic, data, timeout, hdrs);
-      const replied = wire instanceof Uint8Array ? send(wire) : wire.then(send);
-      return replied.then((reply) => this.readReply<T>(topic, reply.data));
+      const wire = this.codec.toWire(topic, body, producer.maxPayload, false, hdrs ? headersSize(hdrs) : 0);
+      const replied =
+        wire instanceof Uint8Array
+          ? producer.request(topic, wire, timeout, hdrs).then((reply) => this.readReply<T>(topic, reply.data, timeout, started))
+          : this.requestStored<T>(producer, topic, wire, timeout, started, hdrs);
+      return this.inFlight.request(topic, replied);
     } catch (err) {
       return Promise.reject(err);
     }
+  }
+
+  /** A request whose body is being stored: the store, the round trip and the reply share one deadline. */
+  private async requestStored<T>(
+    producer: BusConnection,
+    topic: string,
+    stored: Promise<Uint8Array>,
+    timeout: number,
+    started: number,
+    hdrs?: MsgHdrs,
+  ): Promise<T> {
+    const envelope = await withTimeout(stored, timeout, () => {
+      // Stored after the requester gave up: nobody will read it.
+      stored.then(
+        (late) => this.codec.discard(late),
+        () => undefined,
+      );
+      return new RpcTimeoutError(topic, timeout);
+    });
+    let reply: Msg;
+    try {
+      reply = await producer.request(topic, envelope, remainingMs(started, timeout), hdrs);
+    } catch (err) {
+      // No responder, timed out or closed: nobody will read the request body now.
+      this.codec.discard(envelope);
+      throw err;
+    }
+    return this.readReply<T>(topic, reply.data, timeout, started);
   }
 
   /**
@@ -156,13 +203,14 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
     this.checkedTopics.add(topic);
   }
 
-  /** A reply's payload, recovered when it came as an envelope. */
-  private readReply<T>(topic: string, data: Uint8Array): T | Promise<T> {
+  /** A reply's payload, recovered (within what is left of the request's timeout) when it came as an envelope. */
+  private readReply<T>(topic: string, data: Uint8Array, timeout: number, started: number): T | Promise<T> {
     const decoded = this.codec.decode(`${topic} (reply)`, data);
     if (!decoded.envelope) return decoded.payload as T;
     // Not deleted after reading: a responder must not be able to make us delete another
     // message's body by answering with its envelope. Replies are stored with a short TTL instead.
-    return this.codec.recover(`${topic} (reply)`, decoded.envelope) as Promise<T>;
+    const recovered = this.codec.recover(`${topic} (reply)`, decoded.envelope) as Promise<T>;
+    return withTimeout(recovered, remainingMs(started, timeout), () => new RpcTimeoutError(topic, timeout));
   }
 
   /**
@@ -221,6 +269,9 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
     const deadline = this.options.shutdownTimeoutMs;
     await this.subscriptions.stopAll(deadline);
     await this.consumers.close(deadline);
+    // Handlers have finished: what they and others published goes out; nobody will get a reply now.
+    await this.inFlight.waitForPublishes(deadline);
+    this.inFlight.failRequests();
     await this.connecting?.catch(() => undefined);
     await this.producer.drain(deadline);
   }
@@ -249,4 +300,9 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
       );
     }
   }
+}
+
+/** What is left of `timeout` ms since `started`; at least 1 ms, so the last step still gets its try. */
+function remainingMs(started: number, timeout: number): number {
+  return Math.max(1, timeout - (Date.now() - started));
 }

@@ -5,7 +5,6 @@ import { Logger } from '@nestjs/common';
 import {
   connect,
   createInbox,
-  errors,
   headers as natsHeaders,
   Msg,
   MsgHdrs,
@@ -13,7 +12,8 @@ import {
   ServerInfo,
   Subscription,
 } from '@nats-io/transport-node';
-import { InvalidOptionsError, NoRespondersError, NotConnectedError, RemoteHandlerError, RpcTimeoutError } from '../errors/event-bus.errors';
+import { InvalidOptionsError, NotConnectedError, RemoteHandlerError } from '../errors/event-bus.errors';
+import { toBusError } from './nats-errors';
 import { NATS_CONNECTION_DEFAULTS, NatsConnectionOptions } from './bus-connection.options';
 import { ReconnectHold } from './reconnect-hold';
 import { settleWithin } from '../shared/deadline';
@@ -46,6 +46,15 @@ export function createHeaders(record?: Record<string, string>): MsgHdrs {
     }
   }
   return h;
+}
+
+/** Bytes `h` takes on the wire (`NATS/1.0\r\n`, a `name: value\r\n` line per value, `\r\n`). */
+export function headersSize(h: MsgHdrs): number {
+  let size = 12;
+  for (const [name, values] of h) {
+    for (const v of values) size += Buffer.byteLength(name) + Buffer.byteLength(v) + 4;
+  }
+  return size;
 }
 
 /** The NATS service-error headers (as `@nats-io/services` and the Go/Python micro frameworks write them). */
@@ -158,11 +167,24 @@ export class BusConnection implements ConnectionStatus {
       this.hold.add(subject, data, headers, reply);
       return;
     }
-    nc.publish(subject, data, headers || reply ? { headers, reply } : undefined);
+    try {
+      nc.publish(subject, data, headers || reply ? { headers, reply } : undefined);
+    } catch (err) {
+      throw toBusError(err, subject);
+    }
   }
 
   subscribe(subject: string, callback: (msg: Msg) => void, queue?: string): Subscription {
-    return this.connection.subscribe(subject, {
+    const nc = this.connection;
+    try {
+      return this.subscribeOn(nc, subject, callback, queue);
+    } catch (err) {
+      throw toBusError(err, subject);
+    }
+  }
+
+  private subscribeOn(nc: NatsConnection, subject: string, callback: (msg: Msg) => void, queue?: string): Subscription {
+    return nc.subscribe(subject, {
       queue,
       callback: (err, msg) => {
         // nats.js only passes errors here for permission violations and subscription timeouts.
@@ -174,8 +196,8 @@ export class BusConnection implements ConnectionStatus {
 
   /**
    * Sends one request and waits for one reply. Never re-sends. Fails with `RpcTimeoutError`,
-   * `NoRespondersError` (at once), or `RemoteHandlerError` when the reply carries the NATS
-   * service-error headers.
+   * `NoRespondersError` (at once), `RemoteHandlerError` when the reply carries the NATS
+   * service-error headers, or another of the library's errors for what nats.js refuses.
    */
   request(subject: string, data: Uint8Array, timeoutMs: number, headers?: MsgHdrs): Promise<Msg> {
     // One `.then` instead of an async frame: this runs once per request, so it is kept lean.
@@ -183,7 +205,7 @@ export class BusConnection implements ConnectionStatus {
     try {
       pending = this.connection.request(subject, data, { timeout: timeoutMs, headers });
     } catch (err) {
-      return Promise.reject(err);
+      return Promise.reject(toBusError(err, subject, timeoutMs));
     }
     return pending.then(
       (reply) => {
@@ -193,10 +215,7 @@ export class BusConnection implements ConnectionStatus {
         return reply;
       },
       (err) => {
-        if (err instanceof errors.NoRespondersError || (err instanceof errors.RequestError && err.isNoResponders()))
-          throw new NoRespondersError(subject, { cause: err });
-        if (err instanceof errors.TimeoutError) throw new RpcTimeoutError(subject, timeoutMs, { cause: err });
-        throw err;
+        throw toBusError(err, subject, timeoutMs);
       },
     );
   }

@@ -1,0 +1,31 @@
+import { errors } from '@nats-io/transport-node';
+import {
+  EventBusError,
+  InvalidOptionsError,
+  InvalidSubjectError,
+  NoRespondersError,
+  NotConnectedError,
+  PayloadTooLargeError,
+  RpcTimeoutError,
+} from '../errors/event-bus.errors';
+
+/**
+ * The library's error for one that nats.js threw or rejected with, the original kept as `cause`:
+ * users match on our classes and codes only, whatever nats.js version is underneath.
+ */
+export function toBusError(err: unknown, subject: string, timeoutMs?: number): EventBusError {
+  if (err instanceof EventBusError) return err;
+  const cause = { cause: err };
+  if (err instanceof errors.NoRespondersError || (err instanceof errors.RequestError && err.isNoResponders()))
+    return new NoRespondersError(subject, cause);
+  if (err instanceof errors.TimeoutError && timeoutMs !== undefined) return new RpcTimeoutError(subject, timeoutMs, cause);
+  if (err instanceof errors.InvalidSubjectError) return new InvalidSubjectError('topic', subject, 'refused by the NATS client', cause);
+  const message = err instanceof Error ? err.message : String(err);
+  // The only payload check nats.js makes: body and headers together over the server's max_payload.
+  if (err instanceof errors.InvalidArgumentError && /payload/.test(message))
+    return new PayloadTooLargeError(subject, NaN, NaN, `refused by the NATS client (${message})`, cause);
+  if (err instanceof errors.InvalidArgumentError)
+    return new InvalidOptionsError('headers', `refused by the NATS client: ${message}`, cause);
+  // Closed, draining, disconnected, refused by the server: the connection cannot carry it.
+  return new NotConnectedError(`NATS could not carry the message on "${subject}": ${message}`, cause);
+}
