@@ -1,25 +1,41 @@
 import { Logger } from '@nestjs/common';
+import { ByteBudget, HeldBytes } from './byte-budget';
+
+/** The limits of one subscription. */
+export interface DispatchLimits {
+  maxConcurrent: number;
+  /** Messages waiting for a slot; past this, messages are dropped (slow consumer). */
+  maxPending: number;
+  /** Bytes held at once (waiting, being recovered, held by running handlers); past this, messages are shed. */
+  maxHeldBytes: number;
+}
 
 /**
  * Runs at most `maxConcurrent` deliveries of one subscription at a time and queues up to
- * `maxPending` more. Past that, messages are dropped with a slow-consumer log line naming the
- * subject, so a flood cannot exhaust memory.
+ * `maxPending` more, within a byte budget (`maxHeldBytes`). Past either bound, messages are
+ * dropped and counted, with one log line a second naming the subject, so a flood cannot exhaust
+ * memory.
  */
 export class BoundedDispatcher<M> {
   private active = 0;
-  private readonly queue: M[] = [];
+  private readonly queue: Array<M | undefined> = [];
   private head = 0;
   private idleWaiters: Array<() => void> = [];
   private dropped = 0;
-  private slowLoggedAt = 0;
+  private shed = 0;
+  private loggedAt = 0;
+  private readonly budget: ByteBudget;
 
   constructor(
     private readonly subject: string,
-    private readonly maxConcurrent: number,
-    private readonly maxPending: number,
-    private readonly run: (item: M) => void | Promise<void>,
+    private readonly limits: DispatchLimits,
+    /** Bytes a message holds on arrival (its body as received). */
+    private readonly sizeOf: (item: M) => number,
+    private readonly run: (item: M, held: HeldBytes) => void | Promise<void>,
     private readonly logger: Logger,
-  ) {}
+  ) {
+    this.budget = new ByteBudget(limits.maxHeldBytes);
+  }
 
   get inFlight(): number {
     return this.active;
@@ -29,26 +45,42 @@ export class BoundedDispatcher<M> {
     return this.queue.length - this.head;
   }
 
+  /** Messages dropped because `maxPending` were waiting. */
   get droppedCount(): number {
     return this.dropped;
   }
 
+  /** Messages shed because the byte budget was spent. */
+  get shedCount(): number {
+    return this.shed;
+  }
+
+  get maxHeldBytes(): number {
+    return this.limits.maxHeldBytes;
+  }
+
+  /** Bytes held now: bodies waiting, being recovered, and held by running handlers. */
+  get heldBytes(): number {
+    return this.budget.used;
+  }
+
   push(item: M): void {
-    if (this.active < this.maxConcurrent) {
-      this.start(item);
-      return;
-    }
-    if (this.pending >= this.maxPending) {
+    const free = this.active < this.limits.maxConcurrent;
+    if (!free && this.pending >= this.limits.maxPending) {
       this.dropped++;
-      const now = Date.now();
-      // One line a second is enough to name the problem without flooding the log.
-      if (now - this.slowLoggedAt > 1000) {
-        this.slowLoggedAt = now;
-        this.logger.warn(`slow consumer on "${this.subject}": ${this.pending} messages waiting, ${this.dropped} dropped so far`);
-      }
+      this.warn(`slow consumer on "${this.subject}": ${this.pending} messages waiting, ${this.dropped} dropped so far`);
       return;
     }
-    this.queue.push(item);
+    const bytes = this.sizeOf(item);
+    if (!this.budget.tryTake(bytes)) {
+      this.shed++;
+      this.warn(
+        `"${this.subject}" is over its byte budget: ${this.budget.used} of ${this.limits.maxHeldBytes} bytes held; a ${bytes}-byte message shed, ${this.shed} so far`,
+      );
+      return;
+    }
+    if (free) this.start(item, bytes);
+    else this.queue.push(item);
   }
 
   /** Resolves when nothing is running or queued. */
@@ -57,39 +89,51 @@ export class BoundedDispatcher<M> {
     return new Promise((resolve) => this.idleWaiters.push(resolve));
   }
 
-  private start(item: M): void {
+  // One line a second is enough to name the problem without flooding the log.
+  private warn(line: string): void {
+    const now = Date.now();
+    if (now - this.loggedAt <= 1000) return;
+    this.loggedAt = now;
+    this.logger.warn(line);
+  }
+
+  private start(item: M, bytes: number): void {
     this.active++;
+    const held = new HeldBytes(this.budget, bytes);
     let result: void | Promise<void>;
     try {
-      result = this.run(item);
+      result = this.run(item, held);
     } catch {
       // `run` reports its own failures; a throw here must not stop the queue.
       result = undefined;
     }
     if (result && typeof (result as Promise<void>).then === 'function') {
-      (result as Promise<void>).then(this.finish, this.finish);
+      const done = () => this.finish(held);
+      (result as Promise<void>).then(done, done);
     } else {
-      this.finish();
+      this.finish(held);
     }
   }
 
   private draining = false;
 
-  private readonly finish = (): void => {
+  private finish(held: HeldBytes): void {
     this.active--;
+    held.release();
     // Synchronous handlers finish inside start(); only the outermost call pulls from the queue,
     // so a long queue of sync handlers does not grow the stack.
     if (!this.draining) {
       this.draining = true;
       try {
-        while (this.active < this.maxConcurrent && this.pending > 0) {
-          const next = this.queue[this.head];
-          this.queue[this.head++] = undefined as unknown as M;
+        while (this.active < this.limits.maxConcurrent && this.pending > 0) {
+          const next = this.queue[this.head] as M;
+          this.queue[this.head++] = undefined;
           if (this.head > 1024 && this.head * 2 > this.queue.length) {
             this.queue.splice(0, this.head);
             this.head = 0;
           }
-          this.start(next);
+          // Its bytes were counted when it was queued.
+          this.start(next, this.sizeOf(next));
         }
         if (this.pending === 0 && this.head > 0) {
           this.queue.length = 0;
@@ -104,5 +148,5 @@ export class BoundedDispatcher<M> {
       this.idleWaiters = [];
       for (const w of waiters) w();
     }
-  };
+  }
 }

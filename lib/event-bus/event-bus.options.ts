@@ -21,6 +21,14 @@ export interface EventBusCoreOptions {
    * and a slow-consumer line naming the subject is logged. Default 10000.
    */
   maxPendingMessages?: number;
+  /**
+   * Bytes one subscription may hold at once: bodies waiting for a handler slot, stored bodies
+   * being recovered, and bodies held by running handlers (counted as received; a parsed payload
+   * takes about as much again). Past this, messages are shed with a log line naming the subject,
+   * and recoveries of stored bodies wait for room. A single body larger than the budget is still
+   * delivered when it is the only one held. Default 64 MiB.
+   */
+  maxHeldBytes?: number;
   /** On close, how long in-flight handlers may run before connections close anyway, in ms. Default 10000. */
   shutdownTimeoutMs?: number;
 }
@@ -35,6 +43,8 @@ export interface SubscribeOptions {
   consumer?: string;
   /** Overrides `maxConcurrentHandlers` for this subscription. */
   maxConcurrent?: number;
+  /** Overrides `maxHeldBytes` (the byte budget) for this subscription. */
+  maxHeldBytes?: number;
 }
 
 export interface PublishOptions {
@@ -59,6 +69,7 @@ export function validateCoreOptions(options: EventBusCoreOptions): void {
   wholeNumber('rpcTimeoutMs', options.rpcTimeoutMs, 1, 'milliseconds', MAX_TIMER_MS);
   wholeNumber('maxConcurrentHandlers', options.maxConcurrentHandlers);
   wholeNumber('maxPendingMessages', options.maxPendingMessages);
+  wholeNumber('maxHeldBytes', options.maxHeldBytes, 1, 'bytes');
   wholeNumber('shutdownTimeoutMs', options.shutdownTimeoutMs, 1, 'milliseconds', MAX_TIMER_MS);
   nonEmptyString('nats.name', nats.name);
 }

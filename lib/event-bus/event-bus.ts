@@ -15,7 +15,7 @@ import { MessageStorageManager } from '../storage/message-storage-manager';
 import { ClaimCheckDelivery } from '../delivery/claim-check-delivery';
 import { HandlerDelivery } from './handler-delivery';
 import { ConsumerPool } from './consumer-pool';
-import { Subscriptions } from './subscriptions';
+import { Subscriptions, SubscriptionStats } from './subscriptions';
 import { describeConnectError } from '../nats/connect-error';
 import { RateLimitedLog } from '../delivery/rate-limited-log';
 import {
@@ -224,15 +224,32 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
     const consumerName = opts.consumer ?? DEFAULT_CONSUMER;
     const maxConcurrent = opts.maxConcurrent ?? this.options.maxConcurrentHandlers;
     wholeNumber('maxConcurrent', maxConcurrent);
+    const maxHeldBytes = opts.maxHeldBytes ?? this.options.maxHeldBytes;
+    wholeNumber('maxHeldBytes', maxHeldBytes, 1, 'bytes');
     await this.connect();
     const client = await this.consumers.get(consumerName);
     const stop = await this.subscriptions.start(
       client,
       this.deliveryFor(client),
-      { topic, queue: opts.queue, handler: handler as MessageHandler, maxConcurrent, maxPending: this.options.maxPendingMessages },
+      {
+        topic,
+        queue: opts.queue,
+        consumer: consumerName,
+        handler: handler as MessageHandler,
+        limits: { maxConcurrent, maxPending: this.options.maxPendingMessages, maxHeldBytes },
+      },
       this.options.shutdownTimeoutMs,
     );
     return { subject: topic, queue: opts.queue, consumer: consumerName, unsubscribe: stop };
+  }
+
+  /**
+   * What each live subscription holds now (handlers running, messages waiting, bytes held against
+   * its `maxHeldBytes` budget) and how many messages it has dropped or shed. For health checks and
+   * metrics.
+   */
+  subscriptionStats(): SubscriptionStats[] {
+    return this.subscriptions.stats();
   }
 
   /** The bus's NATS connections by name (`producer`, then `consumer:<name>`), read-only. For health checks. */

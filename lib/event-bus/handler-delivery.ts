@@ -6,6 +6,8 @@ import { RateLimitedLog } from '../delivery/rate-limited-log';
 import { replyStatusOf } from '../errors/reply-status';
 import { createHeaders, Msg, SERVICE_ERROR_CODE_HEADER, SERVICE_ERROR_HEADER } from '../nats/bus-connection';
 import { MessageContext, MessageHandler } from './message-context';
+import { HeldBytes } from '../delivery/byte-budget';
+import { StoredMessageEnvelope } from '../claim-check/envelope';
 
 /**
  * One `EventBus` message through recovery, the handler and the reply. Never throws: bad input is
@@ -19,7 +21,7 @@ export class HandlerDelivery {
     private readonly badInputLog: RateLimitedLog,
   ) {}
 
-  deliver(msg: Msg, handler: MessageHandler, literalSubject?: string): MaybePromise<void> {
+  deliver(msg: Msg, handler: MessageHandler, literalSubject?: string, held?: HeldBytes): MaybePromise<void> {
     const subject = literalSubject ?? msg.subject;
     // nats.js decodes `msg.reply` again on every read while it is empty (an event), so read it once.
     const reply = msg.reply || undefined;
@@ -33,8 +35,24 @@ export class HandlerDelivery {
     }
     if (!decoded.envelope) return this.run(handler, decoded.payload, { subject, reply, headers: msg.headers, recovered: false });
     const envelope = decoded.envelope;
+    // A stored body may be large: wait for room in the subscription's byte budget before fetching it.
+    const room = held?.reserveStored();
+    return room
+      ? room.then(() => this.recover(msg, handler, subject, reply, envelope, held))
+      : this.recover(msg, handler, subject, reply, envelope, held);
+  }
+
+  private recover(
+    msg: Msg,
+    handler: MessageHandler,
+    subject: string,
+    reply: string | undefined,
+    envelope: StoredMessageEnvelope,
+    held?: HeldBytes,
+  ): Promise<void> {
     return this.claimCheck.codec.recoverBytes(subject, envelope).then(
       (data) => {
+        held?.storedArrived(data.byteLength);
         let payload: unknown;
         try {
           payload = parseJsonBody(subject, data);

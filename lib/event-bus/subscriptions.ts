@@ -1,5 +1,5 @@
 import { Logger } from '@nestjs/common';
-import { BoundedDispatcher } from '../delivery/bounded-dispatcher';
+import { BoundedDispatcher, DispatchLimits } from '../delivery/bounded-dispatcher';
 import { Msg, BusConnection, Subscription } from '../nats/bus-connection';
 import { settleWithin } from '../shared/deadline';
 import { HandlerDelivery } from './handler-delivery';
@@ -9,15 +9,36 @@ interface ActiveSubscription {
   sub: Subscription;
   dispatcher: BoundedDispatcher<Msg>;
   subject: string;
+  queue?: string;
+  consumer: string;
+}
+
+/** What one live subscription holds and has dropped, from `EventBus.subscriptionStats()`. */
+export interface SubscriptionStats {
+  subject: string;
+  queue?: string;
+  consumer: string;
+  /** Handlers running now. */
+  running: number;
+  /** Messages waiting for a handler slot. */
+  waiting: number;
+  /** Bytes held now: bodies waiting, being recovered, and held by running handlers. */
+  heldBytes: number;
+  /** The byte budget (`maxHeldBytes`). */
+  maxHeldBytes: number;
+  /** Messages dropped because `maxPendingMessages` were waiting. */
+  dropped: number;
+  /** Messages shed because the byte budget was spent. */
+  shed: number;
 }
 
 /** What the bus needs to start one subscription. */
 export interface SubscriptionSpec {
   topic: string;
   queue?: string;
+  consumer: string;
   handler: MessageHandler;
-  maxConcurrent: number;
-  maxPending: number;
+  limits: DispatchLimits;
 }
 
 /**
@@ -41,13 +62,13 @@ export class Subscriptions {
     const literalSubject = /[*>]/.test(spec.topic) ? undefined : spec.topic;
     const dispatcher = new BoundedDispatcher<Msg>(
       spec.topic,
-      spec.maxConcurrent,
-      spec.maxPending,
-      (msg) => delivery.deliver(msg, spec.handler, literalSubject),
+      spec.limits,
+      (msg) => msg.data.byteLength,
+      (msg, held) => delivery.deliver(msg, spec.handler, literalSubject, held),
       this.logger,
     );
     const sub = client.subscribe(spec.topic, (msg) => dispatcher.push(msg), spec.queue);
-    const entry: ActiveSubscription = { sub, dispatcher, subject: spec.topic };
+    const entry: ActiveSubscription = { sub, dispatcher, subject: spec.topic, queue: spec.queue, consumer: spec.consumer };
     this.active.add(entry);
     // A publish right after `subscribe` resolves must not miss the subscription.
     await client.flush();
@@ -57,6 +78,21 @@ export class Subscriptions {
   /** The dispatchers of the live subscriptions (their queue depths, for tests and diagnostics). */
   dispatchers(): Array<BoundedDispatcher<Msg>> {
     return [...this.active].map((s) => s.dispatcher);
+  }
+
+  /** What each live subscription holds and has dropped. */
+  stats(): SubscriptionStats[] {
+    return [...this.active].map(({ subject, queue, consumer, dispatcher: d }) => ({
+      subject,
+      ...(queue !== undefined ? { queue } : {}),
+      consumer,
+      running: d.inFlight,
+      waiting: d.pending,
+      heldBytes: d.heldBytes,
+      maxHeldBytes: d.maxHeldBytes,
+      dropped: d.droppedCount,
+      shed: d.shedCount,
+    }));
   }
 
   /** Stop every subscription, each bounded by `timeoutMs`. */

@@ -8,6 +8,7 @@ export const DEFAULTS = {
     rpcTimeoutMs: 10_000,
     maxConcurrentHandlers: 64,
     maxPendingMessages: 10_000,
+    maxHeldBytes: 64 * 1024 * 1024,
     shutdownTimeoutMs: 10_000,
   },
   /** Each NATS connection (nats.js v3 `connect()` options the library sets). */
