@@ -10,6 +10,7 @@ import {
   PayloadTooLargeError,
   RedisStorageManager,
   REDIS_CLIENT_DEFAULTS,
+  RemoteHandlerError,
   RpcTimeoutError,
   StoredMessageEnvelope,
 } from '../../lib';
@@ -182,5 +183,40 @@ describe('hardening: deadlines, typed errors, no orphan keys', () => {
     expect(err).toBeInstanceOf(EventBusError);
     expect((err as MessageStorageError).cause).toBe('disk on fire');
     sub.unsubscribe();
+  });
+
+  it('a responder that cannot decode or recover a request answers at once with the documented remoteCode: 400, 404, 503', async () => {
+    class FailingRecover extends InMemoryStorageManager {
+      async recoverMessage(): Promise<Uint8Array> {
+        throw new MessageStorageError('store unreachable');
+      }
+    }
+    const { bus } = await makeBus();
+    const failing = new EventBus({ nats: { servers: nats.url } }, new FailingRecover());
+    await failing.connect();
+    buses.push(failing);
+    await bus.subscribe('dl.codes', () => 'ok');
+    await failing.subscribe('dl.codes.storage', () => 'ok');
+    const codeOf = async (subject: string, body: Uint8Array | string) => {
+      const reply = await raw.request(subject, body, { timeout: 2000 });
+      return reply.headers?.get('Nats-Service-Error-Code');
+    };
+    const unknownToken = JSON.stringify({ token: '0b3c6a52-3d6e-4a8e-9f3a-7d1c2b4e5f60', is_stored: true });
+    expect(await codeOf('dl.codes', new Uint8Array([0xff, 0xfe, 0xc3]))).toBe('400');
+    expect(await codeOf('dl.codes', unknownToken)).toBe('404');
+    expect(await codeOf('dl.codes.storage', unknownToken)).toBe('503');
+    // Through rpcRequest, the same codes arrive as RemoteHandlerError.remoteCode.
+    const { bus: requester } = await makeBus();
+    const viaBus = await requester.rpcRequest('dl.codes', 'not an envelope', { timeout: 2000 });
+    expect(viaBus).toBe('ok');
+    const forgedSub = raw.subscribe('dl.codes.relay', {
+      callback: (_e, m) =>
+        void raw.request('dl.codes', unknownToken, { timeout: 2000 }).then((r) => m.respond(r.data, { headers: r.headers })),
+    });
+    await raw.flush();
+    const err = await requester.rpcRequest('dl.codes.relay', 1, { timeout: 2000 }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(RemoteHandlerError);
+    expect((err as RemoteHandlerError).remoteCode).toBe(404);
+    forgedSub.unsubscribe();
   });
 });
