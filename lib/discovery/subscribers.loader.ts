@@ -1,9 +1,9 @@
 import { Injectable, Logger, OnApplicationBootstrap } from '@nestjs/common';
-import { DiscoveryService, MetadataScanner } from '@nestjs/core';
+import { DiscoveryService, ExternalContextCreator, MetadataScanner } from '@nestjs/core';
 import { InstanceWrapper } from '@nestjs/core/injector/instance-wrapper';
 import { InvalidSubjectError } from '../errors/event-bus.errors';
 import { EventBus } from '../event-bus/event-bus';
-import { MessageContext } from '../event-bus/message-context';
+import { SubscriberEnhancers } from './subscriber-enhancers';
 import { SubscribeMetadataAccessor } from './subscribe-metadata.accessor';
 
 /**
@@ -13,13 +13,17 @@ import { SubscribeMetadataAccessor } from './subscribe-metadata.accessor';
 @Injectable()
 export class SubscribersLoader implements OnApplicationBootstrap {
   private readonly logger = new Logger('EventBus');
+  private readonly enhancers: SubscriberEnhancers;
 
   constructor(
     private readonly discovery: DiscoveryService,
     private readonly scanner: MetadataScanner,
     private readonly accessor: SubscribeMetadataAccessor,
     private readonly bus: EventBus,
-  ) {}
+    contextCreator: ExternalContextCreator,
+  ) {
+    this.enhancers = new SubscriberEnhancers(contextCreator);
+  }
 
   async onApplicationBootstrap(): Promise<void> {
     const wrappers = [...this.discovery.getProviders(), ...this.discovery.getControllers()];
@@ -61,7 +65,7 @@ export class SubscribersLoader implements OnApplicationBootstrap {
     options: Parameters<EventBus['subscribe']>[2],
     owner: unknown,
   ): Promise<void> {
-    const handler = (payload: unknown, ctx: MessageContext) => instance[method](payload, ctx);
+    const handler = this.enhancers.callable(instance, method);
     try {
       await this.bus.subscribe(topic, handler, options);
     } catch (err) {

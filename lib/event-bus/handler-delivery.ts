@@ -3,7 +3,8 @@ import { DecodedBody, parseJsonBody } from '../claim-check/claim-check.codec';
 import { ClaimCheckDelivery } from '../delivery/claim-check-delivery';
 import { isPromise, MaybePromise } from '../shared/maybe-async';
 import { RateLimitedLog } from '../delivery/rate-limited-log';
-import { replyStatusOf } from '../errors/reply-status';
+import { httpExceptionMessage, replyStatusOf } from '../errors/reply-status';
+import { HttpException } from '@nestjs/common';
 import { createHeaders, Msg, SERVICE_ERROR_CODE_HEADER, SERVICE_ERROR_HEADER } from '../nats/bus-connection';
 import { MessageContext, MessageHandler } from './message-context';
 import { HeldBytes } from '../delivery/byte-budget';
@@ -104,8 +105,12 @@ export class HandlerDelivery {
 
   private handlerFailed(ctx: MessageContext, err: unknown): void {
     const message = describeThrown(err);
-    this.logger.error(`handler for "${ctx.subject}" failed: ${message}`, err instanceof Error ? err.stack : undefined);
-    if (ctx.reply !== undefined) this.respondError(ctx.reply, ctx.subject, replyStatusOf(err), message || 'handler failed');
+    const status = replyStatusOf(err);
+    // A pipe or guard refusing the message (4xx from Nest) is bad input: logged rate-limited, without a stack.
+    if (err instanceof HttpException && status < 500)
+      this.badInputLog.error(ctx.subject, `message on "${ctx.subject}" refused (${status}): ${message}`);
+    else this.logger.error(`handler for "${ctx.subject}" failed: ${message}`, err instanceof Error ? err.stack : undefined);
+    if (ctx.reply !== undefined) this.respondError(ctx.reply, ctx.subject, status, message || 'handler failed');
   }
 
   private badInput(subject: string, reply: string | undefined, err: unknown, what: string, replyText?: string): void {
@@ -131,6 +136,7 @@ export class HandlerDelivery {
 
 /** What a handler threw, as text, whatever it threw (an object without `toString` included). */
 function describeThrown(err: unknown): string {
+  if (err instanceof HttpException) return httpExceptionMessage(err);
   if (err instanceof Error) return err.message;
   if (typeof err === 'string') return err;
   try {

@@ -1,5 +1,5 @@
 import { Logger } from '@nestjs/common';
-import { DiscoveryService, MetadataScanner, Reflector } from '@nestjs/core';
+import { DiscoveryService, ExternalContextCreator, MetadataScanner, Reflector } from '@nestjs/core';
 import { EventBus, Subscribe } from '../../lib';
 import { SubscribeMetadataAccessor } from '../../lib/discovery/subscribe-metadata.accessor';
 import { SubscribersLoader } from '../../lib/discovery/subscribers.loader';
@@ -62,7 +62,13 @@ describe('SubscribersLoader', () => {
     const warn = jest.spyOn(Logger.prototype, 'warn').mockImplementation((m: unknown) => void warnings.push(String(m)));
     jest.spyOn(Logger.prototype, 'log').mockImplementation(() => undefined);
     try {
-      const loader = new SubscribersLoader(discovery, new MetadataScanner(), new SubscribeMetadataAccessor(new Reflector()), bus);
+      const loader = new SubscribersLoader(
+        discovery,
+        new MetadataScanner(),
+        new SubscribeMetadataAccessor(new Reflector()),
+        bus,
+        {} as ExternalContextCreator,
+      );
       await loader.onApplicationBootstrap();
     } finally {
       warn.mockRestore();

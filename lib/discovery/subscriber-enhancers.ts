@@ -1,0 +1,69 @@
+import { EXCEPTION_FILTERS_METADATA, GUARDS_METADATA, INTERCEPTORS_METADATA, PIPES_METADATA } from '@nestjs/common/constants';
+import { ApplicationConfig, ExternalContextCreator } from '@nestjs/core';
+import { isObservable, lastValueFrom } from 'rxjs';
+import { MessageContext, MessageHandler } from '../event-bus/message-context';
+import { DEFAULT_SUBSCRIBE_ARGS, SUBSCRIBE_ARGS_METADATA, SubscribeParamsFactory } from './subscribe-params.factory';
+
+// Where the defaults of methods without parameter decorators are kept: a key of ours, so that
+// Nest's own metadata on the user's class is never written to.
+const DEFAULTED_ARGS_METADATA = 'nestjs-nats-eventbus:subscribe-args';
+
+/**
+ * Calls a `@Subscribe` method the way Nest calls a `@MessagePattern` one: through its pipes,
+ * guards, interceptors and exception filters (bound on the method, the class, or globally), in an
+ * execution context of type `'rpc'` whose data is the payload and whose context is the
+ * `MessageContext`. A method with no enhancer at all is called directly, at no cost.
+ */
+export class SubscriberEnhancers {
+  private readonly params = new SubscribeParamsFactory();
+
+  constructor(private readonly contextCreator: ExternalContextCreator) {}
+
+  /** The function the bus calls for each message of `instance[method]`. */
+  callable(instance: Record<string, any>, method: string): MessageHandler {
+    const callback = instance[method] as (...args: unknown[]) => unknown;
+    const enhancers = this.boundEnhancers(instance, callback);
+    const ctor = instance.constructor;
+    // `@Payload('field')` / `@Ctx()` on the parameters need the context machinery too.
+    const decorated = Reflect.getMetadata(SUBSCRIBE_ARGS_METADATA, ctor, method);
+    if (!enhancers.any && !decorated) return (payload: unknown, ctx: MessageContext) => callback.call(instance, payload, ctx);
+    Reflect.defineMetadata(DEFAULTED_ARGS_METADATA, decorated ?? DEFAULT_SUBSCRIBE_ARGS, ctor, method);
+    const call = this.contextCreator.create(
+      instance,
+      callback,
+      method,
+      DEFAULTED_ARGS_METADATA,
+      this.params,
+      undefined,
+      undefined,
+      // Without filters of its own, a throw goes straight to the bus, which logs it once (Nest's
+      // fallback filter would log it again).
+      { guards: true, interceptors: true, filters: enhancers.filters },
+      'rpc',
+    );
+    return async (payload: unknown, ctx: MessageContext) => {
+      const result = await call(payload, ctx);
+      // An exception filter may answer with an Observable, as rpc filters do.
+      return isObservable(result) ? lastValueFrom(result) : result;
+    };
+  }
+
+  /** Whether any pipe, guard, interceptor or filter applies to this method. */
+  private boundEnhancers(instance: object, callback: object): { any: boolean; filters: boolean } {
+    const config = this.applicationConfig();
+    const has = (key: string, global: unknown[] | undefined) =>
+      !!(global?.length || Reflect.getMetadata(key, callback)?.length || Reflect.getMetadata(key, instance.constructor)?.length);
+    const filters = has(EXCEPTION_FILTERS_METADATA, [...(config?.getGlobalFilters() ?? []), ...(config?.getGlobalRequestFilters() ?? [])]);
+    const others =
+      has(PIPES_METADATA, [...(config?.getGlobalPipes() ?? []), ...(config?.getGlobalRequestPipes() ?? [])]) ||
+      has(GUARDS_METADATA, [...(config?.getGlobalGuards() ?? []), ...(config?.getGlobalRequestGuards() ?? [])]) ||
+      has(INTERCEPTORS_METADATA, [...(config?.getGlobalInterceptors() ?? []), ...(config?.getGlobalRequestInterceptors() ?? [])]);
+    return { any: filters || others, filters };
+  }
+
+  // The application's global enhancers (`app.useGlobalPipes`, `APP_GUARD`, …) live on its config,
+  // which Nest's context creator holds.
+  private applicationConfig(): ApplicationConfig | undefined {
+    return (this.contextCreator as unknown as { container?: { applicationConfig?: ApplicationConfig } }).container?.applicationConfig;
+  }
+}
