@@ -53,6 +53,7 @@ function report(results) {
     addRatio('events bus/nestms', ratiosOf(s.bus, s.nestms, 'rate'), 3.0);
     // The claim-check transport for @nestjs/microservices users, against the stock one.
     if (s['nestms-cc']) addRatio('events nestms-cc/nestms', ratiosOf(s['nestms-cc'], s.nestms, 'rate'));
+    if (s['bus-icpt']) addRatio('events bus-icpt/raw', ratiosOf(s['bus-icpt'], s.raw, 'rate'));
   }
   if (results.rpc) {
     for (const inflight of ['1', '64']) {

@@ -205,7 +205,8 @@ async function doneOrReport(recv, timeoutMs) {
 
 async function events() {
   log(`events: ${P.events} x 128 B`);
-  const sides = ['bus', 'raw', 'nestms', 'nestms-cc'];
+  // bus-icpt: the bus with one global interceptor bound, so its handler runs through Nest's enhancers.
+  const sides = ['bus', 'raw', 'nestms', 'nestms-cc', 'bus-icpt'];
   return withServers(async (env) => {
     const cfgFor = (side, gen) => ({ ...env, redis: undefined, subject: `bench.events.${side}.${gen}`, n: P.events, bytes: 128 });
     const pairs = await startSides(sides, 'events-recv', 'events-send', cfgFor);

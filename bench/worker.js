@@ -36,7 +36,13 @@ function lib() {
   return require('../dist');
 }
 
-async function busApp(handlers, moduleExtra = {}) {
+// A global interceptor that does nothing: what binding one (logging, timing) costs per message.
+function passThroughInterceptor() {
+  const { APP_INTERCEPTOR } = require('@nestjs/core');
+  return { provide: APP_INTERCEPTOR, useValue: { intercept: (_ctx, next) => next.handle() } };
+}
+
+async function busApp(handlers, moduleExtra = {}, extraProviders = []) {
   const { Injectable, Module } = require('@nestjs/common');
   const { NestFactory } = require('@nestjs/core');
   const { EventBusModule, Subscribe, EventBus } = lib();
@@ -58,7 +64,7 @@ async function busApp(handlers, moduleExtra = {}) {
         ...moduleExtra,
       }),
     ],
-    providers: [BenchHandlers],
+    providers: [BenchHandlers, ...extraProviders],
   })(BenchModule);
   const app = await NestFactory.createApplicationContext(BenchModule, { logger: NEST_LOG });
   const bus = app.get(EventBus);
@@ -166,8 +172,9 @@ async function eventsRecv() {
     if (++count === n) send({ type: 'done', count, first, last: now(), cpuUs: cpuUs() });
   };
   let close;
-  if (cfg.side === 'bus') {
-    ({ close } = await busApp([{ topic: cfg.subject, fn: (payload) => void (payload.id, onMessage()) }]));
+  if (cfg.side === 'bus' || cfg.side === 'bus-icpt') {
+    const providers = cfg.side === 'bus-icpt' ? [passThroughInterceptor()] : [];
+    ({ close } = await busApp([{ topic: cfg.subject, fn: (payload) => void (payload.id, onMessage()) }], {}, providers));
   } else if (cfg.side === 'raw') {
     const nc = await rawNats();
     nc.subscribe(cfg.subject, {
@@ -205,7 +212,7 @@ async function eventsSend() {
   let publish;
   let flush;
   let close;
-  if (cfg.side === 'bus') {
+  if (cfg.side === 'bus' || cfg.side === 'bus-icpt') {
     const app = await busApp([]);
     publish = () => app.bus.publish(cfg.subject, payload);
     flush = () => app.bus.connections().get('producer').flush();
