@@ -217,9 +217,10 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
    * Call `handler` for each message on `topic`. Stored messages are recovered first; for a
    * request, the handler's return value is the reply and a throw becomes `RemoteHandlerError`.
    */
-  async subscribe<T = any>(topic: string, handler: MessageHandler<T>, opts: SubscribeOptions = {}): Promise<EventBusSubscription> {
+  async subscribe<T = any>(topic: string, handler: MessageHandler<T>, options?: SubscribeOptions): Promise<EventBusSubscription> {
+    const opts = options ?? {};
     checkTopic(topic, 'subscribe');
-    checkQueue(opts.queue);
+    checkQueue(opts.queue, topic);
     if (typeof handler !== 'function') throw new InvalidOptionsError('handler', `must be a function (topic "${topic}")`);
     const consumerName = opts.consumer ?? DEFAULT_CONSUMER;
     const maxConcurrent = opts.maxConcurrent ?? this.options.maxConcurrentHandlers;

@@ -105,11 +105,11 @@ export class HandlerDelivery {
 
   private handlerFailed(ctx: MessageContext, err: unknown): void {
     const message = describeThrown(err);
-    const status = replyStatusOf(err);
+    const status = statusOfThrown(err);
     // A pipe or guard refusing the message (4xx from Nest) is bad input: logged rate-limited, without a stack.
-    if (err instanceof HttpException && status < 500)
+    if (status < 500 && isNestException(err))
       this.badInputLog.error(ctx.subject, `message on "${ctx.subject}" refused (${status}): ${message}`);
-    else this.logger.error(`handler for "${ctx.subject}" failed: ${message}`, err instanceof Error ? err.stack : undefined);
+    else this.logger.error(`handler for "${ctx.subject}" failed: ${message}`, stackOf(err));
     if (ctx.reply !== undefined) this.respondError(ctx.reply, ctx.subject, status, message || 'handler failed');
   }
 
@@ -134,18 +134,54 @@ export class HandlerDelivery {
   }
 }
 
-/** What a handler threw, as text, whatever it threw (an object without `toString` included). */
+// A handler may throw anything: a revoked Proxy (whose `instanceof` throws), an Error whose
+// `message` is not a string or whose getters throw. Reading what was thrown must never throw, or
+// the requester would get no answer at all.
+
+/** What a handler threw, as text, whatever it threw. */
 function describeThrown(err: unknown): string {
-  if (err instanceof HttpException) return httpExceptionMessage(err);
-  if (err instanceof Error) return err.message;
-  if (typeof err === 'string') return err;
   try {
-    return String(err);
+    if (err instanceof HttpException) return httpExceptionMessage(err);
+    if (err instanceof Error) return asText(err.message);
+    return asText(err);
+  } catch {
+    return `a thrown ${typeof err}`;
+  }
+}
+
+function asText(value: unknown): string {
+  if (typeof value === 'string') return value;
+  try {
+    return String(value);
   } catch {
     try {
-      return JSON.stringify(err) ?? typeof err;
+      return JSON.stringify(value) ?? typeof value;
     } catch {
-      return `a thrown ${typeof err}`;
+      return `a thrown ${typeof value}`;
     }
+  }
+}
+
+function isNestException(err: unknown): boolean {
+  try {
+    return err instanceof HttpException;
+  } catch {
+    return false;
+  }
+}
+
+function statusOfThrown(err: unknown): number {
+  try {
+    return replyStatusOf(err);
+  } catch {
+    return 500;
+  }
+}
+
+function stackOf(err: unknown): string | undefined {
+  try {
+    return err instanceof Error && typeof err.stack === 'string' ? err.stack : undefined;
+  } catch {
+    return undefined;
   }
 }

@@ -14,6 +14,7 @@ import {
 } from '@nats-io/transport-node';
 import { InvalidOptionsError, NotConnectedError, RemoteHandlerError } from '../errors/event-bus.errors';
 import { toBusError } from './nats-errors';
+import { LONE_SURROGATE } from './subjects';
 import { NATS_CONNECTION_DEFAULTS, NatsConnectionOptions } from './bus-connection.options';
 import { ReconnectHold } from './reconnect-hold';
 import { settleWithin } from '../shared/deadline';
@@ -39,6 +40,9 @@ export function createHeaders(record?: Record<string, string>): MsgHdrs {
     if (!/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/.test(k)) throw new InvalidOptionsError(`headers.${k}`, 'is not a valid header name');
     if (typeof v !== 'string') throw new InvalidOptionsError(`headers.${k}`, `must be a string, got ${typeof v}`);
     if (/[\r\n]/.test(v)) throw new InvalidOptionsError(`headers.${k}`, 'must not contain CR or LF');
+    // nats.js trims values when it sets and when it reads them: refuse what would arrive changed.
+    if (v !== v.trim()) throw new InvalidOptionsError(`headers.${k}`, 'must not start or end with whitespace (NATS would trim it)');
+    if (LONE_SURROGATE.test(v)) throw new InvalidOptionsError(`headers.${k}`, 'must be well-formed Unicode (it has a lone surrogate)');
     try {
       h.set(k, v);
     } catch (err) {

@@ -11,12 +11,24 @@ export const MAX_SUBJECT_BYTES = 3072;
 // eslint-disable-next-line no-control-regex -- control characters are what this looks for
 const BREAKS_PROTOCOL = /[\s\u0000-\u001f\u007f]/;
 
+// A lone surrogate has no UTF-8 form: the encoder writes U+FFFD, so '\ud800' and '\udc00' would be one subject.
+export const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
+
+/** A value as text for an error message, whatever it is (`String()` throws for some objects). */
+function shown(value: unknown): string {
+  try {
+    return String(value);
+  } catch {
+    return `a ${typeof value}`;
+  }
+}
+
 /**
  * Checks a topic before it reaches the wire. `subscribe` allows the wildcards `*` (one token) and
  * `>` (the last token); a publish or request allows none.
  */
 export function checkTopic(topic: unknown, use: 'publish' | 'subscribe'): string {
-  if (typeof topic !== 'string') throw new InvalidSubjectError('topic', String(topic), `must be a string, got ${typeof topic}`);
+  if (typeof topic !== 'string') throw new InvalidSubjectError('topic', shown(topic), `must be a string, got ${typeof topic}`);
   checkCommon('topic', topic);
   const tokens = topic.split('.');
   tokens.forEach((token, i) => {
@@ -29,18 +41,25 @@ export function checkTopic(topic: unknown, use: 'publish' | 'subscribe'): string
   return topic;
 }
 
-/** Checks a queue group name: one token of plain characters. */
-export function checkQueue(queue: unknown): string | undefined {
+/**
+ * Checks a queue group name: one token of plain characters. With its topic, it must fit one
+ * `SUB topic queue sid` line: a line over the server's limit makes it drop the connection, and the
+ * client would send the same line again at every reconnect.
+ */
+export function checkQueue(queue: unknown, topic = ''): string | undefined {
   if (queue === undefined) return undefined;
-  if (typeof queue !== 'string') throw new InvalidSubjectError('queue', String(queue), `must be a string, got ${typeof queue}`);
+  if (typeof queue !== 'string') throw new InvalidSubjectError('queue', shown(queue), `must be a string, got ${typeof queue}`);
   checkCommon('queue', queue);
   if (/[*>]/.test(queue)) throw new InvalidSubjectError('queue', queue, 'must not contain wildcards');
+  if (Buffer.byteLength(topic, 'utf8') + Buffer.byteLength(queue, 'utf8') > MAX_SUBJECT_BYTES)
+    throw new InvalidSubjectError('queue', queue, `and its topic together are longer than ${MAX_SUBJECT_BYTES} bytes`);
   return queue;
 }
 
 function checkCommon(kind: 'topic' | 'queue', value: string): void {
   if (value.length === 0) throw new InvalidSubjectError(kind, value, 'must not be empty');
   if (BREAKS_PROTOCOL.test(value)) throw new InvalidSubjectError(kind, value, 'must not contain whitespace or control characters');
+  if (LONE_SURROGATE.test(value)) throw new InvalidSubjectError(kind, value, 'must be well-formed Unicode (it has a lone surrogate)');
   if (Buffer.byteLength(value, 'utf8') > MAX_SUBJECT_BYTES) {
     throw new InvalidSubjectError(kind, value, `is longer than ${MAX_SUBJECT_BYTES} bytes`);
   }
