@@ -46,12 +46,18 @@ describe('ClaimCheckCodec', () => {
   it('measures the threshold in bytes, not characters', async () => {
     const storage = new InMemoryStorageManager();
     const codec = new ClaimCheckCodec(storage, 100);
-    // 40 characters, 120 bytes.
+    // 40 characters (two quotes and 38 euro signs of 3 bytes each), 116 bytes: under the threshold only when counted in characters.
+    const text = codec.stringifyJson('€'.repeat(38), 't');
+    expect(text).toHaveLength(40);
     const body = codec.encodeJson('€'.repeat(38), 't');
     expect(body.byteLength).toBe(116);
     const wire = await codec.toWire('t', body, MiB);
     expect(Buffer.from(wire).toString()).toMatch(/^\{"token":"[0-9a-f-]{36}","is_stored":true\}$/);
     expect(storage.size).toBe(1);
+    // The same body given as text takes the path that counts UTF-16 units first; it must still count bytes.
+    const wireFromText = await codec.toWire('t', text, MiB);
+    expect(Buffer.from(wireFromText).toString()).toMatch(/^\{"token":"[0-9a-f-]{36}","is_stored":true\}$/);
+    expect(storage.size).toBe(2);
   });
 
   it('passes a body at the threshold through unchanged (same bytes, no copy)', () => {

@@ -11,6 +11,7 @@ import {
   InMemoryStorageManager,
   MESSAGE_STORAGE_MANAGER,
   MessageContext,
+  NoRespondersError,
   RemoteHandlerError,
   StoredMessageEnvelope,
   Subscribe,
@@ -47,11 +48,48 @@ class EdgeHandlers {
   fails() {
     throw new Error('edge store unavailable');
   }
+}
 
-  notASubscriber() {
+/** Calls of the plain method below; it must never run, whatever message arrives. */
+const plainCalls: unknown[] = [];
+@Injectable()
+class MixedHandlers {
+  @Subscribe('m.mixed.subscribed')
+  subscribed() {
+    return 'subscribed';
+  }
+
+  // No @Subscribe: its name is a valid topic, and it sits next to a subscribed method.
+  notASubscriber(payload: unknown) {
+    plainCalls.push(payload);
     return 'plain method';
   }
 }
+
+/** Two feature modules that know nothing of each other, each injecting the bus. */
+@Injectable()
+class OrdersService {
+  constructor(readonly bus: EventBus) {}
+
+  @Subscribe('m.shared.orders')
+  count(req: { n: number }) {
+    return { orders: req.n + 1 };
+  }
+}
+@Module({ providers: [OrdersService] })
+class OrdersModule {}
+
+@Injectable()
+class BillingService {
+  constructor(readonly bus: EventBus) {}
+
+  @Subscribe('m.shared.billing')
+  bill(req: { n: number }) {
+    return { billed: req.n * 2 };
+  }
+}
+@Module({ providers: [BillingService] })
+class BillingModule {}
 
 @Controller()
 class NotificationController {
@@ -129,7 +167,7 @@ describe('EventBusModule in a Nest app, against real servers', () => {
     let bus: EventBus;
 
     beforeAll(async () => {
-      app = await startApp([EventBusModule.forRoot(baseOptions())], [EdgeHandlers], [NotificationController]);
+      app = await startApp([EventBusModule.forRoot(baseOptions())], [EdgeHandlers, MixedHandlers], [NotificationController]);
       bus = app.get(EventBus);
     });
     afterAll(async () => {
@@ -137,7 +175,21 @@ describe('EventBusModule in a Nest app, against real servers', () => {
     });
 
     it('provides one EventBus singleton, shared by every module', async () => {
-      expect(app.get(EdgeHandlers).bus).toBe(bus);
+      const shared = await startApp([EventBusModule.forRoot(baseOptions()), OrdersModule, BillingModule]);
+      try {
+        const ordersBus = shared.get(OrdersService).bus;
+        const billingBus = shared.get(BillingService).bus;
+        expect(ordersBus).toBeInstanceOf(EventBus);
+        expect(billingBus).toBe(ordersBus);
+        expect(shared.get(EventBus)).toBe(ordersBus);
+        // Each module's bus reaches the other module's handler.
+        expect(await billingBus.rpcRequest('m.shared.orders', { n: 1 }, { timeout: 5000 })).toEqual({ orders: 2 });
+        expect(await ordersBus.rpcRequest('m.shared.billing', { n: 3 }, { timeout: 5000 })).toEqual({ billed: 6 });
+        // One bus, one set of connections: a second instance would open its own.
+        expect([...ordersBus.connections().keys()]).toEqual(['producer', 'consumer:default']);
+      } finally {
+        await shared.close();
+      }
     });
 
     it('discovers @Subscribe on a provider; the return value is the reply', async () => {
@@ -185,8 +237,17 @@ describe('EventBusModule in a Nest app, against real servers', () => {
     });
 
     it('ignores methods without @Subscribe', async () => {
-      const err: any = await bus.rpcRequest('notASubscriber', {}, { timeout: 2000 }).catch((e: any) => e);
+      plainCalls.length = 0;
+      // The subscribed neighbour answers, so the provider was discovered.
+      for (let i = 0; i < 5; i++) expect(await bus.rpcRequest('m.mixed.subscribed', { i }, { timeout: 5000 })).toBe('subscribed');
+      await bus.publish('m.mixed.subscribed', { event: true });
+      // Nothing listens where the plain method's name would put it.
+      const err: any = await bus.rpcRequest('notASubscriber', { direct: true }, { timeout: 2000 }).catch((e: any) => e);
+      expect(err).toBeInstanceOf(NoRespondersError);
       expect(err.code).toBe('NO_RESPONDERS');
+      // A round trip after the event: had the plain method shared the subscribed topic, it would have run by now.
+      expect(await bus.rpcRequest('m.mixed.subscribed', {}, { timeout: 5000 })).toBe('subscribed');
+      expect(plainCalls).toEqual([]);
     });
   });
 

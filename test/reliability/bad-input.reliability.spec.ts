@@ -103,6 +103,28 @@ const oddBodies = fc
   )
   .map((s) => te.encode(s));
 
+/**
+ * How the bus must answer a request carrying `bytes`, worked out here without the codec: 400 for a
+ * body that is not UTF-8 JSON or an envelope with a forged token, 404 for an envelope whose token
+ * is well formed but stored nowhere, else the handler's reply.
+ */
+function expectedAnswer(bytes: Uint8Array): { status: number } | { reply: string } {
+  let parsed: unknown;
+  try {
+    // fatal: invalid UTF-8 throws; ignoreBOM: a leading BOM stays in the text, where JSON refuses it.
+    parsed = JSON.parse(new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(bytes));
+  } catch {
+    return { status: 400 };
+  }
+  if (parsed !== null && typeof parsed === 'object' && !Array.isArray(parsed)) {
+    const keys = Object.keys(parsed);
+    const env = parsed as Record<string, unknown>;
+    if (keys.length === 2 && keys.includes('token') && env.is_stored === true) return { status: isValidToken(env.token) ? 404 : 400 };
+    if (keys.length === 1 && typeof env.__marker === 'number') return { reply: '"marker"' };
+  }
+  return { reply: '"ok"' };
+}
+
 const anyBadBody = fc.oneof(
   fc.uint8Array({ maxLength: 4096 }),
   fc.jsonValue({ maxDepth: 6 }).map((v) => te.encode(JSON.stringify(v))),
@@ -293,34 +315,55 @@ describe('reliability under bad input (property-based, fast-check)', () => {
   it(
     'bad requests are answered with an error at once, never a hang',
     async () => {
-      let errors = 0;
+      const statuses: Record<number, number> = {};
       let replies = 0;
       let maxMs = 0;
-      await fc.assert(
-        fc.asyncProperty(anyBadBody, async (bytes) => {
-          const t0 = Date.now();
-          try {
-            const m = await raw.request('rel.bad.rpc', bytes, { timeout: 3000 });
-            if (m.headers?.get('Nats-Service-Error-Code')) errors++;
-            else replies++;
-          } catch (err) {
-            throw new Error(`request with bad input did not get an answer: ${(err as Error).message}`, { cause: err });
-          }
-          maxMs = Math.max(maxMs, Date.now() - t0);
-        }),
-        { numRuns: Math.ceil(RUNS / 2), endOnFailure: true },
-      );
-      // Through the bus's own requester: a typed error.
-      const typed = await bus.rpcRequest('rel.bad.rpc', { token: OUTSIDE_UUID, is_stored: true }, { timeout: 3000 }).catch((e) => e);
+      /** Send `bytes` as a request; its answer must be the one `expectedAnswer` names. */
+      const check = async (bytes: Uint8Array) => {
+        const t0 = Date.now();
+        let m: Awaited<ReturnType<NatsConnection['request']>>;
+        try {
+          m = await raw.request('rel.bad.rpc', bytes, { timeout: 3000 });
+        } catch (err) {
+          throw new Error(`request with bad input did not get an answer: ${(err as Error).message}`, { cause: err });
+        }
+        maxMs = Math.max(maxMs, Date.now() - t0);
+        const expected = expectedAnswer(bytes);
+        const code = m.headers?.get('Nats-Service-Error-Code');
+        if ('status' in expected) {
+          expect({ code, bodyBytes: m.data.byteLength }).toEqual({ code: String(expected.status), bodyBytes: 0 });
+          expect(m.headers?.get('Nats-Service-Error')).toBeTruthy();
+          statuses[expected.status] = (statuses[expected.status] ?? 0) + 1;
+        } else {
+          expect({ code, body: Buffer.from(m.data).toString() }).toEqual({ code: undefined, body: expected.reply });
+          replies++;
+        }
+      };
+      // Each kind of answer at least once, whatever the random runs draw.
+      await check(Uint8Array.of(0xff, 0xfe, 0x7b)); // not UTF-8
+      await check(te.encode('{"token":')); // not JSON
+      await check(te.encode(JSON.stringify({ token: '../secret', is_stored: true }))); // forged token
+      await check(te.encode(JSON.stringify({ token: OUTSIDE_UUID, is_stored: true }))); // well formed, stored nowhere
+      await check(te.encode(JSON.stringify({ token: OUTSIDE_UUID, is_stored: true, extra: 1 }))); // not an envelope: the handler's
+      await fc.assert(fc.asyncProperty(anyBadBody, check), { numRuns: Math.ceil(RUNS / 2), endOnFailure: true });
+      // Through the bus's own requester: a typed error carrying the status.
+      const unknown = await bus.rpcRequest('rel.bad.rpc', { token: OUTSIDE_UUID, is_stored: true }, { timeout: 3000 }).catch((e) => e);
+      const forged = await bus.rpcRequest('rel.bad.rpc', { token: 'secret', is_stored: true }, { timeout: 3000 }).catch((e) => e);
       report('badInput.requests', {
         runs: Math.ceil(RUNS / 2),
-        errorReplies: errors,
+        errorReplies: statuses,
         normalReplies: replies,
         maxMs,
-        typed: typed?.constructor?.name,
+        typed: unknown?.constructor?.name,
       });
       expect(maxMs).toBeLessThan(3000);
-      expect(typed).toBeInstanceOf(RemoteHandlerError);
+      expect(statuses[400]).toBeGreaterThan(0);
+      expect(statuses[404]).toBeGreaterThan(0);
+      expect(replies).toBeGreaterThan(0);
+      expect(unknown).toBeInstanceOf(RemoteHandlerError);
+      expect(unknown).toMatchObject({ code: 'REMOTE_HANDLER_ERROR', remoteCode: 404, subject: 'rel.bad.rpc' });
+      expect(forged).toBeInstanceOf(RemoteHandlerError);
+      expect(forged).toMatchObject({ code: 'REMOTE_HANDLER_ERROR', remoteCode: 400, subject: 'rel.bad.rpc' });
       expect(crashes.errors).toEqual([]);
     },
     pick(120_000, 1_200_000),

@@ -209,12 +209,14 @@ describe('reliability under load', () => {
           inFlight--;
           handled++;
         });
-        // The dispatcher is internal; look at its queue when it is there (a refactor may rename it).
-        const dispatchers = () =>
-          ((bus as any).subscriptions.dispatchers() as Array<{ pending: number }>).filter((d) => d && typeof d.pending === 'number');
+        // The dispatcher is internal: if a refactor moved or renamed it, fail here rather than check the bounds of nothing.
+        const live = (bus as any).subscriptions?.dispatchers?.() as Array<{ pending: number; inFlight: number; droppedCount: number }>;
+        expect(live).toHaveLength(1);
+        const dispatcher = live[0];
+        expect(dispatcher).toEqual(expect.objectContaining({ pending: 0, inFlight: 0, droppedCount: 0 }));
         let maxPending = 0;
         const probe = setInterval(() => {
-          for (const d of dispatchers()) maxPending = Math.max(maxPending, d.pending);
+          maxPending = Math.max(maxPending, dispatcher.pending);
         }, 5);
         logs.clear();
         const baseline = rssMiB();
@@ -225,7 +227,7 @@ describe('reliability under load', () => {
           if (id % 250 === 249) await new Promise((r) => setImmediate(r));
         }
         await bus.connections().get('producer')!.flush();
-        await waitUntil(() => inFlight === 0 && dispatchers().every((d) => d.pending === 0), 'slow subscription to drain', 60_000);
+        await waitUntil(() => inFlight === 0 && dispatcher.pending === 0, 'slow subscription to drain', 60_000);
         clearInterval(probe);
         const peak = rss.stop();
         const slowLines = logs.matching(/slow consumer/);
@@ -238,6 +240,7 @@ describe('reliability under load', () => {
           maxConcurrentHandlers: MAX_CONCURRENT,
           maxPendingSeen: maxPending,
           maxPendingMessages: MAX_PENDING,
+          droppedByDispatcher: dispatcher.droppedCount,
           slowConsumerLines: slowLines.length,
           firstSlowLine: slowLines[0],
           baselineRssMiB: baseline,
@@ -246,10 +249,19 @@ describe('reliability under load', () => {
         expect(maxInFlight).toBeLessThanOrEqual(MAX_CONCURRENT);
         expect(maxInFlight).toBe(MAX_CONCURRENT);
         expect(maxPending).toBeLessThanOrEqual(MAX_PENDING);
+        // The probe saw the queue fill, so the bound above was put to the test.
+        expect(maxPending).toBeGreaterThan(MAX_PENDING / 2);
         expect(handled).toBeGreaterThanOrEqual(MAX_PENDING);
         expect(dropped).toBeGreaterThan(0);
+        // Every message not handled was dropped by the pending bound, nowhere else.
+        expect(dispatcher.droppedCount).toBe(dropped);
+        // What an operator sees: each slow-consumer line names the subject and a queue held at the bound.
         expect(slowLines.length).toBeGreaterThan(0);
-        expect(slowLines[0]).toContain('"rel.slow"');
+        for (const line of slowLines)
+          expect(line).toMatch(new RegExp(`^slow consumer on "rel\\.slow": ${MAX_PENDING} messages waiting, \\d+ dropped so far$`));
+        const lastDropped = Number(/(\d+) dropped so far/.exec(slowLines[slowLines.length - 1])![1]);
+        expect(lastDropped).toBeGreaterThan(0);
+        expect(lastDropped).toBeLessThanOrEqual(dropped);
         // What the bus holds is bounded by maxPending x 1 KiB; allow generous room for GC and the client.
         expect(peak - baseline).toBeLessThan(256);
       } finally {
