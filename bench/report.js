@@ -38,7 +38,7 @@ function report(results) {
 
   if (results.events) {
     const s = results.events.perSide;
-    for (const side of ['bus', 'raw', 'nestms', 'nestms-cc'].filter((x) => s[x])) {
+    for (const side of ['bus', 'raw', 'nestms', 'nestms-cc', 'bus-icpt'].filter((x) => s[x])) {
       const lost = s[side].some((x) => x.received !== results.events.n);
       const med = (k) => median(s[side].map((x) => x[k]));
       medRows.push([
@@ -58,7 +58,7 @@ function report(results) {
   if (results.rpc) {
     for (const inflight of ['1', '64']) {
       const s = results.rpc.perInflight[inflight];
-      for (const side of ['bus', 'raw', 'nestms', 'nestms-cc'].filter((x) => s[x])) {
+      for (const side of ['bus', 'raw', 'nestms', 'nestms-cc', 'bus-icpt'].filter((x) => s[x])) {
         const med = (k) => median(s[side].map((x) => x[k]));
         medRows.push([
           `rpc ${fmt(typeof results.rpc.n === 'object' ? results.rpc.n[inflight] : results.rpc.n)} x 64 B, ${inflight} in flight`,

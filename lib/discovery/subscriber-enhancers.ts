@@ -22,12 +22,15 @@ export class SubscriberEnhancers {
   /** The function the bus calls for each message of `instance[method]`. */
   callable(instance: Record<string, any>, method: string): MessageHandler {
     const callback = instance[method] as (...args: unknown[]) => unknown;
-    const enhancers = this.boundEnhancers(instance, callback);
+    const bound = this.boundEnhancers(instance, callback);
     const ctor = instance.constructor;
     // `@Payload('field')` / `@Ctx()` on the parameters need the context machinery too.
     const decorated = Reflect.getMetadata(SUBSCRIBE_ARGS_METADATA, ctor, method);
-    if (!enhancers.any && !decorated) return (payload: unknown, ctx: MessageContext) => callback.call(instance, payload, ctx);
-    Reflect.defineMetadata(DEFAULTED_ARGS_METADATA, decorated ?? DEFAULT_SUBSCRIBE_ARGS, ctor, method);
+    if (!bound.pipes && !bound.guards && !bound.interceptors && !bound.filters && !decorated)
+      return (payload: unknown, ctx: MessageContext) => callback.call(instance, payload, ctx);
+    // Parameters are resolved (one promise each) only when pipes or decorators need them; otherwise
+    // Nest passes the call's arguments `(payload, ctx)` through as they are.
+    if (decorated || bound.pipes) Reflect.defineMetadata(DEFAULTED_ARGS_METADATA, decorated ?? DEFAULT_SUBSCRIBE_ARGS, ctor, method);
     const call = this.contextCreator.create(
       instance,
       callback,
@@ -38,9 +41,10 @@ export class SubscriberEnhancers {
       undefined,
       // Without filters of its own, a throw goes straight to the bus, which logs it once (Nest's
       // fallback filter would log it again).
-      { guards: true, interceptors: true, filters: enhancers.filters },
+      { guards: true, interceptors: true, filters: bound.filters },
       'rpc',
-    );
+    ) as MessageHandler;
+    if (!bound.filters) return call;
     return async (payload: unknown, ctx: MessageContext) => {
       const result = await call(payload, ctx);
       // An exception filter may answer with an Observable, as rpc filters do.
@@ -48,17 +52,19 @@ export class SubscriberEnhancers {
     };
   }
 
-  /** Whether any pipe, guard, interceptor or filter applies to this method. */
-  private boundEnhancers(instance: object, callback: object): { any: boolean; filters: boolean } {
+  /** Which kinds of enhancer apply to this method: bound on it, on its class, or globally. */
+  private boundEnhancers(instance: object, callback: object): Record<'pipes' | 'guards' | 'interceptors' | 'filters', boolean> {
     const config = this.applicationConfig();
-    const has = (key: string, global: unknown[] | undefined) =>
-      !!(global?.length || Reflect.getMetadata(key, callback)?.length || Reflect.getMetadata(key, instance.constructor)?.length);
-    const filters = has(EXCEPTION_FILTERS_METADATA, [...(config?.getGlobalFilters() ?? []), ...(config?.getGlobalRequestFilters() ?? [])]);
-    const others =
-      has(PIPES_METADATA, [...(config?.getGlobalPipes() ?? []), ...(config?.getGlobalRequestPipes() ?? [])]) ||
-      has(GUARDS_METADATA, [...(config?.getGlobalGuards() ?? []), ...(config?.getGlobalRequestGuards() ?? [])]) ||
-      has(INTERCEPTORS_METADATA, [...(config?.getGlobalInterceptors() ?? []), ...(config?.getGlobalRequestInterceptors() ?? [])]);
-    return { any: filters || others, filters };
+    const has = (key: string, ...global: Array<unknown[] | undefined>) =>
+      global.some((g) => !!g?.length) ||
+      !!Reflect.getMetadata(key, callback)?.length ||
+      !!Reflect.getMetadata(key, instance.constructor)?.length;
+    return {
+      pipes: has(PIPES_METADATA, config?.getGlobalPipes(), config?.getGlobalRequestPipes()),
+      guards: has(GUARDS_METADATA, config?.getGlobalGuards(), config?.getGlobalRequestGuards()),
+      interceptors: has(INTERCEPTORS_METADATA, config?.getGlobalInterceptors(), config?.getGlobalRequestInterceptors()),
+      filters: has(EXCEPTION_FILTERS_METADATA, config?.getGlobalFilters(), config?.getGlobalRequestFilters()),
+    };
   }
 
   // The application's global enhancers (`app.useGlobalPipes`, `APP_GUARD`, …) live on its config,
