@@ -19,6 +19,8 @@ export interface DispatchLimits {
 export class BoundedDispatcher<M> {
   private active = 0;
   private readonly queue: Array<M | undefined> = [];
+  // Each queued message's share of the budget, in step with `queue`.
+  private readonly queuedHeld: Array<HeldBytes | undefined> = [];
   private head = 0;
   private idleWaiters: Array<() => void> = [];
   private dropped = 0;
@@ -33,6 +35,8 @@ export class BoundedDispatcher<M> {
     private readonly sizeOf: (item: M) => number,
     private readonly run: (item: M, held: HeldBytes) => void | Promise<void>,
     private readonly logger: Logger,
+    /** Called for a message that must wait for a slot, e.g. to start recovering its body now. */
+    private readonly onQueued?: (item: M, held: HeldBytes) => void,
   ) {
     this.budget = new ByteBudget(limits.maxHeldBytes);
   }
@@ -79,8 +83,14 @@ export class BoundedDispatcher<M> {
       );
       return;
     }
-    if (free) this.start(item, bytes);
-    else this.queue.push(item);
+    const held = new HeldBytes(this.budget, bytes);
+    if (free) {
+      this.start(item, held);
+      return;
+    }
+    this.queue.push(item);
+    this.queuedHeld.push(held);
+    this.onQueued?.(item, held);
   }
 
   /** Resolves when nothing is running or queued. */
@@ -97,9 +107,8 @@ export class BoundedDispatcher<M> {
     this.logger.warn(line);
   }
 
-  private start(item: M, bytes: number): void {
+  private start(item: M, held: HeldBytes): void {
     this.active++;
-    const held = new HeldBytes(this.budget, bytes);
     let result: void | Promise<void>;
     try {
       result = this.run(item, held);
@@ -127,16 +136,19 @@ export class BoundedDispatcher<M> {
       try {
         while (this.active < this.limits.maxConcurrent && this.pending > 0) {
           const next = this.queue[this.head] as M;
-          this.queue[this.head++] = undefined;
+          const held = this.queuedHeld[this.head] as HeldBytes;
+          this.queue[this.head] = undefined;
+          this.queuedHeld[this.head++] = undefined;
           if (this.head > 1024 && this.head * 2 > this.queue.length) {
             this.queue.splice(0, this.head);
+            this.queuedHeld.splice(0, this.head);
             this.head = 0;
           }
-          // Its bytes were counted when it was queued.
-          this.start(next, this.sizeOf(next));
+          this.start(next, held);
         }
         if (this.pending === 0 && this.head > 0) {
           this.queue.length = 0;
+          this.queuedHeld.length = 0;
           this.head = 0;
         }
       } finally {

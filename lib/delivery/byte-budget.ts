@@ -43,6 +43,11 @@ export class ByteBudget {
     return new Promise<number>((resolve) => this.waiters.push(() => resolve(this.grant())));
   }
 
+  /** Room for a stored body now, or undefined when that would mean waiting. */
+  tryReserveStored(): number | undefined {
+    return this.canReserve() ? this.grant() : undefined;
+  }
+
   /** The stored body arrived with `actual` bytes: count those instead of the reservation. */
   storedArrived(reserved: number, actual: number): void {
     this.usedBytes += actual - reserved;
@@ -82,6 +87,17 @@ export class HeldBytes {
     private readonly budget: ByteBudget,
     readonly wireBytes: number,
   ) {}
+
+  /** A stored body already being recovered (recovery on receipt), for the delivery to use. */
+  prefetched?: Promise<Uint8Array>;
+
+  /** Reserve room for a stored body if there is some now; false when it would have to wait. */
+  tryReserveStored(): boolean {
+    const reserved = this.budget.tryReserveStored();
+    if (reserved === undefined) return false;
+    this.storedBytes = reserved;
+    return true;
+  }
 
   /** Wait for room to recover a stored body. */
   reserveStored(): MaybePromise<void> {

@@ -29,6 +29,14 @@ export interface EventBusCoreOptions {
    * delivered when it is the only one held. Default 64 MiB.
    */
   maxHeldBytes?: number;
+  /**
+   * Start recovering a stored body as soon as its envelope arrives, instead of when a handler slot
+   * frees (within the byte budget, without waiting for room). For fleets with the Python services,
+   * whose storage manager deletes a body when it reads it: a busy subscriber would otherwise find
+   * it gone. Default: `true` when the storage's `keyPrefix` is `''` (the Python services' keys),
+   * else `false`. Per `@Subscribe` also `recoverOnReceipt`.
+   */
+  recoverOnReceipt?: boolean;
   /** On close, how long in-flight handlers may run before connections close anyway, in ms. Default 10000. */
   shutdownTimeoutMs?: number;
 }
@@ -45,6 +53,8 @@ export interface SubscribeOptions {
   maxConcurrent?: number;
   /** Overrides `maxHeldBytes` (the byte budget) for this subscription. */
   maxHeldBytes?: number;
+  /** Overrides `recoverOnReceipt` for this subscription. */
+  recoverOnReceipt?: boolean;
 }
 
 export interface PublishOptions {
@@ -72,4 +82,6 @@ export function validateCoreOptions(options: EventBusCoreOptions): void {
   wholeNumber('maxHeldBytes', options.maxHeldBytes, 1, 'bytes');
   wholeNumber('shutdownTimeoutMs', options.shutdownTimeoutMs, 1, 'milliseconds', MAX_TIMER_MS);
   nonEmptyString('nats.name', nats.name);
+  if (options.recoverOnReceipt !== undefined && typeof options.recoverOnReceipt !== 'boolean')
+    throw new InvalidOptionsError('recoverOnReceipt', `must be true or false, got ${typeof options.recoverOnReceipt}`);
 }

@@ -52,7 +52,7 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
   private readonly subscriptions = new Subscriptions(this.logger);
   private readonly checkedTopics = new Set<string>();
   private readonly inFlight = new InFlight();
-  private readonly options: Required<Omit<EventBusCoreOptions, 'largeMessageThreshold'>> & EventBusCoreOptions;
+  private readonly options: Required<Omit<EventBusCoreOptions, 'largeMessageThreshold' | 'recoverOnReceipt'>> & EventBusCoreOptions;
   private connecting?: Promise<void>;
   private closing?: Promise<void>;
 
@@ -238,6 +238,7 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
         consumer: consumerName,
         handler: handler as MessageHandler,
         limits: { maxConcurrent, maxPending: this.options.maxPendingMessages, maxHeldBytes },
+        recoverOnReceipt: opts.recoverOnReceipt ?? this.recoverOnReceipt(),
       },
       this.options.shutdownTimeoutMs,
     );
@@ -303,6 +304,13 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
   /** The delivery path of a subscription on `client`: replies go out on the connection the request came in on. */
   private deliveryFor(client: BusConnection): HandlerDelivery {
     return new HandlerDelivery(new ClaimCheckDelivery(this.codec, client, this.logger), this.logger, this.badInputLog);
+  }
+
+  /** The bus-wide default: on in legacy mode (bare-token keys, where Python peers may delete on read). */
+  private recoverOnReceipt(): boolean {
+    if (this.options.recoverOnReceipt !== undefined) return this.options.recoverOnReceipt;
+    // Any store that keeps the Python services' bare-token keys (RedisStorageManager with keyPrefix '').
+    return (this.storage as { keyPrefix?: unknown } | null)?.keyPrefix === '';
   }
 
   private connectionName(): string {

@@ -36,6 +36,8 @@ export class HandlerDelivery {
     }
     if (!decoded.envelope) return this.run(handler, decoded.payload, { subject, reply, headers: msg.headers, recovered: false });
     const envelope = decoded.envelope;
+    // Recovery on receipt already fetched it (or is fetching it).
+    if (held?.prefetched) return this.recover(msg, handler, subject, reply, envelope, held);
     // A stored body may be large: wait for room in the subscription's byte budget before fetching it.
     const room = held?.reserveStored();
     return room
@@ -51,9 +53,10 @@ export class HandlerDelivery {
     envelope: StoredMessageEnvelope,
     held?: HeldBytes,
   ): Promise<void> {
-    return this.claimCheck.codec.recoverBytes(subject, envelope).then(
+    const bytes = held?.prefetched ?? this.claimCheck.codec.recoverBytes(subject, envelope);
+    return bytes.then(
       (data) => {
-        held?.storedArrived(data.byteLength);
+        if (!held?.prefetched) held?.storedArrived(data.byteLength);
         let payload: unknown;
         try {
           payload = parseJsonBody(subject, data);
@@ -71,6 +74,30 @@ export class HandlerDelivery {
           `could not recover stored message ${envelope.token}`,
         ),
     );
+  }
+
+  /**
+   * Recovery on receipt: for a message that must wait for a handler slot, start fetching its stored
+   * body now, if the byte budget has room without waiting. A peer that deletes what it reads (the
+   * Python storage manager) may otherwise delete it first.
+   */
+  prefetch(msg: Msg, held: HeldBytes, literalSubject?: string): void {
+    const subject = literalSubject ?? msg.subject;
+    let envelope: StoredMessageEnvelope | undefined;
+    try {
+      envelope = this.claimCheck.codec.peekEnvelope(subject, msg.data);
+    } catch {
+      // A forged token: `deliver` reports it when the message's turn comes.
+      return;
+    }
+    if (!envelope || !held.tryReserveStored()) return;
+    const fetching = this.claimCheck.codec.recoverBytes(subject, envelope).then((data) => {
+      held.storedArrived(data.byteLength);
+      return data;
+    });
+    // Its failure is reported by `deliver`, which awaits it when the message's turn comes.
+    fetching.catch(() => undefined);
+    held.prefetched = fetching;
   }
 
   private run(handler: MessageHandler, payload: unknown, ctx: MessageContext): MaybePromise<void> {
@@ -118,7 +145,11 @@ export class HandlerDelivery {
     if (reply !== undefined) this.respondError(reply, subject, replyStatusOf(err), replyText ?? (err as Error).message);
   }
 
-  /** Answer a request with the NATS service-error headers, so the requester fails at once. */
+  /**
+   * Answer a request with the NATS service-error headers, so the requester fails at once, and the
+   * same as a JSON body, `{"status": <code>, "error": "<message>"}`, for clients that read no
+   * headers (the Python services): an empty body would make them fail to parse it, and retry.
+   */
   private respondError(replyTo: string, subject: string, code: number, description: string): void {
     const h = createHeaders();
     h.set(SERVICE_ERROR_CODE_HEADER, String(code));
@@ -130,7 +161,7 @@ export class HandlerDelivery {
       .slice(0, 1024)
       .trim();
     h.set(SERVICE_ERROR_HEADER, safe || 'error');
-    this.claimCheck.send(replyTo, subject, new Uint8Array(0), h);
+    this.claimCheck.send(replyTo, subject, Buffer.from(JSON.stringify({ status: code, error: safe || 'error' }), 'utf8'), h);
   }
 }
 

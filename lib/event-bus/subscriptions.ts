@@ -39,6 +39,8 @@ export interface SubscriptionSpec {
   consumer: string;
   handler: MessageHandler;
   limits: DispatchLimits;
+  /** Start recovering a stored body when its envelope arrives, not when a handler slot frees. */
+  recoverOnReceipt: boolean;
 }
 
 /**
@@ -66,6 +68,7 @@ export class Subscriptions {
       (msg) => msg.data.byteLength,
       (msg, held) => delivery.deliver(msg, spec.handler, literalSubject, held),
       this.logger,
+      spec.recoverOnReceipt ? (msg, held) => delivery.prefetch(msg, held, literalSubject) : undefined,
     );
     const sub = client.subscribe(spec.topic, (msg) => dispatcher.push(msg), spec.queue);
     const entry: ActiveSubscription = { sub, dispatcher, subject: spec.topic, queue: spec.queue, consumer: spec.consumer };

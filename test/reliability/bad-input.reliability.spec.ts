@@ -331,7 +331,11 @@ describe('reliability under bad input (property-based, fast-check)', () => {
         const expected = expectedAnswer(bytes);
         const code = m.headers?.get('Nats-Service-Error-Code');
         if ('status' in expected) {
-          expect({ code, bodyBytes: m.data.byteLength }).toEqual({ code: String(expected.status), bodyBytes: 0 });
+          // The same status in a JSON body, for requesters that read no headers.
+          expect({ code, body: JSON.parse(Buffer.from(m.data).toString()) }).toEqual({
+            code: String(expected.status),
+            body: { status: expected.status, error: expect.any(String) },
+          });
           expect(m.headers?.get('Nats-Service-Error')).toBeTruthy();
           statuses[expected.status] = (statuses[expected.status] ?? 0) + 1;
         } else {
