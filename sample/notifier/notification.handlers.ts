@@ -1,19 +1,23 @@
-import { Inject, Injectable, Logger } from '@nestjs/common';
+import { Inject, Injectable, Logger, UsePipes, ValidationPipe } from '@nestjs/common';
 import { MessageContext, Subscribe } from 'nestjs-nats-eventbus';
-import { EmailNotification, SlackNotification } from '../common/contracts';
+import { EmailRequest, SlackRequest } from './notification.requests';
 import { describeAttachment, Outbox } from './outbox';
 
 export const OUTBOX = Symbol('OUTBOX');
 
-/** "Sends" notifications by logging them and appending them to the outbox file. */
+/**
+ * "Sends" notifications by logging them and appending them to the outbox file. Requests are
+ * validated first (`notification.requests.ts`): an e-mail without a recipient never reaches `email`.
+ */
 @Injectable()
+@UsePipes(new ValidationPipe())
 export class NotificationHandlers {
   private readonly logger = new Logger('NotificationHandlers');
 
   constructor(@Inject(OUTBOX) private readonly outbox: Outbox) {}
 
   @Subscribe('notification.slack.request', { queue: 'notifier' })
-  async slack(req: SlackNotification, ctx: MessageContext): Promise<void> {
+  async slack(req: SlackRequest, ctx: MessageContext): Promise<void> {
     this.logger.log({ hop: 'received', topic: ctx.subject, request_id: req.request_id, recovered: ctx.recovered, token: ctx.token });
     await this.outbox.write({
       kind: 'slack',
@@ -26,7 +30,7 @@ export class NotificationHandlers {
   }
 
   @Subscribe('notification.email.request', { queue: 'notifier' })
-  async email(req: EmailNotification, ctx: MessageContext): Promise<void> {
+  async email(req: EmailRequest, ctx: MessageContext): Promise<void> {
     this.logger.log({
       hop: 'received',
       topic: ctx.subject,

@@ -6,6 +6,8 @@ import { ChildProcess, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { connect } from '@nats-io/transport-node';
+import { EventBus, RemoteHandlerError } from '../../lib';
 import { freePort, NatsServer, RedisServer } from '../harness/local-servers';
 import { waitUntil } from '../harness/wait';
 
@@ -216,6 +218,33 @@ test('one full monitoring cycle: list, statuses (a large one through claim-check
     (l) => (SERVICES as readonly string[]).includes(l.service) && (l.level === 'error' || l.level === 'fatal' || l.level === 'stderr'),
   );
   expect(errors).toEqual([]);
+});
+
+test('the notifier validates requests: an e-mail without a recipient is refused at once with a typed 400', async () => {
+  const nc = await connect({ servers: nats.url });
+  try {
+    // Through the library's own requester, as a service would send it.
+    const bus = new EventBus({ nats: { servers: nats.url } });
+    await bus.connect();
+    try {
+      const bad = { request_id: 'e2e-bad', subject: 'no recipient', body: 'x', attachments: [] };
+      const err = await bus.rpcRequest('notification.email.request', bad, { timeout: 5000 }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(RemoteHandlerError);
+      expect((err as RemoteHandlerError).remoteCode).toBe(400);
+      expect((err as RemoteHandlerError).remoteMessage).toMatch(/to/);
+    } finally {
+      await bus.close();
+    }
+    // A header-less client gets the same as JSON.
+    const reply = await nc.request('notification.email.request', JSON.stringify({ request_id: 'e2e-bad-2', to: [] }), { timeout: 5000 });
+    expect(JSON.parse(reply.string())).toMatchObject({ status: 400 });
+  } finally {
+    await nc.close();
+  }
+  // Refused before the handler: nothing of these reached the outbox.
+  const outbox = join(outboxDir, 'outbox.jsonl');
+  const written = existsSync(outbox) ? readFileSync(outbox, 'utf8') : '';
+  expect(written).not.toContain('e2e-bad');
 });
 
 test('SIGTERM stops every service cleanly and leaves no process behind', async () => {
