@@ -37,6 +37,13 @@ export interface EventBusCoreOptions {
    * else `false`. Per `@Subscribe` also `recoverOnReceipt`.
    */
   recoverOnReceipt?: boolean;
+  /**
+   * How long the first connect to NATS keeps trying while the server refuses or does not answer,
+   * in ms; bootstrap waits that long, then fails with `NotConnectedError`. Containers start in
+   * no guaranteed order, and a service started a few seconds before NATS should come up, not die.
+   * Credentials or TLS that the server refuses fail at once. `0` tries once. Default 30000.
+   */
+  firstConnectTimeoutMs?: number;
   /** On close, how long in-flight handlers may run before connections close anyway, in ms. Default 10000. */
   shutdownTimeoutMs?: number;
 }
@@ -81,6 +88,7 @@ export function validateCoreOptions(options: EventBusCoreOptions): void {
   wholeNumber('maxPendingMessages', options.maxPendingMessages);
   wholeNumber('maxHeldBytes', options.maxHeldBytes, 1, 'bytes');
   wholeNumber('shutdownTimeoutMs', options.shutdownTimeoutMs, 1, 'milliseconds', MAX_TIMER_MS);
+  wholeNumber('firstConnectTimeoutMs', options.firstConnectTimeoutMs, 0, 'milliseconds', MAX_TIMER_MS);
   nonEmptyString('nats.name', nats.name);
   if (options.recoverOnReceipt !== undefined && typeof options.recoverOnReceipt !== 'boolean')
     throw new InvalidOptionsError('recoverOnReceipt', `must be true or false, got ${typeof options.recoverOnReceipt}`);

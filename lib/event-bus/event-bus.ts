@@ -84,7 +84,7 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
   /** Open the producer connection. Called by the module's lifecycle hooks; idempotent. */
   connect(): Promise<void> {
     if (this.closing) return Promise.reject(new NotConnectedError('EventBus is closed'));
-    this.connecting ??= this.producer.connect().then(
+    this.connecting ??= this.producer.connect(this.options.firstConnectTimeoutMs).then(
       () => this.checkThreshold(this.producer),
       (err) => {
         throw describeConnectError(err, this.options.nats);
@@ -288,6 +288,8 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
     const deadline = this.options.shutdownTimeoutMs;
     await this.subscriptions.stopAll(deadline);
     await this.consumers.close(deadline);
+    // A first connect still waiting for NATS stops trying.
+    this.producer.cancelConnect();
     // Handlers have finished: what they and others published goes out; nobody will get a reply now.
     await this.inFlight.waitForPublishes(deadline);
     this.inFlight.failRequests();

@@ -5,6 +5,7 @@ import { Logger } from '@nestjs/common';
 import {
   connect,
   createInbox,
+  errors,
   headers as natsHeaders,
   Msg,
   MsgHdrs,
@@ -61,6 +62,14 @@ export function headersSize(h: MsgHdrs): number {
   return size;
 }
 
+/** A first-connect failure that a later attempt may not have: refused, reset, name not resolvable yet, or no answer. */
+function worthRetrying(err: unknown): boolean {
+  if (err instanceof errors.TimeoutError) return true;
+  if (!(err instanceof errors.ConnectionError)) return false;
+  const text = `${err.message} ${(err.cause as Error | undefined)?.message ?? ''}`;
+  return /refused|ECONNREFUSED|ECONNRESET|ENOTFOUND|EAI_AGAIN|EHOSTUNREACH|ENETUNREACH/i.test(text);
+}
+
 /** The NATS service-error headers (as `@nats-io/services` and the Go/Python micro frameworks write them). */
 export const SERVICE_ERROR_HEADER = 'Nats-Service-Error';
 export const SERVICE_ERROR_CODE_HEADER = 'Nats-Service-Error-Code';
@@ -104,6 +113,7 @@ export class BusConnection implements ConnectionStatus {
   private stateNow: ConnectionState = 'new';
   private readonly hold: ReconnectHold;
   private settleTimer?: NodeJS.Timeout;
+  private connectCancelled = false;
   private readonly logger: Logger;
   private readonly listeners: Array<(event: BusConnectionEvent, data: unknown) => void> = [];
 
@@ -127,11 +137,41 @@ export class BusConnection implements ConnectionStatus {
     return this.nc?.info;
   }
 
-  async connect(): Promise<void> {
+  /**
+   * Open the connection. While the server refuses or does not answer (a service started before
+   * NATS, as containers often are), keep trying every `reconnectTimeWait` for up to
+   * `firstConnectTimeoutMs`; a refusal that retrying cannot mend (credentials, TLS) fails at once.
+   */
+  async connect(firstConnectTimeoutMs = 0): Promise<void> {
     if (this.nc) return;
-    this.nc = await connect({ ...NATS_CONNECTION_DEFAULTS, ...this.options });
+    const options = { ...NATS_CONNECTION_DEFAULTS, ...this.options };
+    const deadline = Date.now() + firstConnectTimeoutMs;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        this.nc = await connect(options);
+        break;
+      } catch (err) {
+        const waitMs = options.reconnectTimeWait ?? 1000;
+        if (this.connectCancelled || !worthRetrying(err) || Date.now() + waitMs > deadline) throw err;
+        if (attempt === 1) {
+          this.logger.warn(`NATS is not reachable yet (${(err as Error).message}); trying again for up to ${firstConnectTimeoutMs} ms`);
+        }
+        await new Promise((r) => setTimeout(r, waitMs));
+        if (this.connectCancelled) throw new NotConnectedError(`NATS connection "${this.label}" was closed while connecting`);
+      }
+    }
+    // Closed while the last attempt was under way: let it go at once.
+    if (this.connectCancelled) {
+      await this.nc.close().catch(() => undefined);
+      throw new NotConnectedError(`NATS connection "${this.label}" was closed while connecting`);
+    }
     this.stateNow = 'connected';
     void this.watchStatus(this.nc);
+  }
+
+  /** Stop a first connect that is still trying (`close()` during bootstrap). */
+  cancelConnect(): void {
+    this.connectCancelled = true;
   }
 
   /** Follow disconnects, reconnects and cluster updates. */
@@ -230,6 +270,7 @@ export class BusConnection implements ConnectionStatus {
 
   /** Stop receiving, deliver what is buffered, flush, close. Idempotent. */
   async drain(timeoutMs: number = DEFAULTS.bus.shutdownTimeoutMs): Promise<void> {
+    this.connectCancelled = true;
     const nc = this.nc;
     if (!nc || nc.isClosed()) return;
     const wasSettling = this.stateNow === 'settling';

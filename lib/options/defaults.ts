@@ -10,6 +10,7 @@ export const DEFAULTS = {
     maxPendingMessages: 10_000,
     maxHeldBytes: 64 * 1024 * 1024,
     shutdownTimeoutMs: 10_000,
+    firstConnectTimeoutMs: 30_000,
   },
   /** Each NATS connection (nats.js v3 `connect()` options the library sets). */
   nats: {
