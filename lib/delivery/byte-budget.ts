@@ -14,7 +14,7 @@ export class ByteBudget {
    * did. Until one has, recoveries go one at a time: a first guess could be far too small.
    */
   private estimate = 0;
-  private waiters: Array<() => void> = [];
+  private waiters: Array<{ atLeast: number; grant: () => void }> = [];
 
   constructor(readonly limit: number) {}
 
@@ -37,15 +37,12 @@ export class ByteBudget {
   /**
    * Room for a stored body whose size is not known yet; resolves with the bytes reserved. Waits
    * (the subscription slows) while the budget is full, unless no other stored body is held.
+   * `atLeast` is what a body is reckoned at before any size is learnt (recovery on receipt passes
+   * the offload threshold, a lower bound of every stored body, rather than fetch one at a time).
    */
-  reserveStored(): MaybePromise<number> {
-    if (this.canReserve()) return this.grant();
-    return new Promise<number>((resolve) => this.waiters.push(() => resolve(this.grant())));
-  }
-
-  /** Room for a stored body now, or undefined when that would mean waiting. */
-  tryReserveStored(): number | undefined {
-    return this.canReserve() ? this.grant() : undefined;
+  reserveStored(atLeast = 0): MaybePromise<number> {
+    if (this.canReserve(atLeast)) return this.grant(atLeast);
+    return new Promise<number>((resolve) => this.waiters.push({ atLeast, grant: () => resolve(this.grant(atLeast)) }));
   }
 
   /** The stored body arrived with `actual` bytes: count those instead of the reservation. */
@@ -63,18 +60,24 @@ export class ByteBudget {
     this.give(bytes);
   }
 
-  private canReserve(): boolean {
-    return this.stored === 0 || (this.estimate > 0 && this.usedBytes + this.estimate <= this.limit);
+  private reckoned(atLeast: number): number {
+    return Math.max(this.estimate, atLeast);
   }
 
-  private grant(): number {
+  private canReserve(atLeast: number): boolean {
+    const bytes = this.reckoned(atLeast);
+    return this.stored === 0 || (bytes > 0 && this.usedBytes + bytes <= this.limit);
+  }
+
+  private grant(atLeast: number): number {
+    const bytes = this.reckoned(atLeast);
     this.stored++;
-    this.usedBytes += this.estimate;
-    return this.estimate;
+    this.usedBytes += bytes;
+    return bytes;
   }
 
   private wake(): void {
-    while (this.waiters.length && this.canReserve()) this.waiters.shift()!();
+    while (this.waiters.length && this.canReserve(this.waiters[0].atLeast)) this.waiters.shift()!.grant();
   }
 }
 
@@ -91,17 +94,9 @@ export class HeldBytes {
   /** A stored body already being recovered (recovery on receipt), for the delivery to use. */
   prefetched?: Promise<Uint8Array>;
 
-  /** Reserve room for a stored body if there is some now; false when it would have to wait. */
-  tryReserveStored(): boolean {
-    const reserved = this.budget.tryReserveStored();
-    if (reserved === undefined) return false;
-    this.storedBytes = reserved;
-    return true;
-  }
-
-  /** Wait for room to recover a stored body. */
-  reserveStored(): MaybePromise<void> {
-    const reserved = this.budget.reserveStored();
+  /** Wait for room to recover a stored body (reckoned at `atLeast` bytes until sizes are learnt). */
+  reserveStored(atLeast = 0): MaybePromise<void> {
+    const reserved = this.budget.reserveStored(atLeast);
     if (typeof reserved === 'number') {
       this.storedBytes = reserved;
       return;

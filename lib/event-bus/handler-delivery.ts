@@ -22,7 +22,8 @@ export class HandlerDelivery {
     private readonly badInputLog: RateLimitedLog,
   ) {}
 
-  deliver(msg: Msg, handler: MessageHandler, literalSubject?: string, held?: HeldBytes): MaybePromise<void> {
+  /** `eager`: recovery on receipt is on, so a stored body of unknown size is reckoned at the threshold (see `prefetch`). */
+  deliver(msg: Msg, handler: MessageHandler, literalSubject?: string, held?: HeldBytes, eager = false): MaybePromise<void> {
     const subject = literalSubject ?? msg.subject;
     // nats.js decodes `msg.reply` again on every read while it is empty (an event), so read it once.
     const reply = msg.reply || undefined;
@@ -39,7 +40,7 @@ export class HandlerDelivery {
     // Recovery on receipt already fetched it (or is fetching it).
     if (held?.prefetched) return this.recover(msg, handler, subject, reply, envelope, held);
     // A stored body may be large: wait for room in the subscription's byte budget before fetching it.
-    const room = held?.reserveStored();
+    const room = held?.reserveStored(eager ? this.storedAtLeast() : 0);
     return room
       ? room.then(() => this.recover(msg, handler, subject, reply, envelope, held))
       : this.recover(msg, handler, subject, reply, envelope, held);
@@ -78,8 +79,8 @@ export class HandlerDelivery {
 
   /**
    * Recovery on receipt: for a message that must wait for a handler slot, start fetching its stored
-   * body now, if the byte budget has room without waiting. A peer that deletes what it reads (the
-   * Python storage manager) may otherwise delete it first.
+   * body now, as soon as the byte budget has room, not when a slot frees. A peer that deletes what
+   * it reads (the Python storage manager) may otherwise delete it first.
    */
   prefetch(msg: Msg, held: HeldBytes, literalSubject?: string): void {
     const subject = literalSubject ?? msg.subject;
@@ -90,14 +91,25 @@ export class HandlerDelivery {
       // A forged token: `deliver` reports it when the message's turn comes.
       return;
     }
-    if (!envelope || !held.tryReserveStored()) return;
-    const fetching = this.claimCheck.codec.recoverBytes(subject, envelope).then((data) => {
-      held.storedArrived(data.byteLength);
-      return data;
-    });
+    if (!envelope) return;
+    const stored = envelope;
+    const fetch = () =>
+      this.claimCheck.codec.recoverBytes(subject, stored).then((data) => {
+        held.storedArrived(data.byteLength);
+        return data;
+      });
+    // Every stored body is over the offload threshold: reckon the unknown ones at that, so a burst
+    // is fetched at once rather than one at a time until a first size is learnt.
+    const room = held.reserveStored(this.storedAtLeast());
+    const fetching = room ? room.then(fetch) : fetch();
     // Its failure is reported by `deliver`, which awaits it when the message's turn comes.
     fetching.catch(() => undefined);
     held.prefetched = fetching;
+  }
+
+  /** No stored body is smaller than the offload threshold. */
+  private storedAtLeast(): number {
+    return this.claimCheck.codec.thresholdFor(this.claimCheck.client.maxPayload);
   }
 
   private run(handler: MessageHandler, payload: unknown, ctx: MessageContext): MaybePromise<void> {

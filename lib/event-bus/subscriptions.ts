@@ -66,7 +66,7 @@ export class Subscriptions {
       spec.topic,
       spec.limits,
       (msg) => msg.data.byteLength,
-      (msg, held) => delivery.deliver(msg, spec.handler, literalSubject, held),
+      (msg, held) => delivery.deliver(msg, spec.handler, literalSubject, held, spec.recoverOnReceipt),
       this.logger,
       spec.recoverOnReceipt ? (msg, held) => delivery.prefetch(msg, held, literalSubject) : undefined,
     );
