@@ -24,7 +24,9 @@ import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { NatsServer, RedisServer } from '../harness/local-servers';
+import { connect } from '@nats-io/transport-node';
+import { freePort, NatsServer, RedisServer } from '../harness/local-servers';
+import { waitUntil } from '../harness/wait';
 
 const REPO = path.resolve(__dirname, '../..');
 const FIXTURES = path.join(__dirname, 'fixtures');
@@ -128,6 +130,12 @@ function copiesOf(nodeModules: string, pkg: string, found: string[] = []): strin
   return found;
 }
 
+/** The README's code blocks that stand for files: `<!-- file: src/main.ts -->` right above a ```ts block. */
+function readmeFiles(): Array<{ file: string; code: string }> {
+  const readme = fs.readFileSync(path.join(REPO, 'README.md'), 'utf8');
+  return [...readme.matchAll(/<!-- file: (\S+) -->\n```ts\n([\s\S]*?)\n```/g)].map((m) => ({ file: m[1], code: m[2] + '\n' }));
+}
+
 const notes: string[] = [];
 const note = (line: string) => notes.push(line);
 
@@ -177,6 +185,9 @@ describe('packed library in consumer apps (ESM + CJS, TS 6 + TS 7)', () => {
       ]) {
         expect(files).toContain(f);
       }
+      // MIT says the licence text ships with the code; no source maps, which would point at lib/*.ts, not shipped.
+      expect(files).toContain('LICENSE');
+      expect(files.filter((f) => f.endsWith('.map'))).toEqual([]);
       tarball = path.join(packDir, info.filename);
       expect(fs.existsSync(tarball)).toBe(true);
       note(`pack: ${info.filename}, ${files.length} files, ${info.size} bytes (build ${build.ms} ms, pack ${pack.ms} ms)`);
@@ -198,7 +209,14 @@ describe('packed library in consumer apps (ESM + CJS, TS 6 + TS 7)', () => {
       const peers: Record<string, string> = lib.peerDependencies ?? {};
       const peerMeta: Record<string, { optional?: boolean }> = lib.peerDependenciesMeta ?? {};
       const deps: Record<string, string> = { [lib.name]: `file:${tarball}` };
-      for (const nest of ['@nestjs/common', '@nestjs/core', '@nestjs/terminus', '@nestjs/microservices', '@nestjs/platform-express']) {
+      for (const nest of [
+        '@nestjs/common',
+        '@nestjs/core',
+        '@nestjs/terminus',
+        '@nestjs/microservices',
+        '@nestjs/platform-express',
+        '@nestjs/testing',
+      ]) {
         deps[nest] = `^${nestMajor}.0.0`;
       }
       // Every non-optional peer (this is where the NATS client comes from), at the declared range.
@@ -335,6 +353,88 @@ describe('packed library in consumer apps (ESM + CJS, TS 6 + TS 7)', () => {
       // Exited by itself after app.close() (nothing left open), with code 0.
       expect(app.timedOut).toBe(false);
       expectSuccess(`node ${entry}`, app);
+    },
+    STEP_TIMEOUT,
+  );
+
+  it(
+    "the README's Quick start and test example compile, and run as a user app against the packed library",
+    async () => {
+      if (!installed) throw new Error('skipped: the install step failed');
+      const dir = path.join(appDir, 'readme');
+      const files = readmeFiles();
+      expect(files.map((f) => f.file)).toEqual(['src/edge.handlers.ts', 'src/app.module.ts', 'src/main.ts', 'test/app.test.ts']);
+      for (const { file, code } of files) {
+        fs.mkdirSync(path.dirname(path.join(dir, file)), { recursive: true });
+        fs.writeFileSync(path.join(dir, file), code);
+      }
+      // What `nest new` gives, in short: CommonJS, decorators with metadata.
+      fs.writeFileSync(path.join(dir, 'package.json'), JSON.stringify({ name: 'readme-app', private: true, type: 'commonjs' }));
+      const tsconfig = {
+        compilerOptions: {
+          module: 'nodenext',
+          moduleResolution: 'nodenext',
+          target: 'ES2022',
+          types: ['node'],
+          strict: true,
+          experimentalDecorators: true,
+          emitDecoratorMetadata: true,
+          skipLibCheck: true,
+          esModuleInterop: true,
+          outDir: 'dist',
+          rootDir: '.',
+        },
+        include: ['src/**/*.ts', 'test/**/*.ts'],
+      };
+      fs.writeFileSync(path.join(dir, 'tsconfig.json'), JSON.stringify(tsconfig, null, 2));
+      const tsc = binOf(appDir, 'typescript', 'tsc');
+      const build = await run(tsc.cmd, [...tsc.args, '-p', 'tsconfig.json'], { cwd: dir });
+      expectSuccess('tsc -p readme/tsconfig.json', build);
+
+      // main.ts: boots, answers its own request, publishes the result, and stops cleanly on SIGTERM.
+      const nc = await connect({ servers: nats.url });
+      const published: string[] = [];
+      const sub = nc.subscribe('notification.slack.request', { callback: (_e, m) => void published.push(m.string()) });
+      await nc.flush();
+      const child = spawn(process.execPath, ['dist/src/main.js'], {
+        cwd: dir,
+        env: { ...cleanEnv(), NATS_URL: nats.url, REDIS_URL: redis.url, PORT: '0' },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let output = '';
+      child.stdout.setEncoding('utf8').on('data', (d: string) => (output += d));
+      child.stderr.setEncoding('utf8').on('data', (d: string) => (output += d));
+      const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+        child.on('exit', (code, signal) => resolve({ code, signal })),
+      );
+      try {
+        await waitUntil(() => published.length > 0 || child.exitCode !== null, 'the Quick start publish', 60_000);
+        expect({ published, output: child.exitCode === null ? '' : output }).toEqual({
+          published: [JSON.stringify({ request_id: '1', message: '0 edges' })],
+          output: '',
+        });
+        child.kill('SIGTERM');
+        // Nest's shutdown hook closes the app, then re-raises the signal: that is a clean stop.
+        const { code, signal } = await exited;
+        expect({ code, signal, output: code === 0 || signal === 'SIGTERM' ? '' : output }).toEqual(
+          code === 0 ? { code: 0, signal: null, output: '' } : { code: null, signal: 'SIGTERM', output: '' },
+        );
+      } finally {
+        if (child.exitCode === null) child.kill('SIGKILL');
+        sub.unsubscribe();
+        await nc.close();
+      }
+
+      // The test example: in-memory storage, so Redis is not needed (REDIS_URL points at nothing).
+      const deadRedis = `redis://127.0.0.1:${await freePort()}`;
+      const test = await run(process.execPath, ['--test', 'dist/test/app.test.js'], {
+        cwd: dir,
+        env: { ...cleanEnv(), NATS_URL: nats.url, REDIS_URL: deadRedis },
+        timeoutMs: 120_000,
+      });
+      note(`readme: compiled ${files.length} files in ${build.ms} ms; test example exit ${test.code} in ${test.ms} ms`);
+      expectSuccess('node --test dist/test/app.test.js', test);
+      expect(test.stdout).toMatch(/# pass 1/);
     },
     STEP_TIMEOUT,
   );
