@@ -177,6 +177,13 @@ export class ClaimCheckCodec {
       if (err instanceof MessageStorageError) throw err;
       throw new MessageStorageError(`could not store message: ${(err as Error)?.message ?? String(err)}`, { cause: err });
     }
+    // Receivers accept only UUID or shortuuid tokens: a custom store's other token would make the
+    // message undeliverable everywhere, so it fails here, before anything is published.
+    if (!isValidToken(envelope?.token)) {
+      throw new MessageStorageError(
+        `storage returned token ${JSON.stringify(envelope?.token)}, which receivers reject: tokens must be a UUID (crypto.randomUUID()) or a 22-character shortuuid`,
+      );
+    }
     return encodeEnvelope(envelope.token);
   }
 }

@@ -185,6 +185,27 @@ describe('hardening: deadlines, typed errors, no orphan keys', () => {
     sub.unsubscribe();
   });
 
+  it('a custom storage that returns a token receivers would reject fails the publish at once, naming it; nothing is published', async () => {
+    class BadTokens extends InMemoryStorageManager {
+      async storeMessage(): Promise<StoredMessageEnvelope> {
+        return { token: 'order-42', is_stored: true };
+      }
+    }
+    const bus = new EventBus({ nats: { servers: nats.url } }, new BadTokens());
+    await bus.connect();
+    buses.push(bus);
+    const seen: string[] = [];
+    const sub = raw.subscribe('dl.badtoken', { callback: (_e, m) => void seen.push(m.string()) });
+    await raw.flush();
+    const err = await bus.publish('dl.badtoken', { text: 'x'.repeat(2 * MiB) }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(MessageStorageError);
+    expect((err as Error).message).toMatch(/"order-42".*UUID/);
+    await raw.flush();
+    await sleep(100);
+    expect(seen).toEqual([]);
+    sub.unsubscribe();
+  });
+
   it('a responder that cannot decode or recover a request answers at once with the documented remoteCode: 400, 404, 503', async () => {
     class FailingRecover extends InMemoryStorageManager {
       async recoverMessage(): Promise<Uint8Array> {

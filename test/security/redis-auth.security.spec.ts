@@ -36,7 +36,7 @@ describe('Redis security: requirepass, ACL user confined to the prefix, TLS; no 
       RedisServer.start({
         password: redisPass,
         // The bus needs SET (with EX), GET, DEL and PING, on its own prefix only.
-        config: `user eventbus on >${aclPass} resetkeys ~eventbus:* resetchannels -@all +set +get +del +ping\n`,
+        config: `user eventbus on >${aclPass} resetkeys ~eventbus:* resetchannels -@all +set +get +del +ping +info\n`,
       }),
       RedisServer.start({ password: redisPass, tls: { cert: certs.cert, key: certs.key, ca: certs.ca } }),
     ]);
@@ -122,7 +122,7 @@ describe('Redis security: requirepass, ACL user confined to the prefix, TLS; no 
     expect(Date.now() - started).toBeLessThan(10_000);
   });
 
-  it('ACL user limited to ~eventbus:* with set/get/del/ping runs the bus; it cannot touch other keys', async () => {
+  it('ACL user limited to ~eventbus:* with set/get/del/ping (and info, for the ready check) runs the bus; it cannot touch other keys', async () => {
     const storage = { redis: { url: redis.url, options: { username: 'eventbus', password: aclPass } }, keyPrefix: 'eventbus:' };
     const ok = await boot(storage);
     expect(ok.error).toBeUndefined();
@@ -133,6 +133,8 @@ describe('Redis security: requirepass, ACL user confined to the prefix, TLS; no 
     await expect(client.get('secret:key')).rejects.toThrow(/NOPERM/);
     await expect(client.set('other:key', 'x')).rejects.toThrow(/NOPERM/);
     await expect(client.keys('*')).rejects.toThrow(/NOPERM/);
+    // With +info, ioredis's ready check runs: it does not print its "Skipping the ready check" warning.
+    expect(out.text()).not.toMatch(/Skipping the ready check/);
     await ok.app!.close();
 
     // A bus configured with another prefix cannot store under it: publish fails, nothing is sent.
