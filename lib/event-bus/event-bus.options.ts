@@ -1,6 +1,6 @@
 import { InvalidOptionsError } from '../errors/event-bus.errors';
 import { DEFAULTS } from '../options/defaults';
-import { nonEmptyString, MAX_TIMER_MS, wholeNumber } from '../options/rules';
+import { knownKeys, nonEmptyString, MAX_TIMER_MS, wholeNumber } from '../options/rules';
 import type { NatsConnectionOptions } from '../nats/bus-connection.options';
 
 /** How the bus behaves, independent of where its storage comes from. */
@@ -74,9 +74,25 @@ export interface RpcRequestOptions extends PublishOptions {
   timeout?: number;
 }
 
-/** Checks the bus's options; a bad one is an `InvalidOptionsError` naming it. */
+/** Every key of `EventBusCoreOptions`; `storage` and `health` are the module's. */
+const CORE_KEYS = [
+  'nats',
+  'largeMessageThreshold',
+  'rpcTimeoutMs',
+  'maxConcurrentHandlers',
+  'maxPendingMessages',
+  'maxHeldBytes',
+  'recoverOnReceipt',
+  'firstConnectTimeoutMs',
+  'shutdownTimeoutMs',
+  'storage',
+  'health',
+] as const;
+
+/** Checks the bus's options; a bad one is an `InvalidOptionsError` naming it. Unknown keys are refused. */
 export function validateCoreOptions(options: EventBusCoreOptions): void {
   if (!options || typeof options !== 'object') throw new InvalidOptionsError('options', 'must be an object');
+  knownKeys('', options, CORE_KEYS);
   const nats = options.nats;
   if (!nats || typeof nats !== 'object') throw new InvalidOptionsError('nats', 'is required, e.g. { servers: ["nats://127.0.0.1:4222"] }');
   const servers = nats.servers;
@@ -90,6 +106,12 @@ export function validateCoreOptions(options: EventBusCoreOptions): void {
   wholeNumber('shutdownTimeoutMs', options.shutdownTimeoutMs, 1, 'milliseconds', MAX_TIMER_MS);
   wholeNumber('firstConnectTimeoutMs', options.firstConnectTimeoutMs, 0, 'milliseconds', MAX_TIMER_MS);
   nonEmptyString('nats.name', nats.name);
+  // The nats.js options the library sets defaults for: a wrong type would reach nats.js unchecked.
+  for (const key of ['reconnectTimeWait', 'reconnectJitter', 'timeout', 'pingInterval'] as const) {
+    wholeNumber(`nats.${key}`, nats[key], 0, 'milliseconds', MAX_TIMER_MS);
+  }
+  wholeNumber('nats.maxPingOut', nats.maxPingOut, 1);
+  wholeNumber('nats.maxReconnectAttempts', nats.maxReconnectAttempts, -1);
   if (options.recoverOnReceipt !== undefined && typeof options.recoverOnReceipt !== 'boolean')
     throw new InvalidOptionsError('recoverOnReceipt', `must be true or false, got ${typeof options.recoverOnReceipt}`);
 }

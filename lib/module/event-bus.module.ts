@@ -4,7 +4,8 @@ import { TerminusModule } from '@nestjs/terminus';
 import type { Cluster, Redis } from 'ioredis';
 import { SubscribeMetadataAccessor } from '../discovery/subscribe-metadata.accessor';
 import { SubscribersLoader } from '../discovery/subscribers.loader';
-import { string, MAX_TIMER_MS, wholeNumber } from '../options/rules';
+import { knownKeys, string, MAX_TIMER_MS, wholeNumber } from '../options/rules';
+import { InvalidOptionsError } from '../errors/event-bus.errors';
 import { EventBus } from '../event-bus/event-bus';
 import { createHealthController, HEALTH_DEFAULTS } from '../health/health.controller';
 import { NatsHealthIndicator } from '../health/nats.health-indicator';
@@ -97,6 +98,9 @@ export class EventBusModule extends EventBusConfigurableModule implements OnAppl
 
 function withHealth(definition: DynamicModule, health: EventBusHealthOptions | undefined): DynamicModule {
   const h = health ?? {};
+  if (typeof h !== 'object') throw new InvalidOptionsError('health', 'must be an object');
+  knownKeys('health', h, ['enabled', 'path', 'timeoutMs']);
+  if (h.enabled !== undefined && typeof h.enabled !== 'boolean') throw new InvalidOptionsError('health.enabled', 'must be true or false');
   if (h.enabled === false) return definition;
   const path = h.path ?? HEALTH_DEFAULTS.path;
   string('health.path', path);

@@ -3,7 +3,7 @@ import { ModuleRef } from '@nestjs/core';
 import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis';
 import { InvalidOptionsError } from '../errors/event-bus.errors';
 import { DEFAULTS } from '../options/defaults';
-import { storageManager, MAX_TIMER_MS, wholeNumber } from '../options/rules';
+import { knownKeys, storageManager, MAX_TIMER_MS, wholeNumber } from '../options/rules';
 import { MESSAGE_STORAGE_MANAGER, MessageStorageManager } from '../storage/message-storage-manager';
 import { REDIS_CLIENT_DEFAULTS, RedisStorageManager } from '../storage/redis-storage-manager';
 import { EVENT_BUS_MODULE_OPTIONS } from './event-bus.module-definition';
@@ -81,6 +81,7 @@ export const storageProvider: Provider = {
     if (storage === undefined || storage === null) return null;
     if (typeof storage !== 'object') throw new InvalidOptionsError('storage', 'must be an object');
     if (isRedisStorage(storage)) {
+      knownKeys('storage', storage, ['redis', 'ttlSeconds', 'keyPrefix', 'operationTimeoutMs', 'replyTtlSeconds', 'connectTimeoutMs']);
       const manager = new RedisStorageManager(redis!, storage);
       try {
         wholeNumber('storage.connectTimeoutMs', storage.connectTimeoutMs, 1, 'milliseconds', MAX_TIMER_MS);
@@ -92,6 +93,7 @@ export const storageProvider: Provider = {
       }
       return manager;
     }
+    knownKeys('storage', storage, ['useClass', 'useExisting', 'useFactory', 'inject']);
     if ('useClass' in storage) {
       if (typeof storage.useClass !== 'function') throw new InvalidOptionsError('storage.useClass', 'must be a class');
       return checked('storage.useClass', await moduleRef.create(storage.useClass));

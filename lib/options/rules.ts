@@ -44,3 +44,32 @@ export function storageManager<T>(option: string, value: unknown): T {
   }
   return value as T;
 }
+
+/**
+ * Only the keys an options object knows: a typo (`rpcTimeout` for `rpcTimeoutMs`) would otherwise
+ * be ignored, and the default used without a word. The closest known key is suggested.
+ */
+export function knownKeys(where: string, value: object, known: readonly string[]): void {
+  for (const key of Object.keys(value)) {
+    if (known.includes(key)) continue;
+    const closest = known.reduce((best, k) => (distance(key, k) < distance(key, best) ? k : best), known[0]);
+    const option = where ? `${where}.${key}` : key;
+    const hint = distance(key, closest) <= Math.max(2, Math.floor(closest.length / 3)) ? `; did you mean "${closest}"?` : '';
+    throw new InvalidOptionsError(option, `is not an option${hint} (known: ${known.join(', ')})`);
+  }
+}
+
+// Edit distance, for the suggestion only (option names are short).
+function distance(a: string, b: string): number {
+  const row = Array.from({ length: b.length + 1 }, (_, i) => i);
+  for (let i = 1; i <= a.length; i++) {
+    let prev = row[0];
+    row[0] = i;
+    for (let j = 1; j <= b.length; j++) {
+      const next = Math.min(row[j] + 1, row[j - 1] + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
+      prev = row[j];
+      row[j] = next;
+    }
+  }
+  return row[b.length];
+}
