@@ -115,6 +115,8 @@ async function ensureServer(kind, rawUrl, defaultPort) {
   // The launcher the tests use; requireBinary's error says how to install a missing server.
   const { NatsServer, RedisServer } = require(path.join(ROOT, 'scripts', 'local-servers.js'));
   const server = kind === 'nats' ? new NatsServer(Number(url.port), { jetstream: false }) : new RedisServer(Number(url.port));
+  // Its own process group: a Ctrl-C reaches run.js only, which stops the services before the servers.
+  server.detached = true;
   servers.push(server);
   await server.start();
   log('log', `started a local ${server.name} for ${rawUrl}`, { pid: server.child && server.child.pid, port: server.port });
@@ -141,6 +143,9 @@ function startService(svc) {
     cwd: ROOT,
     env: { ...process.env, NATS_URL, REDIS_URL, PORT: port, OUTBOX_DIR: env('OUTBOX_DIR', path.join(OUT, 'outbox')) },
     stdio: ['ignore', 'pipe', 'pipe'],
+    // Its own process group: Ctrl-C sends SIGINT to the whole foreground group, and the servers
+    // would then die with the services still draining. Only run.js gets it, and orders the stop.
+    detached: true,
   });
   children.set(svc.name, child);
   log('log', `started ${svc.name}`, { app: svc.name, pid: child.pid, port: Number(port) });
@@ -218,7 +223,7 @@ function shutdown(code) {
 }
 
 let firstSignalAt = 0;
-for (const sig of ['SIGINT', 'SIGTERM']) {
+for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
   process.on(sig, () => {
     // A second signal, a moment after the first (a Ctrl-C can arrive twice, to the process and
     // to its group), kills everything at once instead of waiting for a clean stop.

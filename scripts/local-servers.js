@@ -113,7 +113,9 @@ class ServerProcess {
 
   async start() {
     if (this.running) return this;
-    const child = spawn(this.binary, this.args(), { stdio: ['ignore', 'pipe', 'pipe'] });
+    // `detached`: a process group of its own, so a Ctrl-C to the terminal's group does not reach it
+    // and whoever started it decides when it stops (the sample stops its services first).
+    const child = spawn(this.binary, this.args(), { stdio: ['ignore', 'pipe', 'pipe'], detached: !!this.detached });
     this.child = child;
     const keep = (d) => {
       // Keep the tail only: enough to explain a failed start.

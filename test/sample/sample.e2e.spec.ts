@@ -263,3 +263,71 @@ test('SIGTERM stops every service cleanly and leaves no process behind', async (
   // The servers the test started were left alone.
   expect(nats.running && redis.running).toBe(true);
 }, 40_000);
+
+test('Ctrl-C (SIGINT to the whole process group) with servers of its own: services stop first, then the servers; no process left', async () => {
+  const natsPort = await freePort();
+  const redisPort = await freePort();
+  const own: Line[] = [];
+  // Its own process group, as a terminal's foreground job is: the group signal must not reach jest.
+  const child = spawn(process.execPath, [join(ROOT, 'sample', 'run.js')], {
+    cwd: ROOT,
+    env: {
+      ...process.env,
+      NATS_URL: `nats://127.0.0.1:${natsPort}`,
+      REDIS_URL: `redis://127.0.0.1:${redisPort}`,
+      SITES_MONITOR_PORT: String(await freePort()),
+      VELOCLOUD_BRIDGE_PORT: String(await freePort()),
+      NOTIFIER_PORT: String(await freePort()),
+      OUTBOX_DIR: outboxDir,
+      MONITOR_INTERVAL_MS: '2000',
+      SAMPLE_START_TIMEOUT_MS: '40000',
+      FLEET_SIZE: '4',
+      SAMPLE_SKIP_BUILD: '1',
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+    detached: true,
+  });
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) =>
+    child.once('exit', (code, signal) => r({ code, signal })),
+  );
+  let buf = '';
+  child.stdout!.setEncoding('utf8').on('data', (d: string) => {
+    buf += d;
+    let i;
+    while ((i = buf.indexOf('\n')) >= 0) {
+      const text = buf.slice(0, i);
+      buf = buf.slice(i + 1);
+      try {
+        own.push(JSON.parse(text));
+      } catch {
+        own.push({ service: 'unparsed', msg: text });
+      }
+    }
+  });
+  child.stderr!.resume();
+  try {
+    await waitUntil(
+      () => own.some((l) => l.service === 'run' && /^all services are up/.test(l.msg ?? '')) || child.exitCode !== null,
+      'up',
+      60_000,
+    );
+    expect(own.filter((l) => l.service === 'run' && /^started a local/.test(l.msg ?? '')).map((l) => l.msg)).toHaveLength(2);
+    const pids = own.filter((l) => l.service === 'run' && typeof l.pid === 'number').map((l) => l.pid as number);
+    const shutdownFrom = own.length;
+    process.kill(-child.pid!, 'SIGINT');
+    expect(await within(exited, 40_000)).toEqual({ code: 0, signal: null });
+    const after = own.slice(shutdownFrom);
+    const at = (msg: string) => after.findIndex((l) => l.service === 'run' && l.msg === msg);
+    // Every service stopped before either server did.
+    const lastService = Math.max(...SERVICES.map((s) => at(`${s} stopped`)));
+    expect(Math.min(...SERVICES.map((s) => at(`${s} stopped`)))).toBeGreaterThanOrEqual(0);
+    expect(at('nats-server stopped')).toBeGreaterThan(lastService);
+    expect(at('redis-server stopped')).toBeGreaterThan(lastService);
+    // The servers were there while the services drained: none of them saw NATS or Redis go away.
+    const lostServer = after.filter((l) => SERVICES.includes(l.service) && /disconnected from|Redis connection error/.test(l.msg ?? ''));
+    expect(lostServer).toEqual([]);
+    for (const pid of pids) expect({ pid, alive: alive(pid) }).toEqual({ pid, alive: false });
+  } finally {
+    if (child.exitCode === null) process.kill(-child.pid!, 'SIGKILL');
+  }
+}, 90_000);
