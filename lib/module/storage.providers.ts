@@ -93,7 +93,10 @@ export const storageProvider: Provider = {
       }
       return manager;
     }
-    knownKeys('storage', storage, ['useClass', 'useExisting', 'useFactory', 'inject']);
+    // A custom form with a stray key; an object of no known form gets the message below instead.
+    if ('useClass' in storage || 'useExisting' in storage || 'useFactory' in storage) {
+      knownKeys('storage', storage, ['useClass', 'useExisting', 'useFactory', 'inject']);
+    }
     if ('useClass' in storage) {
       if (typeof storage.useClass !== 'function') throw new InvalidOptionsError('storage.useClass', 'must be a class');
       return checked('storage.useClass', await moduleRef.create(storage.useClass));
