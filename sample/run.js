@@ -14,6 +14,7 @@ const OUT = path.join(ROOT, '.tmp', 'sample');
 
 const env = (name, fallback) => (process.env[name] === undefined || process.env[name] === '' ? fallback : process.env[name]);
 const NATS_URL = env('NATS_URL', 'nats://127.0.0.1:4222');
+const OUTBOX_DIR = env('OUTBOX_DIR', path.join(OUT, 'outbox'));
 const REDIS_URL = env('REDIS_URL', 'redis://127.0.0.1:6379');
 const START_TIMEOUT_MS = Number(env('SAMPLE_START_TIMEOUT_MS', '30000'));
 const STOP_TIMEOUT_MS = Number(env('SAMPLE_STOP_TIMEOUT_MS', '15000'));
@@ -141,7 +142,7 @@ function startService(svc) {
   const main = path.join(OUT, svc.name, 'main.js');
   const child = spawn(process.execPath, [main], {
     cwd: ROOT,
-    env: { ...process.env, NATS_URL, REDIS_URL, PORT: port, OUTBOX_DIR: env('OUTBOX_DIR', path.join(OUT, 'outbox')) },
+    env: { ...process.env, NATS_URL, REDIS_URL, PORT: port, OUTBOX_DIR },
     stdio: ['ignore', 'pipe', 'pipe'],
     // Its own process group: Ctrl-C sends SIGINT to the whole foreground group, and the servers
     // would then die with the services still draining. Only run.js gets it, and orders the stop.
@@ -243,8 +244,18 @@ process.on('exit', () => {
   for (const server of servers) if (server.child && server.child.exitCode === null) server.child.kill('SIGKILL');
 });
 
+/** Each run starts a fresh outbox; the previous run's is kept once, beside it. */
+function freshOutbox() {
+  const file = path.join(OUTBOX_DIR, 'outbox.jsonl');
+  if (!fs.existsSync(file)) return;
+  const previous = path.join(OUTBOX_DIR, 'outbox.previous.jsonl');
+  fs.renameSync(file, previous);
+  log('log', "moved the previous run's outbox aside", { file: previous });
+}
+
 async function main() {
   if (env('SAMPLE_SKIP_BUILD', '') !== '1') build();
+  freshOutbox();
   try {
     await ensureServer('nats', NATS_URL, 4222);
     await ensureServer('redis', REDIS_URL, 6379);

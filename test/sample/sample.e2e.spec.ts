@@ -327,6 +327,9 @@ test('Ctrl-C (SIGINT to the whole process group) with servers of its own: servic
     const lostServer = after.filter((l) => SERVICES.includes(l.service) && /disconnected from|Redis connection error/.test(l.msg ?? ''));
     expect(lostServer).toEqual([]);
     for (const pid of pids) expect({ pid, alive: alive(pid) }).toEqual({ pid, alive: false });
+    // It started with a fresh outbox: the first run's (same OUTBOX_DIR) was moved aside, whole.
+    expect(own.some((l) => l.service === 'run' && /moved the previous run's outbox aside/.test(l.msg ?? ''))).toBe(true);
+    expect(readFileSync(join(outboxDir, 'outbox.previous.jsonl'), 'utf8')).toContain('"kind":"email"');
   } finally {
     if (child.exitCode === null) process.kill(-child.pid!, 'SIGKILL');
   }
