@@ -25,7 +25,8 @@ export class BoundedDispatcher<M> {
   private idleWaiters: Array<() => void> = [];
   private dropped = 0;
   private shed = 0;
-  private loggedAt = 0;
+  // One clock per kind of line, so that a flood of one does not hide the other.
+  private readonly loggedAt = { slow: 0, shed: 0 };
   private readonly budget: ByteBudget;
 
   constructor(
@@ -72,13 +73,14 @@ export class BoundedDispatcher<M> {
     const free = this.active < this.limits.maxConcurrent;
     if (!free && this.pending >= this.limits.maxPending) {
       this.dropped++;
-      this.warn(`slow consumer on "${this.subject}": ${this.pending} messages waiting, ${this.dropped} dropped so far`);
+      this.warn('slow', `slow consumer on "${this.subject}": ${this.pending} messages waiting, ${this.dropped} dropped so far`);
       return;
     }
     const bytes = this.sizeOf(item);
     if (!this.budget.tryTake(bytes)) {
       this.shed++;
       this.warn(
+        'shed',
         `"${this.subject}" is over its byte budget: ${this.budget.used} of ${this.limits.maxHeldBytes} bytes held; a ${bytes}-byte message shed, ${this.shed} so far`,
       );
       return;
@@ -100,10 +102,10 @@ export class BoundedDispatcher<M> {
   }
 
   // One line a second is enough to name the problem without flooding the log.
-  private warn(line: string): void {
+  private warn(kind: 'slow' | 'shed', line: string): void {
     const now = Date.now();
-    if (now - this.loggedAt <= 1000) return;
-    this.loggedAt = now;
+    if (now - this.loggedAt[kind] <= 1000) return;
+    this.loggedAt[kind] = now;
     this.logger.warn(line);
   }
 

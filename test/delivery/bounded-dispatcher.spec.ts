@@ -132,6 +132,28 @@ describe('BoundedDispatcher', () => {
       await d.whenIdle();
     });
 
+    it('logs a shed line and a slow-consumer line in the same second (one does not hide the other)', async () => {
+      const warn = jest.fn();
+      const gate = deferred();
+      const d = new BoundedDispatcher<number>(
+        'both',
+        { maxConcurrent: 1, maxPending: 1, maxHeldBytes: 100 },
+        (n) => n,
+        () => gate.promise,
+        {
+          warn,
+        } as unknown as Logger,
+      );
+      for (const n of [50, 60, 10, 10]) d.push(n);
+      expect({ shed: d.shedCount, dropped: d.droppedCount }).toEqual({ shed: 1, dropped: 1 });
+      expect(warn.mock.calls.map(([line]) => String(line).split(':')[0])).toEqual([
+        '"both" is over its byte budget',
+        'slow consumer on "both"',
+      ]);
+      gate.resolve();
+      await d.whenIdle();
+    });
+
     it('counts queued bodies too, and lets one body larger than the budget through when nothing else is held', async () => {
       const gate = deferred();
       const d = new BoundedDispatcher<number>(
