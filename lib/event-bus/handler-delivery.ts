@@ -1,14 +1,14 @@
-import { Logger } from '@nestjs/common';
+import { HttpException, Logger } from '@nestjs/common';
 import { DecodedBody, parseJsonBody } from '../claim-check/claim-check.codec';
 import { ClaimCheckDelivery } from '../delivery/claim-check-delivery';
 import { isPromise, MaybePromise } from '../shared/maybe-async';
 import { RateLimitedLog } from '../delivery/rate-limited-log';
 import { httpExceptionMessage, replyStatusOf } from '../errors/reply-status';
-import { HttpException } from '@nestjs/common';
 import { createHeaders, Msg, SERVICE_ERROR_CODE_HEADER, SERVICE_ERROR_HEADER } from '../nats/bus-connection';
 import { MessageContext, MessageHandler } from './message-context';
 import { HeldBytes } from '../delivery/byte-budget';
 import { StoredMessageEnvelope } from '../claim-check/envelope';
+import { asText } from '../shared/as-text';
 
 /**
  * One `EventBus` message through recovery, the handler and the reply. Never throws: bad input is
@@ -189,19 +189,6 @@ function describeThrown(err: unknown): string {
     return asText(err);
   } catch {
     return `a thrown ${typeof err}`;
-  }
-}
-
-function asText(value: unknown): string {
-  if (typeof value === 'string') return value;
-  try {
-    return String(value);
-  } catch {
-    try {
-      return JSON.stringify(value) ?? typeof value;
-    } catch {
-      return `a thrown ${typeof value}`;
-    }
   }
 }
 

@@ -1,4 +1,5 @@
 import { InvalidSubjectError } from '../errors/event-bus.errors';
+import { asText } from '../shared/as-text';
 
 /**
  * Longest topic or queue name accepted, in UTF-8 bytes. A NATS protocol line (`PUB subject reply
@@ -14,21 +15,12 @@ const BREAKS_PROTOCOL = /[\s\u0000-\u001f\u007f]/;
 // A lone surrogate has no UTF-8 form: the encoder writes U+FFFD, so '\ud800' and '\udc00' would be one subject.
 export const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
 
-/** A value as text for an error message, whatever it is (`String()` throws for some objects). */
-function shown(value: unknown): string {
-  try {
-    return String(value);
-  } catch {
-    return `a ${typeof value}`;
-  }
-}
-
 /**
  * Checks a topic before it reaches the wire. `subscribe` allows the wildcards `*` (one token) and
  * `>` (the last token); a publish or request allows none.
  */
 export function checkTopic(topic: unknown, use: 'publish' | 'subscribe'): string {
-  if (typeof topic !== 'string') throw new InvalidSubjectError('topic', shown(topic), `must be a string, got ${typeof topic}`);
+  if (typeof topic !== 'string') throw new InvalidSubjectError('topic', asText(topic), `must be a string, got ${typeof topic}`);
   checkCommon('topic', topic);
   const tokens = topic.split('.');
   tokens.forEach((token, i) => {
@@ -48,7 +40,7 @@ export function checkTopic(topic: unknown, use: 'publish' | 'subscribe'): string
  */
 export function checkQueue(queue: unknown, topic = ''): string | undefined {
   if (queue === undefined) return undefined;
-  if (typeof queue !== 'string') throw new InvalidSubjectError('queue', shown(queue), `must be a string, got ${typeof queue}`);
+  if (typeof queue !== 'string') throw new InvalidSubjectError('queue', asText(queue), `must be a string, got ${typeof queue}`);
   checkCommon('queue', queue);
   if (/[*>]/.test(queue)) throw new InvalidSubjectError('queue', queue, 'must not contain wildcards');
   if (Buffer.byteLength(topic, 'utf8') + Buffer.byteLength(queue, 'utf8') > MAX_SUBJECT_BYTES)
