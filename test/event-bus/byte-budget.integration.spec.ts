@@ -1,6 +1,6 @@
-import Redis from 'ioredis';
 import { connect, NatsConnection } from '@nats-io/transport-node';
-import { EventBus, RedisStorageManager, REDIS_CLIENT_DEFAULTS, SubscriptionStats } from '../../lib';
+import { EventBus, SubscriptionStats } from '../../lib';
+import { TestBuses } from '../harness/buses';
 import { NatsServer, RedisServer } from '../harness/local-servers';
 import { captureLogs } from '../harness/log-capture';
 import { MiB, sleep, waitUntil } from '../harness/wait';
@@ -11,18 +11,9 @@ describe('hardening: memory bounded in bytes per subscription', () => {
   let nats: NatsServer;
   let redisServer: RedisServer;
   let raw: NatsConnection;
-  const buses: EventBus[] = [];
-  const storages: RedisStorageManager[] = [];
+  const buses = new TestBuses();
 
-  async function makeBus(opts: { maxHeldBytes?: number } = {}) {
-    const storage = new RedisStorageManager(new Redis(redisServer.url, { ...REDIS_CLIENT_DEFAULTS }), { keyPrefix: 'budget:' });
-    storages.push(storage);
-    await storage.connect();
-    const bus = new EventBus({ nats: { servers: nats.url }, ...opts }, storage);
-    await bus.connect();
-    buses.push(bus);
-    return { bus, storage };
-  }
+  const makeBus = (opts: { maxHeldBytes?: number } = {}) => buses.withRedis(nats.url, redisServer.url, 'budget:', opts);
 
   const statsOf = (bus: EventBus, subject: string): SubscriptionStats => bus.subscriptionStats().find((s) => s.subject === subject)!;
 
@@ -32,8 +23,7 @@ describe('hardening: memory bounded in bytes per subscription', () => {
   });
 
   afterAll(async () => {
-    await Promise.all(buses.map((b) => b.close()));
-    await Promise.all(storages.map((s) => s.disconnect()));
+    await buses.closeAll();
     await raw?.close();
     await Promise.all([nats?.dispose(), redisServer?.dispose()]);
   });

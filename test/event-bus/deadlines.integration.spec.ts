@@ -8,13 +8,12 @@ import {
   NoRespondersError,
   NotConnectedError,
   PayloadTooLargeError,
-  RedisStorageManager,
-  REDIS_CLIENT_DEFAULTS,
   RemoteHandlerError,
   RpcTimeoutError,
   StoredMessageEnvelope,
 } from '../../lib';
 import { NatsServer, RedisServer } from '../harness/local-servers';
+import { TestBuses } from '../harness/buses';
 import { MiB, sleep, waitUntil } from '../harness/wait';
 
 // Issue 13, items 8, 9 and 11, against real servers: rpcRequest's timeout is end to end, every
@@ -24,20 +23,14 @@ describe('hardening: deadlines, typed errors, no orphan keys', () => {
   let redisServer: RedisServer;
   let redis: Redis;
   let raw: NatsConnection;
-  const buses: EventBus[] = [];
-  const storages: RedisStorageManager[] = [];
+  const buses = new TestBuses();
   let prefixes = 0;
 
   // Each bus has a key prefix of its own unless told to share one (a receiver reads its sender's keys).
   async function makeBus(opts: { keyPrefix?: string } = {}) {
     const keyPrefix = opts.keyPrefix ?? `dl${++prefixes}:`;
-    const storage = new RedisStorageManager(new Redis(redisServer.url, { ...REDIS_CLIENT_DEFAULTS }), { keyPrefix });
-    storages.push(storage);
-    await storage.connect();
-    const bus = new EventBus({ nats: { servers: nats.url } }, storage);
-    await bus.connect();
-    buses.push(bus);
-    return { bus, keys: () => redis.keys(`${keyPrefix}*`) };
+    const { bus, storage } = await buses.withRedis(nats.url, redisServer.url, keyPrefix);
+    return { bus, storage, keys: () => redis.keys(`${keyPrefix}*`) };
   }
 
   beforeAll(async () => {
@@ -47,8 +40,7 @@ describe('hardening: deadlines, typed errors, no orphan keys', () => {
   });
 
   afterAll(async () => {
-    await Promise.all(buses.map((b) => b.close()));
-    await Promise.all(storages.map((s) => s.disconnect()));
+    await buses.closeAll();
     redis?.disconnect();
     await raw?.close();
     await Promise.all([nats?.dispose(), redisServer?.dispose()]);
@@ -76,9 +68,8 @@ describe('hardening: deadlines, typed errors, no orphan keys', () => {
   });
 
   it('rpcRequest times out at its own timeout while Redis stalls the recovery of a large reply (item 8)', async () => {
-    const { bus } = await makeBus();
+    const { bus, storage } = await makeBus();
     // A stored reply that exists; the responder stalls Redis just before answering with its envelope.
-    const storage = storages[storages.length - 1];
     const envelope: StoredMessageEnvelope = await storage.storeMessage(Buffer.from(JSON.stringify({ text: 'y'.repeat(2 * MiB) })));
     const sub = raw.subscribe('dl.recover', {
       callback: (_e, m) => {
@@ -174,7 +165,7 @@ describe('hardening: deadlines, typed errors, no orphan keys', () => {
     const store = new Throwing();
     const bus = new EventBus({ nats: { servers: nats.url } }, store);
     await bus.connect();
-    buses.push(bus);
+    buses.track(bus);
     const envelope = await store.storeMessage(Buffer.from('{"a":1}'));
     const sub = raw.subscribe('dl.custom', { callback: (_e, m) => void m.respond(JSON.stringify(envelope)) });
     await raw.flush();
@@ -193,7 +184,7 @@ describe('hardening: deadlines, typed errors, no orphan keys', () => {
     }
     const bus = new EventBus({ nats: { servers: nats.url } }, new BadTokens());
     await bus.connect();
-    buses.push(bus);
+    buses.track(bus);
     const seen: string[] = [];
     const sub = raw.subscribe('dl.badtoken', { callback: (_e, m) => void seen.push(m.string()) });
     await raw.flush();
@@ -215,7 +206,7 @@ describe('hardening: deadlines, typed errors, no orphan keys', () => {
     const { bus } = await makeBus();
     const failing = new EventBus({ nats: { servers: nats.url } }, new FailingRecover());
     await failing.connect();
-    buses.push(failing);
+    buses.track(failing);
     await bus.subscribe('dl.codes', () => 'ok');
     await failing.subscribe('dl.codes.storage', () => 'ok');
     const codeOf = async (subject: string, body: Uint8Array | string) => {

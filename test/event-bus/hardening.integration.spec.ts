@@ -2,18 +2,10 @@ import Redis from 'ioredis';
 import { Injectable, Module } from '@nestjs/common';
 import { Test } from '@nestjs/testing';
 import { connect, NatsConnection } from '@nats-io/transport-node';
-import {
-  EventBus,
-  EventBusModule,
-  InvalidOptionsError,
-  InvalidSubjectError,
-  RedisStorageManager,
-  REDIS_CLIENT_DEFAULTS,
-  RemoteHandlerError,
-  Subscribe,
-} from '../../lib';
+import { EventBus, EventBusModule, InvalidOptionsError, InvalidSubjectError, RemoteHandlerError, Subscribe } from '../../lib';
 import { NatsServer, RedisServer } from '../harness/local-servers';
 import { watchCrashes } from '../reliability/reliability-helpers';
+import { TestBuses } from '../harness/buses';
 import { MiB, sleep, waitUntil } from '../harness/wait';
 
 // Issue 13, items 2, 3, 6 and 7, against real servers: what careless or hostile input must not do.
@@ -21,17 +13,10 @@ describe('hardening: subjects, headers, thrown values, timer limits', () => {
   let nats: NatsServer;
   let redisServer: RedisServer;
   let raw: NatsConnection;
-  const buses: EventBus[] = [];
-  const storages: RedisStorageManager[] = [];
+  const buses = new TestBuses();
 
   async function makeBus(redisUrl = redisServer.url) {
-    const storage = new RedisStorageManager(new Redis(redisUrl, { ...REDIS_CLIENT_DEFAULTS }), { keyPrefix: 'hard:' });
-    storages.push(storage);
-    await storage.connect();
-    const bus = new EventBus({ nats: { servers: nats.url, reconnectTimeWait: 100, reconnectJitter: 0 } }, storage);
-    await bus.connect();
-    buses.push(bus);
-    return bus;
+    return (await buses.withRedis(nats.url, redisUrl, 'hard:', { nats: { reconnectTimeWait: 100, reconnectJitter: 0 } })).bus;
   }
 
   beforeAll(async () => {
@@ -40,8 +25,7 @@ describe('hardening: subjects, headers, thrown values, timer limits', () => {
   });
 
   afterAll(async () => {
-    await Promise.all(buses.map((b) => b.close()));
-    await Promise.all(storages.map((s) => s.disconnect()));
+    await buses.closeAll();
     await raw?.close();
     await Promise.all([nats?.dispose(), redisServer?.dispose()]);
   });

@@ -1,6 +1,7 @@
 import Redis from 'ioredis';
 import { connect, NatsConnection } from '@nats-io/transport-node';
-import { EventBus, RedisStorageManager, REDIS_CLIENT_DEFAULTS, RemoteHandlerError } from '../../lib';
+import { EventBus, RemoteHandlerError } from '../../lib';
+import { TestBuses } from '../harness/buses';
 import { captureLogs } from '../harness/log-capture';
 import { NatsServer, RedisServer } from '../harness/local-servers';
 import { MiB, sha256, sleep, waitUntil } from '../harness/wait';
@@ -12,17 +13,10 @@ describe('mixed fleets: running beside the Python services (legacy keyPrefix "")
   let redisServer: RedisServer;
   let raw: NatsConnection;
   let redis: Redis;
-  const buses: EventBus[] = [];
-  const storages: RedisStorageManager[] = [];
+  const buses = new TestBuses();
 
   async function makeBus(opts: { recoverOnReceipt?: boolean } = {}) {
-    const storage = new RedisStorageManager(new Redis(redisServer.url, { ...REDIS_CLIENT_DEFAULTS }), { keyPrefix: '' });
-    storages.push(storage);
-    await storage.connect();
-    const bus = new EventBus({ nats: { servers: nats.url }, ...opts }, storage);
-    await bus.connect();
-    buses.push(bus);
-    return bus;
+    return (await buses.withRedis(nats.url, redisServer.url, '', opts)).bus;
   }
 
   /** What the Python subscriber did with a stored message: GET the bare token, then DEL it. */
@@ -47,8 +41,7 @@ describe('mixed fleets: running beside the Python services (legacy keyPrefix "")
   });
 
   afterAll(async () => {
-    await Promise.all(buses.map((b) => b.close()));
-    await Promise.all(storages.map((s) => s.disconnect()));
+    await buses.closeAll();
     redis?.disconnect();
     await raw?.close();
     await Promise.all([nats?.dispose(), redisServer?.dispose()]);
