@@ -5,11 +5,15 @@ export { SubscriptionStats } from './event-bus/subscriptions';
 export {
   EventBusCoreOptions,
   EVENT_BUS_DEFAULTS,
+  PersistOptions,
   PublishOptions,
   RpcRequestOptions,
   SubscribeOptions,
 } from './event-bus/event-bus.options';
 export { MessageContext, MessageHandler } from './event-bus/message-context';
+export { JetStreamOptions, DurableSubscribeOptions } from './durable/durable.options';
+export { PersistAck, StreamSpec } from './nats/jetstream';
+export { DEAD_REASON_HEADER } from './durable/dead-letters';
 export { StoredMessageEnvelope, isValidToken } from './claim-check/envelope';
 export { NatsConnectionOptions, NATS_CONNECTION_DEFAULTS } from './nats/bus-connection.options';
 export { ConnectionStatus, ConnectionState } from './nats/bus-connection';

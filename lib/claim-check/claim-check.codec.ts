@@ -1,6 +1,7 @@
 import { isUtf8 } from 'node:buffer';
 import { EventBusError, InvalidMessageError, MessageStorageError, PayloadTooLargeError } from '../errors/event-bus.errors';
-import { encodeEnvelope, isValidToken, looksLikeEnvelope, StoredMessageEnvelope } from './envelope';
+import { encodeEnvelope, isValidToken, looksLikeEnvelope, markForgedToken, StoredMessageEnvelope } from './envelope';
+import type { StoreHints } from '../storage/message-storage-manager';
 
 /** Bytes kept free under max_payload for NATS headers (service-error headers on replies, user headers). */
 export const HEADER_ROOM_BYTES = 8 * 1024;
@@ -19,9 +20,9 @@ const IS_STORED_KEY = Buffer.from('"is_stored"', 'utf8');
  * keeps the import one-way: storage depends on the envelope, the codec on nothing in storage.
  */
 export interface BodyStore {
-  storeMessage(body: Uint8Array, hints?: { reply?: boolean }): Promise<StoredMessageEnvelope>;
+  storeMessage(body: Uint8Array, hints?: StoreHints): Promise<StoredMessageEnvelope>;
   /** Optional: store JSON given as text (stored as its UTF-8 bytes, as `storeMessage` would). */
-  storeJson?(json: string, hints?: { reply?: boolean }): Promise<StoredMessageEnvelope>;
+  storeJson?(json: string, hints?: StoreHints): Promise<StoredMessageEnvelope>;
   recoverMessage(envelope: StoredMessageEnvelope): Promise<Uint8Array>;
   deleteMessage(envelope: StoredMessageEnvelope): Promise<void>;
 }
@@ -73,19 +74,41 @@ export class ClaimCheckCodec {
    * published. A large body given as text goes to the store as text when the store can take it
    * (`storeJson`), which spares an encode and a copy of the whole body.
    */
-  toWire(subject: string, body: Uint8Array | string, maxPayload: number, reply = false, headerBytes = 0): Uint8Array | Promise<Uint8Array> {
-    // Headers past the room kept for them take their excess from the body's share of max_payload.
-    const limit = Math.min(this.thresholdFor(maxPayload), maxPayload - headerBytes);
-    if (typeof body === 'string') {
-      // UTF-8 takes 1 to 3 bytes per UTF-16 unit: only text between limit/3 and limit units needs counting.
-      const large = body.length > limit || (body.length * 3 > limit && Buffer.byteLength(body, 'utf8') > limit);
-      if (!large) return Buffer.from(body, 'utf8');
-      this.checkStorable(subject, Buffer.byteLength(body, 'utf8'), limit, maxPayload, headerBytes);
-      return this.store(body, reply);
-    }
-    if (body.byteLength <= limit) return body;
-    this.checkStorable(subject, body.byteLength, limit, maxPayload, headerBytes);
-    return this.store(body, reply);
+  toWire(
+    subject: string,
+    body: Uint8Array | string,
+    maxPayload: number,
+    hints?: StoreHints,
+    headerBytes = 0,
+  ): Uint8Array | Promise<Uint8Array> {
+    if (this.fitsInline(body, maxPayload, headerBytes)) return typeof body === 'string' ? Buffer.from(body, 'utf8') : body;
+    const limit = this.inlineLimit(maxPayload, headerBytes);
+    this.checkStorable(
+      subject,
+      typeof body === 'string' ? Buffer.byteLength(body, 'utf8') : body.byteLength,
+      limit,
+      maxPayload,
+      headerBytes,
+    );
+    return this.store(body, hints);
+  }
+
+  /** Whether `body` goes on the wire as itself (else it is stored and sent as an envelope). */
+  fitsInline(body: Uint8Array | string, maxPayload: number, headerBytes = 0): boolean {
+    const limit = this.inlineLimit(maxPayload, headerBytes);
+    if (typeof body !== 'string') return body.byteLength <= limit;
+    // UTF-8 takes 1 to 3 bytes per UTF-16 unit: only text between limit/3 and limit units needs counting.
+    return !(body.length > limit || (body.length * 3 > limit && Buffer.byteLength(body, 'utf8') > limit));
+  }
+
+  /** Whether a store is configured. */
+  get hasStorage(): boolean {
+    return this.storage !== null;
+  }
+
+  // Headers past the room kept for them take their excess from the body's share of max_payload.
+  private inlineLimit(maxPayload: number, headerBytes: number): number {
+    return Math.min(this.thresholdFor(maxPayload), maxPayload - headerBytes);
   }
 
   /** A body over `limit` can go only as an envelope: there must be a store, and room beside the headers for the envelope. */
@@ -163,11 +186,9 @@ export class ClaimCheckCodec {
     }
   }
 
-  private async store(body: Uint8Array | string, reply: boolean): Promise<Uint8Array> {
+  private async store(body: Uint8Array | string, hints: StoreHints | undefined): Promise<Uint8Array> {
     let envelope: StoredMessageEnvelope;
     const storage = this.storage!;
-    // Only say "reply" when it is one: custom stores written for 0.1 take one argument.
-    const hints = reply ? { reply: true } : undefined;
     try {
       if (typeof body !== 'string') envelope = await storage.storeMessage(body, hints);
       else if (typeof storage.storeJson === 'function') envelope = await storage.storeJson(body, hints);
@@ -192,7 +213,7 @@ export class ClaimCheckCodec {
 function envelopeOf(subject: string, payload: unknown): StoredMessageEnvelope | undefined {
   if (!looksLikeEnvelope(payload)) return undefined;
   if (!isValidToken(payload.token)) {
-    throw new InvalidMessageError(`envelope on "${subject}" has a token of unknown shape; ignored`);
+    throw markForgedToken(new InvalidMessageError(`envelope on "${subject}" has a token of unknown shape; ignored`));
   }
   return { token: payload.token, is_stored: true };
 }

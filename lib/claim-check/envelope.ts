@@ -30,3 +30,18 @@ export function looksLikeEnvelope(value: unknown): value is { token: unknown; is
 export function encodeEnvelope(token: string): Uint8Array {
   return Buffer.from(`{"token":"${token}","is_stored":true}`, 'utf8');
 }
+
+// Marks the InvalidMessageError of an envelope whose token has a shape no producer makes, so a
+// durable subscription can dead-letter it as `forbidden` rather than as a body that is not JSON.
+const forged = new WeakSet<object>();
+
+/** Note that `err` was raised for a forged token. */
+export function markForgedToken<E extends object>(err: E): E {
+  forged.add(err);
+  return err;
+}
+
+/** True for the error of an envelope with a forged token. */
+export function isForgedToken(err: unknown): boolean {
+  return typeof err === 'object' && err !== null && forged.has(err);
+}

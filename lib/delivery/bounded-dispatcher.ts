@@ -34,7 +34,8 @@ export class BoundedDispatcher<M> {
     private readonly limits: DispatchLimits,
     /** Bytes a message holds on arrival (its body as received). */
     private readonly sizeOf: (item: M) => number,
-    private readonly run: (item: M, held: HeldBytes) => void | Promise<void>,
+    /** Runs one delivery; what it returns (or resolves with) is not the dispatcher's business. */
+    private readonly run: (item: M, held: HeldBytes) => unknown,
     private readonly logger: Logger,
     /** Called for a message that must wait for a slot, e.g. to start recovering its body now. */
     private readonly onQueued?: (item: M, held: HeldBytes) => void,
@@ -95,6 +96,24 @@ export class BoundedDispatcher<M> {
     this.onQueued?.(item, held);
   }
 
+  /**
+   * Resolves when a message of `bytes` would start at once: a handler slot is free, nothing waits,
+   * and the bytes fit the budget. A source that can hold messages back (a JetStream pull) waits
+   * for this instead of having messages dropped or shed.
+   */
+  whenRoomFor(bytes: number): Promise<void> | undefined {
+    if (this.hasRoomFor(bytes)) return undefined;
+    return new Promise((resolve) => {
+      this.roomWaiter = { bytes, resolve };
+    });
+  }
+
+  private roomWaiter?: { bytes: number; resolve: () => void };
+
+  private hasRoomFor(bytes: number): boolean {
+    return this.active < this.limits.maxConcurrent && this.pending === 0 && this.budget.fits(bytes);
+  }
+
   /** Resolves when nothing is running or queued. */
   whenIdle(): Promise<void> {
     if (this.active === 0 && this.pending === 0) return Promise.resolve();
@@ -111,16 +130,16 @@ export class BoundedDispatcher<M> {
 
   private start(item: M, held: HeldBytes): void {
     this.active++;
-    let result: void | Promise<void>;
+    let result: unknown;
     try {
       result = this.run(item, held);
     } catch {
       // `run` reports its own failures; a throw here must not stop the queue.
       result = undefined;
     }
-    if (result && typeof (result as Promise<void>).then === 'function') {
+    if (result && typeof (result as Promise<unknown>).then === 'function') {
       const done = () => this.finish(held);
-      (result as Promise<void>).then(done, done);
+      (result as Promise<unknown>).then(done, done);
     } else {
       this.finish(held);
     }
@@ -156,6 +175,11 @@ export class BoundedDispatcher<M> {
       } finally {
         this.draining = false;
       }
+    }
+    if (this.roomWaiter && this.hasRoomFor(this.roomWaiter.bytes)) {
+      const waiter = this.roomWaiter;
+      this.roomWaiter = undefined;
+      waiter.resolve();
     }
     if (this.active === 0 && this.pending === 0 && this.idleWaiters.length) {
       const waiters = this.idleWaiters;

@@ -22,9 +22,14 @@ export class ByteBudget {
     return this.usedBytes;
   }
 
-  /** Count `bytes` now if they fit, or if nothing else is held (a body larger than the budget still goes, alone). */
+  /** Whether `bytes` fit now, or nothing else is held (a body larger than the budget still goes, alone). */
+  fits(bytes: number): boolean {
+    return this.usedBytes + bytes <= this.limit || this.usedBytes === 0;
+  }
+
+  /** Count `bytes` now if they fit (see `fits`). */
   tryTake(bytes: number): boolean {
-    if (this.usedBytes + bytes > this.limit && this.usedBytes > 0) return false;
+    if (!this.fits(bytes)) return false;
     this.usedBytes += bytes;
     return true;
   }

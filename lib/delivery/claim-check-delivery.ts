@@ -4,6 +4,9 @@ import { StoredMessageEnvelope } from '../claim-check/envelope';
 import { MsgHdrs, BusConnection } from '../nats/bus-connection';
 import { isPromise, MaybePromise } from '../shared/maybe-async';
 
+// Replies have one reader, within its timeout: stores keep them briefly.
+const REPLY = { reply: true } as const;
+
 /**
  * A received message after claim-check: the envelope it came as (if any), and the bytes the
  * publisher meant, ready now for an inline body or once recovered from storage.
@@ -49,7 +52,7 @@ export class ClaimCheckDelivery {
   ): MaybePromise<void> {
     let wire: MaybePromise<Uint8Array>;
     try {
-      wire = this.codec.toWire(subject, body, this.client.maxPayload, true);
+      wire = this.codec.toWire(subject, body, this.client.maxPayload, REPLY);
     } catch (err) {
       return onFailure(err);
     }

@@ -10,6 +10,7 @@ export const EventBusErrorCode = {
   InvalidOptions: 'INVALID_OPTIONS',
   NotConnected: 'NOT_CONNECTED',
   InvalidSubject: 'INVALID_SUBJECT',
+  NotPersisted: 'NOT_PERSISTED',
 } as const;
 export type EventBusErrorCode = (typeof EventBusErrorCode)[keyof typeof EventBusErrorCode];
 
@@ -131,5 +132,21 @@ export class InvalidSubjectError extends EventBusError {
     options?: { cause?: unknown },
   ) {
     super(`invalid ${kind} ${JSON.stringify(value.length > 80 ? `${value.slice(0, 80)}…` : value)}: ${problem}`, options);
+  }
+}
+
+/**
+ * A `publish(…, { persist: true })` that no stream stored: no stream captures the subject, or the
+ * stream's acknowledgement did not come in time. Retry with the same `msgId`: a stream that did
+ * store it recognises the repeat as a duplicate.
+ */
+export class NotPersistedError extends EventBusError {
+  readonly code = EventBusErrorCode.NotPersisted;
+  constructor(
+    readonly subject: string,
+    readonly reason: string,
+    options?: { cause?: unknown },
+  ) {
+    super(`message on "${subject}" was not persisted: ${reason}`, options);
   }
 }

@@ -2,6 +2,7 @@ import { InvalidOptionsError } from '../errors/event-bus.errors';
 import { DEFAULTS } from '../options/defaults';
 import { knownKeys, nonEmptyString, MAX_TIMER_MS, wholeNumber } from '../options/rules';
 import type { NatsConnectionOptions } from '../nats/bus-connection.options';
+import { DurableSubscribeOptions, JetStreamOptions, validateJetStreamOptions } from '../durable/durable.options';
 
 /** How the bus behaves, independent of where its storage comes from. */
 export interface EventBusCoreOptions {
@@ -46,13 +47,19 @@ export interface EventBusCoreOptions {
   firstConnectTimeoutMs?: number;
   /** On close, how long in-flight handlers may run before connections close anyway, in ms. Default 10000. */
   shutdownTimeoutMs?: number;
+  /**
+   * Durable delivery with JetStream: the streams to ensure at bootstrap (and JetStream must then
+   * answer, or bootstrap fails). Durable subscriptions and persisted publishes work without it,
+   * on streams that operations manage. Default: none.
+   */
+  jetstream?: JetStreamOptions;
 }
 
 export const EVENT_BUS_DEFAULTS = DEFAULTS.bus;
 
-/** Options of one subscription. */
-export interface SubscribeOptions {
-  /** Queue group: each message goes to one member of the group. Default: none (every subscriber gets it). */
+/** Options of one subscription. With `durable`, it is a JetStream durable consumer (at least once) instead of core NATS (at most once). */
+export interface SubscribeOptions extends DurableSubscribeOptions {
+  /** Queue group: each message goes to one member of the group. Default: none (every subscriber gets it). Not with `durable`. */
   queue?: string;
   /** Named consumer connection to subscribe on. Default `'default'`. Created on first use. */
   consumer?: string;
@@ -67,6 +74,14 @@ export interface SubscribeOptions {
 export interface PublishOptions {
   /** NATS headers to send along. */
   headers?: Record<string, string>;
+}
+
+/** `publish` options that make it wait until a JetStream stream has stored the message. */
+export interface PersistOptions extends PublishOptions {
+  /** Resolve only once a stream stored the message (`{ stream, seq, duplicate }`); `NotPersistedError` otherwise. */
+  persist: true;
+  /** Deduplication id: a repeat within the stream's duplicate window is stored once (`duplicate: true`). */
+  msgId?: string;
 }
 
 export interface RpcRequestOptions extends PublishOptions {
@@ -85,6 +100,7 @@ const CORE_KEYS = [
   'recoverOnReceipt',
   'firstConnectTimeoutMs',
   'shutdownTimeoutMs',
+  'jetstream',
   'storage',
   'health',
 ] as const;
@@ -112,6 +128,7 @@ export function validateCoreOptions(options: EventBusCoreOptions): void {
   }
   wholeNumber('nats.maxPingOut', nats.maxPingOut, 1);
   wholeNumber('nats.maxReconnectAttempts', nats.maxReconnectAttempts, -1);
+  validateJetStreamOptions(options.jetstream);
   if (options.recoverOnReceipt !== undefined && typeof options.recoverOnReceipt !== 'boolean')
     throw new InvalidOptionsError('recoverOnReceipt', `must be true or false, got ${typeof options.recoverOnReceipt}`);
 }

@@ -5,7 +5,10 @@ import { Logger, OnModuleDestroy, OnModuleInit } from '@nestjs/common';
 import { ClaimCheckCodec } from '../claim-check/claim-check.codec';
 import { InvalidOptionsError, NotConnectedError, RpcTimeoutError } from '../errors/event-bus.errors';
 import { RELEASE_TIMEOUT_MS } from '../options/defaults';
-import { MAX_TIMER_MS, wholeNumber } from '../options/rules';
+import { MAX_TIMER_MS, nonEmptyString, wholeNumber } from '../options/rules';
+import { Durability } from '../durable/durability';
+import { durableSettings } from '../durable/durable.options';
+import type { PersistAck } from '../nats/jetstream';
 import { checkQueue, checkTopic } from '../nats/subjects';
 import { BusConnection, ConnectionStatus, createHeaders, headersSize, Msg, MsgHdrs } from '../nats/bus-connection';
 import { withTimeout } from '../shared/deadline';
@@ -22,6 +25,7 @@ import {
   EVENT_BUS_DEFAULTS,
   validateCoreOptions,
   EventBusCoreOptions,
+  PersistOptions,
   PublishOptions,
   RpcRequestOptions,
   SubscribeOptions,
@@ -32,6 +36,8 @@ import { MessageHandler } from './message-context';
 export interface EventBusSubscription {
   readonly subject: string;
   readonly queue?: string;
+  /** The durable consumer's name, for a durable subscription. */
+  readonly durable?: string;
   readonly consumer: string;
   /** Stop receiving, let in-flight handlers finish, then resolve. */
   unsubscribe(): Promise<void>;
@@ -52,7 +58,9 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
   private readonly subscriptions = new Subscriptions(this.logger);
   private readonly checkedTopics = new Set<string>();
   private readonly inFlight = new InFlight();
-  private readonly options: Required<Omit<EventBusCoreOptions, 'largeMessageThreshold' | 'recoverOnReceipt'>> & EventBusCoreOptions;
+  private readonly options: Required<Omit<EventBusCoreOptions, 'largeMessageThreshold' | 'recoverOnReceipt' | 'jetstream'>> &
+    EventBusCoreOptions;
+  private readonly durability: Durability;
   private connecting?: Promise<void>;
   private closing?: Promise<void>;
 
@@ -63,6 +71,7 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
     validateCoreOptions(options);
     this.options = { ...EVENT_BUS_DEFAULTS, ...options };
     this.codec = new ClaimCheckCodec(storage, options.largeMessageThreshold);
+    this.durability = new Durability(options.jetstream, this.codec, this.logger);
     this.producer = new BusConnection('producer', { ...options.nats, name: this.connectionName() });
     this.consumers = new ConsumerPool(
       (name, own) => ({ ...this.options.nats, ...own, name: own.name ?? `${this.connectionName()}:${name}` }),
@@ -84,12 +93,16 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
   /** Open the producer connection. Called by the module's lifecycle hooks; idempotent. */
   connect(): Promise<void> {
     if (this.closing) return Promise.reject(new NotConnectedError('EventBus is closed'));
-    this.connecting ??= this.producer.connect(this.options.firstConnectTimeoutMs).then(
-      () => this.checkThreshold(this.producer),
-      (err) => {
-        throw describeConnectError(err, this.options.nats);
-      },
-    );
+    this.connecting ??= this.producer
+      .connect(this.options.firstConnectTimeoutMs)
+      .then(
+        () => this.checkThreshold(this.producer),
+        (err) => {
+          throw describeConnectError(err, this.options.nats);
+        },
+      )
+      // With `jetstream` configured, JetStream must answer and its streams exist before subscribers bind.
+      .then(() => this.durability.start(this.producer));
     // A bad threshold fails bootstrap, and Nest then runs no destroy hook: release the connection here.
     this.connecting.catch(() => this.producer.drain(RELEASE_TIMEOUT_MS));
     return this.connecting;
@@ -106,15 +119,23 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
     await this.consumers.get(name);
   }
 
-  /** Publish `payload` as JSON. Large bodies are stored first; if that fails, nothing is published. */
-  publish(topic: string, payload: unknown, opts?: PublishOptions): Promise<void> {
+  /**
+   * Publish `payload` as JSON. Large bodies are stored first; if that fails, nothing is published.
+   * With `{ persist: true }`, resolves once a JetStream stream stored it, with `{ stream, seq,
+   * duplicate }`, or rejects with `NotPersistedError`.
+   */
+  publish(topic: string, payload: unknown, opts: PersistOptions): Promise<PersistAck>;
+  publish(topic: string, payload: unknown, opts?: PublishOptions): Promise<void>;
+  publish(topic: string, payload: unknown, opts?: PublishOptions | PersistOptions): Promise<void | PersistAck> {
     try {
       const producer = this.openProducer();
       this.checkPublishTopic(topic);
       // Everything that can be refused is checked before a large body is stored.
       const hdrs = opts?.headers ? createHeaders(opts.headers) : undefined;
       const body = this.codec.stringifyJson(payload, topic);
-      const wire = this.codec.toWire(topic, body, producer.maxPayload, false, hdrs ? headersSize(hdrs) : 0);
+      const persist = persistOptions(opts);
+      if (persist) return this.inFlight.publish(this.durability.publish(producer, topic, body, hdrs, persist.msgId));
+      const wire = this.codec.toWire(topic, body, producer.maxPayload, undefined, hdrs ? headersSize(hdrs) : 0);
       if (wire instanceof Uint8Array) {
         producer.publish(topic, wire, hdrs);
         return Promise.resolve();
@@ -153,7 +174,7 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
       // Everything that can be refused is checked before a large body is stored.
       const hdrs = opts?.headers ? createHeaders(opts.headers) : undefined;
       const body = this.codec.stringifyJson(payload, topic);
-      const wire = this.codec.toWire(topic, body, producer.maxPayload, false, hdrs ? headersSize(hdrs) : 0);
+      const wire = this.codec.toWire(topic, body, producer.maxPayload, undefined, hdrs ? headersSize(hdrs) : 0);
       const replied =
         wire instanceof Uint8Array
           ? producer.request(topic, wire, timeout, hdrs).then((reply) => this.readReply<T>(topic, reply.data, timeout, started))
@@ -222,6 +243,7 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
     checkTopic(topic, 'subscribe');
     checkQueue(opts.queue, topic);
     if (typeof handler !== 'function') throw new InvalidOptionsError('handler', `must be a function (topic "${topic}")`);
+    const durable = durableSettings(topic, opts);
     const consumerName = opts.consumer ?? DEFAULT_CONSUMER;
     const maxConcurrent = opts.maxConcurrent ?? this.options.maxConcurrentHandlers;
     wholeNumber('maxConcurrent', maxConcurrent);
@@ -229,6 +251,12 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
     wholeNumber('maxHeldBytes', maxHeldBytes, 1, 'bytes');
     await this.connect();
     const client = await this.consumers.get(consumerName);
+    const limits = { maxConcurrent, maxPending: this.options.maxPendingMessages, maxHeldBytes };
+    if (durable) {
+      const sub = await this.durability.subscribe(client, this.deliveryFor(client), topic, handler as MessageHandler, durable, limits);
+      const stopDurable = this.subscriptions.addDurable(sub, topic, consumerName, durable.durable, this.options.shutdownTimeoutMs);
+      return { subject: topic, durable: durable.durable, consumer: consumerName, unsubscribe: stopDurable };
+    }
     const stop = await this.subscriptions.start(
       client,
       this.deliveryFor(client),
@@ -237,7 +265,7 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
         queue: opts.queue,
         consumer: consumerName,
         handler: handler as MessageHandler,
-        limits: { maxConcurrent, maxPending: this.options.maxPendingMessages, maxHeldBytes },
+        limits,
         recoverOnReceipt: opts.recoverOnReceipt ?? this.recoverOnReceipt(),
       },
       this.options.shutdownTimeoutMs,
@@ -268,6 +296,16 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
    */
   get offloadThreshold(): number {
     return this.codec.thresholdFor(this.producer.maxPayload);
+  }
+
+  /**
+   * Throws `NotConnectedError` when JetStream does not answer on the producer connection. For
+   * `/_health`; resolves false (and asks nothing) when the bus does not use JetStream.
+   */
+  async pingJetStream(): Promise<boolean> {
+    if (!this.durability.inUse) return false;
+    await this.durability.ping(this.openProducer());
+    return true;
   }
 
   /** The storage the bus offloads to, or null. */
@@ -328,6 +366,18 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
       );
     }
   }
+}
+
+/** The persist options of a publish, checked, or undefined for a plain publish. */
+function persistOptions(opts: PublishOptions | PersistOptions | undefined): PersistOptions | undefined {
+  const o = opts as { persist?: unknown; msgId?: unknown } | undefined;
+  if (o?.persist === undefined || o.persist === false) {
+    if (o?.msgId !== undefined) throw new InvalidOptionsError('msgId', 'applies to persisted publishes only; add persist: true');
+    return undefined;
+  }
+  if (o.persist !== true) throw new InvalidOptionsError('persist', `must be true or false, got ${typeof o.persist}`);
+  nonEmptyString('msgId', o.msgId);
+  return o as PersistOptions;
 }
 
 /** What is left of `timeout` ms since `started`; at least 1 ms, so the last step still gets its try. */

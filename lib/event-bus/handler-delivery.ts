@@ -4,11 +4,33 @@ import { ClaimCheckDelivery } from '../delivery/claim-check-delivery';
 import { isPromise, MaybePromise } from '../shared/maybe-async';
 import { RateLimitedLog } from '../delivery/rate-limited-log';
 import { httpExceptionMessage, replyStatusOf } from '../errors/reply-status';
-import { createHeaders, Msg, SERVICE_ERROR_CODE_HEADER, SERVICE_ERROR_HEADER } from '../nats/bus-connection';
+import { createHeaders, headerText, Msg, SERVICE_ERROR_CODE_HEADER, SERVICE_ERROR_HEADER } from '../nats/bus-connection';
 import { MessageContext, MessageHandler } from './message-context';
 import { HeldBytes } from '../delivery/byte-budget';
 import { StoredMessageEnvelope } from '../claim-check/envelope';
 import { asText } from '../shared/as-text';
+import { InvalidMessageError, MessageStorageError, StoredMessageNotFoundError } from '../errors/event-bus.errors';
+import { isForgedToken } from '../claim-check/envelope';
+
+/**
+ * Why a message was not handled. Durable subscriptions ack, retry or dead-letter by it; core
+ * subscriptions have nothing to settle and ignore it.
+ * - `handler`: the handler (or a pipe, guard or interceptor) threw;
+ * - `unavailable`: the storage could not give the body back now; a retry may succeed;
+ * - `poison`: the message can never succeed (not JSON, a forged or unknown token).
+ */
+export interface DeliveryFailure {
+  kind: 'handler' | 'unavailable' | 'poison';
+  /** Short reason, as the dead letter's `Eventbus-Dead-Reason` header says it. */
+  reason: string;
+  error: unknown;
+}
+
+/** `undefined` when the handler ran and resolved (and any reply was sent). */
+export type DeliveryOutcome = DeliveryFailure | undefined;
+
+/** What a durable subscription adds to the handler's `MessageContext`. */
+export type DurableContext = Pick<MessageContext, 'deliveryCount' | 'stream' | 'seq'>;
 
 /**
  * One `EventBus` message through recovery, the handler and the reply. Never throws: bad input is
@@ -23,7 +45,14 @@ export class HandlerDelivery {
   ) {}
 
   /** `eager`: recovery on receipt is on, so a stored body of unknown size is reckoned at the threshold (see `prefetch`). */
-  deliver(msg: Msg, handler: MessageHandler, literalSubject?: string, held?: HeldBytes, eager = false): MaybePromise<void> {
+  deliver(
+    msg: Msg,
+    handler: MessageHandler,
+    literalSubject?: string,
+    held?: HeldBytes,
+    eager = false,
+    durable?: DurableContext,
+  ): MaybePromise<DeliveryOutcome> {
     const subject = literalSubject ?? msg.subject;
     // nats.js decodes `msg.reply` again on every read while it is empty (an event), so read it once.
     const reply = msg.reply || undefined;
@@ -35,15 +64,16 @@ export class HandlerDelivery {
     } catch (err) {
       return this.badInput(subject, reply, err, `dropped message on "${subject}"`);
     }
-    if (!decoded.envelope) return this.run(handler, decoded.payload, { subject, reply, headers: msg.headers, recovered: false });
+    if (!decoded.envelope)
+      return this.run(handler, decoded.payload, { subject, reply, headers: msg.headers, recovered: false, ...durable });
     const envelope = decoded.envelope;
     // Recovery on receipt already fetched it (or is fetching it).
-    if (held?.prefetched) return this.recover(msg, handler, subject, reply, envelope, held);
+    if (held?.prefetched) return this.recover(msg, handler, subject, reply, envelope, held, durable);
     // A stored body may be large: wait for room in the subscription's byte budget before fetching it.
     const room = held?.reserveStored(eager ? this.storedAtLeast() : 0);
     return room
-      ? room.then(() => this.recover(msg, handler, subject, reply, envelope, held))
-      : this.recover(msg, handler, subject, reply, envelope, held);
+      ? room.then(() => this.recover(msg, handler, subject, reply, envelope, held, durable))
+      : this.recover(msg, handler, subject, reply, envelope, held, durable);
   }
 
   private recover(
@@ -53,7 +83,8 @@ export class HandlerDelivery {
     reply: string | undefined,
     envelope: StoredMessageEnvelope,
     held?: HeldBytes,
-  ): Promise<void> {
+    durable?: DurableContext,
+  ): Promise<DeliveryOutcome> {
     const bytes = held?.prefetched ?? this.claimCheck.codec.recoverBytes(subject, envelope);
     return bytes.then(
       (data) => {
@@ -64,7 +95,7 @@ export class HandlerDelivery {
         } catch (err) {
           return this.badInput(subject, reply, err, `dropped message on "${subject}" (token ${envelope.token})`);
         }
-        return this.run(handler, payload, { subject, reply, headers: msg.headers, recovered: true, token: envelope.token });
+        return this.run(handler, payload, { subject, reply, headers: msg.headers, recovered: true, token: envelope.token, ...durable });
       },
       (err) =>
         this.badInput(
@@ -112,7 +143,7 @@ export class HandlerDelivery {
     return this.claimCheck.codec.thresholdFor(this.claimCheck.client.maxPayload);
   }
 
-  private run(handler: MessageHandler, payload: unknown, ctx: MessageContext): MaybePromise<void> {
+  private run(handler: MessageHandler, payload: unknown, ctx: MessageContext): MaybePromise<DeliveryOutcome> {
     let result: unknown;
     try {
       result = handler(payload, ctx);
@@ -122,9 +153,9 @@ export class HandlerDelivery {
     if (isPromise(result)) {
       return result.then(ctx.reply !== undefined ? (value) => this.reply(ctx, value) : undefined, (err) =>
         this.handlerFailed(ctx, err),
-      ) as Promise<void>;
+      ) as Promise<DeliveryOutcome>;
     }
-    if (ctx.reply !== undefined) return this.reply(ctx, result);
+    if (ctx.reply !== undefined) return this.reply(ctx, result) as MaybePromise<undefined>;
   }
 
   private reply(ctx: MessageContext, value: unknown): MaybePromise<void> {
@@ -142,7 +173,7 @@ export class HandlerDelivery {
     return this.claimCheck.reply(ctx.reply!, subject, body, undefined, failed);
   }
 
-  private handlerFailed(ctx: MessageContext, err: unknown): void {
+  private handlerFailed(ctx: MessageContext, err: unknown): DeliveryFailure {
     const message = describeThrown(err);
     const status = statusOfThrown(err);
     // A pipe or guard refusing the message (4xx from Nest) is bad input: logged rate-limited, without a stack.
@@ -150,11 +181,13 @@ export class HandlerDelivery {
       this.badInputLog.error(ctx.subject, `message on "${ctx.subject}" refused (${status}): ${message}`);
     else this.logger.error(`handler for "${ctx.subject}" failed: ${message}`, stackOf(err));
     if (ctx.reply !== undefined) this.respondError(ctx.reply, ctx.subject, status, message || 'handler failed');
+    return { kind: 'handler', reason: 'handler_error', error: err };
   }
 
-  private badInput(subject: string, reply: string | undefined, err: unknown, what: string, replyText?: string): void {
+  private badInput(subject: string, reply: string | undefined, err: unknown, what: string, replyText?: string): DeliveryFailure {
     this.badInputLog.error(subject, `${what}: ${(err as Error).message}`);
     if (reply !== undefined) this.respondError(reply, subject, replyStatusOf(err), replyText ?? (err as Error).message);
+    return failureOf(err);
   }
 
   /**
@@ -165,13 +198,7 @@ export class HandlerDelivery {
   private respondError(replyTo: string, subject: string, code: number, description: string): void {
     const h = createHeaders();
     h.set(SERVICE_ERROR_CODE_HEADER, String(code));
-    // Header values cannot carry CR, LF or other control characters: keep the first line, made safe, bounded.
-    const safe = description
-      .split(/\r?\n/, 1)[0]
-      // eslint-disable-next-line no-control-regex -- control characters are what this looks for
-      .replace(/[\u0000-\u001f\u007f]/g, ' ')
-      .slice(0, 1024)
-      .trim();
+    const safe = headerText(description);
     h.set(SERVICE_ERROR_HEADER, safe || 'error');
     this.claimCheck.send(replyTo, subject, Buffer.from(JSON.stringify({ status: code, error: safe || 'error' }), 'utf8'), h);
   }
@@ -190,6 +217,16 @@ function describeThrown(err: unknown): string {
   } catch {
     return `a thrown ${typeof err}`;
   }
+}
+
+/** What a failure to decode or recover a message means for a retry. */
+function failureOf(err: unknown): DeliveryFailure {
+  if (err instanceof StoredMessageNotFoundError) return { kind: 'poison', reason: 'not_found', error: err };
+  if (err instanceof InvalidMessageError)
+    return { kind: 'poison', reason: isForgedToken(err) ? 'forbidden' : 'invalid_message', error: err };
+  if (err instanceof MessageStorageError) return { kind: 'unavailable', reason: 'storage_unavailable', error: err };
+  // A custom store's own error class: it may be passing; retrying is the safe side.
+  return { kind: 'unavailable', reason: 'recover_failed', error: err };
 }
 
 function isNestException(err: unknown): boolean {

@@ -12,6 +12,12 @@ export interface MessageContext {
   recovered: boolean;
   /** The claim-check token, when `recovered`. */
   token?: string;
+  /** Durable subscriptions: how many times this message has been delivered, counting from 1. */
+  deliveryCount?: number;
+  /** Durable subscriptions: the JetStream stream that keeps the message. */
+  stream?: string;
+  /** Durable subscriptions: the message's sequence number in `stream`. */
+  seq?: number;
 }
 
 /** A message handler: plain or async. For a request, the return value is the reply. */

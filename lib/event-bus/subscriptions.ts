@@ -4,19 +4,25 @@ import { Msg, BusConnection, Subscription } from '../nats/bus-connection';
 import { settleWithin } from '../shared/deadline';
 import { HandlerDelivery } from './handler-delivery';
 import { MessageHandler } from './message-context';
+import { DurableSubscription } from '../durable/durable-subscription';
 
+/** A live subscription, core or durable: how to stop it, and its dispatcher (for stats). */
 interface ActiveSubscription {
-  sub: Subscription;
-  dispatcher: BoundedDispatcher<Msg>;
+  dispatcher: BoundedDispatcher<unknown>;
   subject: string;
   queue?: string;
+  durable?: string;
   consumer: string;
+  /** Stop receiving and wait (bounded) for handlers; false when they were still running at the deadline. */
+  stop(timeoutMs: number): Promise<boolean>;
 }
 
 /** What one live subscription holds and has dropped, from `EventBus.subscriptionStats()`. */
 export interface SubscriptionStats {
   subject: string;
   queue?: string;
+  /** The durable consumer's name, for a durable subscription. */
+  durable?: string;
   consumer: string;
   /** Handlers running now. */
   running: number;
@@ -71,23 +77,43 @@ export class Subscriptions {
       spec.recoverOnReceipt ? (msg, held) => delivery.prefetch(msg, held, literalSubject) : undefined,
     );
     const sub = client.subscribe(spec.topic, (msg) => dispatcher.push(msg), spec.queue);
-    const entry: ActiveSubscription = { sub, dispatcher, subject: spec.topic, queue: spec.queue, consumer: spec.consumer };
+    const entry: ActiveSubscription = {
+      dispatcher: dispatcher as BoundedDispatcher<unknown>,
+      subject: spec.topic,
+      queue: spec.queue,
+      consumer: spec.consumer,
+      stop: (timeoutMs) => stopCore(sub, dispatcher, timeoutMs),
+    };
     this.active.add(entry);
     // A publish right after `subscribe` resolves must not miss the subscription.
     await client.flush();
     return () => this.stop(entry, stopTimeoutMs);
   }
 
+  /** Track a started durable subscription; returns its stopper. */
+  addDurable(durable: DurableSubscription, topic: string, consumer: string, name: string, stopTimeoutMs: number): () => Promise<void> {
+    const entry: ActiveSubscription = {
+      dispatcher: durable.dispatcher as BoundedDispatcher<unknown>,
+      subject: topic,
+      durable: name,
+      consumer,
+      stop: (timeoutMs) => durable.stop(timeoutMs),
+    };
+    this.active.add(entry);
+    return () => this.stop(entry, stopTimeoutMs);
+  }
+
   /** The dispatchers of the live subscriptions (their queue depths, for tests and diagnostics). */
-  dispatchers(): Array<BoundedDispatcher<Msg>> {
+  dispatchers(): Array<BoundedDispatcher<unknown>> {
     return [...this.active].map((s) => s.dispatcher);
   }
 
   /** What each live subscription holds and has dropped. */
   stats(): SubscriptionStats[] {
-    return [...this.active].map(({ subject, queue, consumer, dispatcher: d }) => ({
+    return [...this.active].map(({ subject, queue, durable, consumer, dispatcher: d }) => ({
       subject,
       ...(queue !== undefined ? { queue } : {}),
+      ...(durable !== undefined ? { durable } : {}),
       consumer,
       running: d.inFlight,
       waiting: d.pending,
@@ -105,15 +131,20 @@ export class Subscriptions {
 
   private async stop(entry: ActiveSubscription, timeoutMs: number): Promise<void> {
     if (!this.active.delete(entry)) return;
-    // drain() unsubscribes and waits for messages already sent by the server to arrive;
-    // while the server is unreachable it cannot finish, so it is bounded too.
-    if (!entry.sub.isClosed()) await settleWithin(entry.sub.drain(), timeoutMs);
-    if (!entry.sub.isClosed()) entry.sub.unsubscribe();
-    const idle = await settleWithin(entry.dispatcher.whenIdle(), timeoutMs);
+    const idle = await entry.stop(timeoutMs);
     if (!idle) {
       this.logger.warn(
         `"${entry.subject}": ${entry.dispatcher.inFlight} handlers still running and ${entry.dispatcher.pending} messages waiting after ${timeoutMs} ms; closing anyway`,
       );
     }
   }
+}
+
+/** A core subscription stops: drain, then wait (bounded) for its handlers. */
+async function stopCore(sub: Subscription, dispatcher: BoundedDispatcher<Msg>, timeoutMs: number): Promise<boolean> {
+  // drain() unsubscribes and waits for messages already sent by the server to arrive;
+  // while the server is unreachable it cannot finish, so it is bounded too.
+  if (!sub.isClosed()) await settleWithin(sub.drain(), timeoutMs);
+  if (!sub.isClosed()) sub.unsubscribe();
+  return settleWithin(dispatcher.whenIdle(), timeoutMs);
 }

@@ -53,6 +53,21 @@ export function createHeaders(record?: Record<string, string>): MsgHdrs {
   return h;
 }
 
+/**
+ * Text made fit for a header value: header values cannot carry CR, LF or other control
+ * characters, so keep the first line, with the rest of the control characters as spaces, bounded.
+ */
+export function headerText(text: string, maxLength = 1024): string {
+  return (
+    text
+      .split(/\r?\n/, 1)[0]
+      // eslint-disable-next-line no-control-regex -- control characters are what this looks for
+      .replace(/[\u0000-\u001f\u007f]/g, ' ')
+      .slice(0, maxLength)
+      .trim()
+  );
+}
+
 /** Bytes `h` takes on the wire (`NATS/1.0\r\n`, a `name: value\r\n` line per value, `\r\n`). */
 export function headersSize(h: MsgHdrs): number {
   let size = 12;

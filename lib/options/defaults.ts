@@ -43,6 +43,17 @@ export const DEFAULTS = {
     connectTimeout: 10_000,
     lazyConnect: true,
   },
+  /** `jetstream` (durable delivery). */
+  jetstream: {
+    apiTimeoutMs: 5000,
+  },
+  /** `@Subscribe(topic, { durable, … })` and `subscribe(…, { durable, … })`. */
+  durable: {
+    maxDeliver: 5,
+    /** Delay before each redelivery after a failure; the last step repeats. */
+    backoffMs: [1000, 5000, 30_000],
+    ackWaitMs: 30_000,
+  },
   /** `/_health`. */
   health: {
     enabled: true,

@@ -25,7 +25,9 @@ export class InMemoryStorageManager extends MessageStorageManager {
   async storeMessage(body: Uint8Array, hints?: StoreHints): Promise<StoredMessageEnvelope> {
     this.evictExpired();
     const token = randomUUID();
-    const ttlMs = hints?.reply ? Math.min(this.ttlMs, DEFAULTS.storage.replyTtlSeconds * 1000) : this.ttlMs;
+    const ttlMs = hints?.reply
+      ? Math.min(this.ttlMs, DEFAULTS.storage.replyTtlSeconds * 1000)
+      : Math.max(this.ttlMs, (hints?.minTtlSeconds ?? 0) * 1000);
     this.entries.set(token, { body: Uint8Array.from(body), expiresAt: Date.now() + ttlMs });
     return { token, is_stored: true };
   }

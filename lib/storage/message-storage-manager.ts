@@ -19,6 +19,12 @@ export interface StoreHints {
    * delete them: a responder must not be able to make it delete another message's body.
    */
   reply?: boolean;
+  /**
+   * Keep the body at least this many seconds: it belongs to a message a JetStream stream keeps that
+   * long (`publish(…, { persist: true })`). A store whose expiry is shorter takes the longer one;
+   * a store that cannot keep it that long must reject with `MessageStorageError`.
+   */
+  minTtlSeconds?: number;
 }
 
 export abstract class MessageStorageManager {

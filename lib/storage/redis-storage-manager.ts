@@ -119,7 +119,7 @@ export class RedisStorageManager extends MessageStorageManager {
 
   private async set(value: Buffer | string, hints?: StoreHints): Promise<StoredMessageEnvelope> {
     const token = randomUUID();
-    const ttl = hints?.reply ? this.replyTtlSeconds : this.ttlSeconds;
+    const ttl = hints?.reply ? this.replyTtlSeconds : Math.max(this.ttlSeconds, hints?.minTtlSeconds ?? 0);
     try {
       await this.timed(this.client.set(this.keyPrefix + token, value, 'EX', ttl), 'SET');
     } catch (err) {

@@ -37,6 +37,9 @@ function defaultOf(option: string): unknown {
   if (head === 'nats') return (DEFAULTS.nats as Record<string, unknown>)[key];
   if (head === 'storage') return (DEFAULTS.storage as Record<string, unknown>)[key];
   if (head === 'health') return (DEFAULTS.health as Record<string, unknown>)[key];
+  if (head === 'jetstream') return (DEFAULTS.jetstream as Record<string, unknown>)[key];
+  // Per durable subscription (`@Subscribe(topic, { durable, … })`).
+  if (head === 'durable') return (DEFAULTS.durable as Record<string, unknown>)[key];
   return (DEFAULTS.bus as Record<string, unknown>)[option];
 }
 
@@ -47,7 +50,8 @@ describe('options: one defaults object', () => {
     for (const [option, literal] of table) {
       const actual = defaultOf(option);
       if (actual === undefined) continue; // e.g. `storage.redis.url`: no default
-      expect({ option, literal }).toEqual({ option, literal: typeof actual === 'string' ? `'${actual}'` : String(actual) });
+      const shown = typeof actual === 'string' ? `'${actual}'` : Array.isArray(actual) ? `[${actual.join(', ')}]` : String(actual);
+      expect({ option, literal }).toEqual({ option, literal: shown });
       checked.push(option);
     }
     // Every default the library sets for these options appears in the table.
@@ -55,6 +59,8 @@ describe('options: one defaults object', () => {
     for (const key of Object.keys(DEFAULTS.bus)) expect(documented).toContain(key);
     for (const key of Object.keys(DEFAULTS.storage)) expect(documented).toContain(`storage.${key}`);
     for (const key of Object.keys(DEFAULTS.health)) expect(documented).toContain(`health.${key}`);
+    for (const key of Object.keys(DEFAULTS.jetstream)) expect(documented).toContain(`jetstream.${key}`);
+    for (const key of Object.keys(DEFAULTS.durable)) expect(documented).toContain(`durable.${key}`);
     for (const key of Object.keys(DEFAULTS.nats).filter((k) => k !== 'reconnect')) expect(documented).toContain(`nats.${key}`);
   });
 

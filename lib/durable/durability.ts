@@ -1,0 +1,155 @@
+import { Logger } from '@nestjs/common';
+import { ClaimCheckCodec } from '../claim-check/claim-check.codec';
+import { InvalidOptionsError, NotPersistedError } from '../errors/event-bus.errors';
+import { HandlerDelivery } from '../event-bus/handler-delivery';
+import { MessageHandler } from '../event-bus/message-context';
+import { DispatchLimits } from '../delivery/bounded-dispatcher';
+import { BusConnection, headersSize, MsgHdrs } from '../nats/bus-connection';
+import { JetStreamLink, mayHaveBeenStored, PersistAck, StreamLimits } from '../nats/jetstream';
+import { DEFAULTS } from '../options/defaults';
+import { DeadLetters } from './dead-letters';
+import { DurableSubscription } from './durable-subscription';
+import { DurableSettings, JetStreamOptions } from './durable.options';
+
+/** Seconds a stored body outlives the stream's own limit, so a message read at the last moment still finds it. */
+const BODY_MARGIN_SECONDS = 60;
+
+/**
+ * JetStream for one bus: the streams it ensures at bootstrap, persisted publishes (large bodies
+ * stored for as long as their stream keeps the message), and durable subscriptions.
+ */
+export class Durability {
+  private readonly links = new WeakMap<BusConnection, Promise<JetStreamLink>>();
+  // Which stream keeps a topic's messages, for the TTL of stored bodies; a service publishes to few topics.
+  private readonly limits = new Map<string, Promise<StreamLimits | undefined>>();
+  private readonly apiTimeoutMs: number;
+
+  constructor(
+    private readonly options: JetStreamOptions | undefined,
+    private readonly codec: ClaimCheckCodec,
+    private readonly logger: Logger,
+  ) {
+    this.apiTimeoutMs = options?.apiTimeoutMs ?? DEFAULTS.jetstream.apiTimeoutMs;
+  }
+
+  /** At bootstrap, with `jetstream` configured: JetStream must answer, and the listed streams are ensured. */
+  async start(producer: BusConnection): Promise<void> {
+    if (!this.options) return;
+    const link = await this.linkFor(producer);
+    for (const [i, spec] of (this.options.streams ?? []).entries()) {
+      if (this.codec.hasStorage && !spec.maxAgeSeconds) {
+        throw new InvalidOptionsError(
+          `jetstream.streams[${i}].maxAgeSeconds`,
+          `stream ${spec.name} would keep messages with no age limit, but stored bodies of large messages expire; set maxAgeSeconds`,
+        );
+      }
+      const done = await link.ensureStream(spec);
+      if (done !== 'unchanged') this.logger.log(`JetStream stream ${spec.name} ${done} (${spec.subjects.join(', ')})`);
+    }
+  }
+
+  /**
+   * Publish and wait until a stream stored it. A large body is stored first, kept as long as the
+   * stream keeps the message; if the stream then refuses the envelope, the body is deleted.
+   */
+  async publish(
+    producer: BusConnection,
+    topic: string,
+    body: string | Uint8Array,
+    hdrs: MsgHdrs | undefined,
+    msgId: string | undefined,
+  ): Promise<PersistAck> {
+    const link = await this.linkFor(producer);
+    const headerBytes = hdrs ? headersSize(hdrs) : 0;
+    if (this.codec.fitsInline(body, producer.maxPayload, headerBytes)) {
+      const bytes = this.codec.toWire(topic, body, producer.maxPayload, undefined, headerBytes) as Uint8Array;
+      return link.publish(topic, bytes, hdrs, msgId, this.apiTimeoutMs);
+    }
+    const stream = await this.streamFor(link, topic);
+    if (!stream) throw new NotPersistedError(topic, 'no stream captures the subject (nothing was stored)');
+    if (!stream.maxAgeSeconds) {
+      throw new NotPersistedError(topic, `stream ${stream.name} has no age limit, and a stored body would expire before its message`);
+    }
+    const envelope = await this.codec.toWire(
+      topic,
+      body,
+      producer.maxPayload,
+      { minTtlSeconds: stream.maxAgeSeconds + BODY_MARGIN_SECONDS },
+      headerBytes,
+    );
+    let ack: PersistAck;
+    try {
+      ack = await link.publish(topic, envelope, hdrs, msgId, this.apiTimeoutMs);
+    } catch (err) {
+      // An ack that did not come may still have been stored: then the body is needed; the TTL removes it otherwise.
+      if (!mayHaveBeenStored(err)) this.codec.discard(envelope);
+      throw err;
+    }
+    // The stream kept the first copy, whose envelope names its own body: this one is not needed.
+    if (ack.duplicate) this.codec.discard(envelope);
+    return ack;
+  }
+
+  /** Start a durable subscription on `client`: bind to the stream that captures the topic, ensure the consumer, pull. */
+  async subscribe(
+    client: BusConnection,
+    delivery: HandlerDelivery,
+    topic: string,
+    handler: MessageHandler,
+    settings: DurableSettings,
+    limits: DispatchLimits,
+  ): Promise<DurableSubscription> {
+    const link = await this.linkFor(client);
+    const stream = await link.streamFor(topic);
+    if (!stream) {
+      throw new InvalidOptionsError(
+        'durable',
+        `no JetStream stream captures "${topic}" (durable "${settings.durable}"); list one in jetstream.streams or create it`,
+      );
+    }
+    await link.ensureConsumer({ stream: stream.name, durable: settings.durable, filterSubject: topic, ackWaitMs: settings.ackWaitMs });
+    const deadLetterStream = settings.deadLetter ? await link.streamFor(settings.deadLetter) : undefined;
+    const deadLetters = new DeadLetters(client, link, settings.deadLetter, !!deadLetterStream, this.apiTimeoutMs, this.logger);
+    const subscription = new DurableSubscription({ topic, handler, limits, settings }, delivery, deadLetters, this.logger);
+    subscription.start(await link.pull(stream.name, settings.durable, limits.maxConcurrent));
+    return subscription;
+  }
+
+  /** Throws when JetStream does not answer on `client` (for `/_health`). */
+  async ping(client: BusConnection): Promise<void> {
+    await (await this.linkFor(client)).ping();
+  }
+
+  /** Whether the bus uses JetStream: configured, or opened by a durable subscription or a persisted publish. */
+  get inUse(): boolean {
+    return this.options !== undefined || this.used;
+  }
+
+  private used = false;
+
+  private linkFor(client: BusConnection): Promise<JetStreamLink> {
+    let link = this.links.get(client);
+    if (!link) {
+      this.used = true;
+      link = JetStreamLink.open(client.connection, this.apiTimeoutMs);
+      // A failure is not kept: JetStream may be enabled later, or the server back.
+      link.catch(() => this.links.delete(client));
+      this.links.set(client, link);
+    }
+    return link;
+  }
+
+  private streamFor(link: JetStreamLink, topic: string): Promise<StreamLimits | undefined> {
+    let found = this.limits.get(topic);
+    if (!found) {
+      if (this.limits.size >= 1024) this.limits.clear();
+      found = link.streamFor(topic);
+      found.then(
+        (s) => s ?? this.limits.delete(topic),
+        () => this.limits.delete(topic),
+      );
+      this.limits.set(topic, found);
+    }
+    return found;
+  }
+}

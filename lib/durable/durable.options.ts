@@ -1,0 +1,132 @@
+import { InvalidOptionsError } from '../errors/event-bus.errors';
+import { DEFAULTS } from '../options/defaults';
+import { knownKeys, MAX_TIMER_MS, nonEmptyString, wholeNumber } from '../options/rules';
+import { checkTopic } from '../nats/subjects';
+import type { StreamSpec } from '../nats/jetstream';
+
+/** `jetstream` in the bus options: the streams the bus ensures, and how long it waits on JetStream. */
+export interface JetStreamOptions {
+  /**
+   * Streams ensured at bootstrap: created when missing, updated when they differ, never deleted.
+   * Omit to bind durable topics to streams that operations manage. With message storage
+   * configured, each stream needs `maxAgeSeconds`: stored bodies must live as long as its messages.
+   */
+  streams?: StreamSpec[];
+  /** How long a persisted publish waits for the stream's acknowledgement, and JetStream API calls for an answer, in ms. Default 5000. */
+  apiTimeoutMs?: number;
+}
+
+/** The durable half of `SubscribeOptions`. */
+export interface DurableSubscribeOptions {
+  /** Durable consumer name: instances with one name share the messages, each name gets every message. */
+  durable?: string;
+  /** Deliveries before the message goes to `deadLetter` (or is dropped with a log line). Default 5. */
+  maxDeliver?: number;
+  /** Delay before each redelivery after a failure, in ms; the last step repeats. Default [1000, 5000, 30000]. */
+  backoffMs?: number[];
+  /**
+   * How long the server waits for an ack before redelivering, in ms. A handler that runs longer keeps
+   * its message by telling the server it is still working. Default 30000.
+   */
+  ackWaitMs?: number;
+  /** Subject that failed messages are published to, with the header `Eventbus-Dead-Reason`. Default: none (logged and dropped). */
+  deadLetter?: string;
+}
+
+/** A durable subscription's settings, defaults applied and checked. */
+export interface DurableSettings {
+  durable: string;
+  maxDeliver: number;
+  backoffMs: readonly number[];
+  ackWaitMs: number;
+  deadLetter?: string;
+}
+
+const STREAM_KEYS = ['name', 'subjects', 'maxAgeSeconds', 'replicas', 'storage', 'duplicateWindowSeconds'] as const;
+
+/** Checks `jetstream`; a bad value is an `InvalidOptionsError` naming it. */
+export function validateJetStreamOptions(options: JetStreamOptions | undefined): void {
+  if (options === undefined) return;
+  if (!options || typeof options !== 'object') throw new InvalidOptionsError('jetstream', 'must be an object');
+  knownKeys('jetstream', options, ['streams', 'apiTimeoutMs']);
+  wholeNumber('jetstream.apiTimeoutMs', options.apiTimeoutMs, 1, 'milliseconds', MAX_TIMER_MS);
+  if (options.streams === undefined) return;
+  if (!Array.isArray(options.streams)) throw new InvalidOptionsError('jetstream.streams', 'must be an array of { name, subjects, … }');
+  options.streams.forEach((spec, i) => {
+    const at = `jetstream.streams[${i}]`;
+    if (!spec || typeof spec !== 'object') throw new InvalidOptionsError(at, 'must be an object');
+    knownKeys(at, spec, STREAM_KEYS);
+    if (typeof spec.name !== 'string' || !/^[A-Za-z0-9_-]{1,64}$/.test(spec.name)) {
+      throw new InvalidOptionsError(`${at}.name`, 'must be 1 to 64 letters, digits, "-" or "_"');
+    }
+    if (!Array.isArray(spec.subjects) || spec.subjects.length === 0)
+      throw new InvalidOptionsError(`${at}.subjects`, 'must list at least one subject');
+    spec.subjects.forEach((s) => checkTopic(s, 'subscribe'));
+    wholeNumber(`${at}.maxAgeSeconds`, spec.maxAgeSeconds, 0, 'seconds');
+    wholeNumber(`${at}.replicas`, spec.replicas, 1, '', 5);
+    wholeNumber(`${at}.duplicateWindowSeconds`, spec.duplicateWindowSeconds, 1, 'seconds');
+    if (spec.storage !== undefined && spec.storage !== 'file' && spec.storage !== 'memory') {
+      throw new InvalidOptionsError(`${at}.storage`, `must be 'file' or 'memory', got ${String(spec.storage)}`);
+    }
+  });
+}
+
+/** A subscription's durable settings, or undefined when it is not durable. */
+export function durableSettings(topic: string, opts: DurableSubscribeOptions & { queue?: string }): DurableSettings | undefined {
+  const durableOnly = ['maxDeliver', 'backoffMs', 'ackWaitMs', 'deadLetter'] as const;
+  if (opts.durable === undefined) {
+    const stray = durableOnly.find((k) => opts[k] !== undefined);
+    if (stray) throw new InvalidOptionsError(stray, `applies to durable subscriptions only; add durable: '<name>' (topic "${topic}")`);
+    return undefined;
+  }
+  nonEmptyString('durable', opts.durable);
+  // A consumer name becomes a token of JetStream API subjects.
+  if (!/^[A-Za-z0-9_-]{1,64}$/.test(opts.durable))
+    throw new InvalidOptionsError('durable', `must be 1 to 64 letters, digits, "-" or "_", got ${JSON.stringify(opts.durable)}`);
+  if (opts.queue !== undefined) {
+    throw new InvalidOptionsError(
+      'queue',
+      `cannot be combined with durable (topic "${topic}"): instances with one durable name already share the messages`,
+    );
+  }
+  const d = DEFAULTS.durable;
+  const settings: DurableSettings = {
+    durable: opts.durable,
+    maxDeliver: opts.maxDeliver ?? d.maxDeliver,
+    backoffMs: opts.backoffMs ?? d.backoffMs,
+    ackWaitMs: opts.ackWaitMs ?? d.ackWaitMs,
+    deadLetter: opts.deadLetter,
+  };
+  wholeNumber('maxDeliver', settings.maxDeliver, 1);
+  wholeNumber('ackWaitMs', settings.ackWaitMs, 1000, 'milliseconds', MAX_TIMER_MS);
+  if (!Array.isArray(settings.backoffMs) || settings.backoffMs.length === 0)
+    throw new InvalidOptionsError('backoffMs', 'must list at least one delay in ms');
+  settings.backoffMs.forEach((ms, i) => wholeNumber(`backoffMs[${i}]`, ms, 0, 'milliseconds', MAX_TIMER_MS));
+  if (settings.deadLetter !== undefined) {
+    checkTopic(settings.deadLetter, 'publish');
+    if (subjectMatches(topic, settings.deadLetter)) {
+      throw new InvalidOptionsError(
+        'deadLetter',
+        `"${settings.deadLetter}" is within "${topic}": dead letters would come back to the same durable`,
+      );
+    }
+  }
+  return settings;
+}
+
+/** The delay before redelivery after the `deliveryCount`-th delivery failed. */
+export function backoffFor(settings: DurableSettings, deliveryCount: number): number {
+  const steps = settings.backoffMs;
+  return steps[Math.min(Math.max(deliveryCount, 1), steps.length) - 1];
+}
+
+/** Whether the literal `subject` is matched by `filter` (NATS wildcards `*` and `>`). */
+export function subjectMatches(filter: string, subject: string): boolean {
+  const f = filter.split('.');
+  const s = subject.split('.');
+  for (let i = 0; i < f.length; i++) {
+    if (f[i] === '>') return s.length > i;
+    if (i >= s.length || (f[i] !== '*' && f[i] !== s[i])) return false;
+  }
+  return f.length === s.length;
+}

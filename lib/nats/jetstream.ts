@@ -1,0 +1,279 @@
+// JetStream through nats.js's own client (`@nats-io/jetstream`): streams, persisted publish and
+// durable pull consumers, with nats.js errors turned into ours. Nothing else imports it.
+import {
+  AckPolicy,
+  DeliverPolicy,
+  jetstream,
+  JetStreamApiCodes,
+  JetStreamApiError,
+  jetstreamManager,
+  StorageType,
+  type ConsumerMessages,
+  type JetStreamClient,
+  type JetStreamManager,
+  type JsMsg,
+  type StreamConfig,
+} from '@nats-io/jetstream';
+import { errors as natsErrors, nanos, type MsgHdrs, type NatsConnection } from '@nats-io/transport-node';
+import { InvalidOptionsError, NotConnectedError, NotPersistedError } from '../errors/event-bus.errors';
+
+/** What the stream said when it stored a persisted publish. */
+export interface PersistAck {
+  /** The stream that stored it. */
+  stream: string;
+  /** Its sequence number in that stream. */
+  seq: number;
+  /** True when the stream had already stored a message with the same `msgId` within its duplicate window. */
+  duplicate: boolean;
+}
+
+/** A stream the bus ensures at bootstrap (see `JetStreamOptions.streams`). */
+export interface StreamSpec {
+  name: string;
+  subjects: string[];
+  /** Seconds a message is kept. 0 keeps messages until the stream's other limits remove them. */
+  maxAgeSeconds?: number;
+  replicas?: number;
+  storage?: 'file' | 'memory';
+  /** Window within which a repeated `msgId` is recognised as a duplicate, in seconds. Default: the server's (2 min). */
+  duplicateWindowSeconds?: number;
+}
+
+/** A durable pull consumer the bus ensures for a durable subscription. */
+export interface DurableConsumerSpec {
+  stream: string;
+  durable: string;
+  filterSubject: string;
+  ackWaitMs: number;
+}
+
+/** One message of a durable consumer, as the delivery path sees it. */
+export interface DurableMessage {
+  readonly subject: string;
+  readonly data: Uint8Array;
+  readonly headers: MsgHdrs | undefined;
+  /** 1 on first delivery. */
+  readonly deliveryCount: number;
+  readonly stream: string;
+  readonly seq: number;
+  ack(): void;
+  /** Redeliver after `delayMs`. */
+  nak(delayMs: number): void;
+  /** Still being worked on: restart the ack wait. */
+  working(): void;
+  /** Never redeliver. */
+  term(reason: string): void;
+}
+
+/** A running pull: messages as an async iterable, and a way to stop pulling. */
+export interface DurablePull extends AsyncIterable<DurableMessage> {
+  stop(): Promise<void>;
+}
+
+/** What a stream keeps, for deciding how long a claim-checked body must live. */
+export interface StreamLimits {
+  name: string;
+  /** 0 when the stream has no age limit. */
+  maxAgeSeconds: number;
+}
+
+const NS_PER_SECOND = 1_000_000_000;
+
+/** JetStream on one NATS connection: stream and consumer management, persisted publish and pulls. */
+export class JetStreamLink {
+  private constructor(
+    private readonly js: JetStreamClient,
+    private readonly jsm: JetStreamManager,
+  ) {}
+
+  /** Fails with `InvalidOptionsError` naming `jetstream` when the server (or account) has no JetStream. */
+  static async open(nc: NatsConnection, apiTimeoutMs: number): Promise<JetStreamLink> {
+    try {
+      const jsm = await jetstreamManager(nc, { timeout: apiTimeoutMs });
+      return new JetStreamLink(jetstream(nc, { timeout: apiTimeoutMs }), jsm);
+    } catch (err) {
+      // nats.js does not export its JetStreamNotEnabled class from the package root; its name is stable.
+      if ((err as Error)?.name === 'JetStreamNotEnabled' || isApiError(err, JetStreamApiCodes.JetStreamNotEnabledForAccount)) {
+        throw new InvalidOptionsError(
+          'jetstream',
+          'the NATS server has no JetStream for this account; start nats-server with -js (and -sd <dir>), or enable it in the account',
+          { cause: err },
+        );
+      }
+      throw asNotConnected('JetStream did not answer', err);
+    }
+  }
+
+  /** Create the stream when missing, update it when it differs; never delete. Returns what it did. */
+  async ensureStream(spec: StreamSpec): Promise<'created' | 'updated' | 'unchanged'> {
+    const wanted: Partial<StreamConfig> = {
+      subjects: spec.subjects,
+      max_age: nanos((spec.maxAgeSeconds ?? 0) * 1000),
+      num_replicas: spec.replicas ?? 1,
+      storage: spec.storage === 'memory' ? StorageType.Memory : StorageType.File,
+      ...(spec.duplicateWindowSeconds !== undefined ? { duplicate_window: nanos(spec.duplicateWindowSeconds * 1000) } : {}),
+    };
+    try {
+      let current: StreamConfig;
+      try {
+        current = (await this.jsm.streams.info(spec.name)).config;
+      } catch (err) {
+        if (!isApiError(err, JetStreamApiCodes.StreamNotFound)) throw err;
+        await this.jsm.streams.add({ name: spec.name, ...wanted });
+        return 'created';
+      }
+      const differs =
+        [...current.subjects].sort().join(' ') !== [...spec.subjects].sort().join(' ') ||
+        current.max_age !== wanted.max_age ||
+        current.num_replicas !== wanted.num_replicas ||
+        current.storage !== wanted.storage ||
+        (wanted.duplicate_window !== undefined && current.duplicate_window !== wanted.duplicate_window);
+      if (!differs) return 'unchanged';
+      // Storage type cannot change in place; the server says so, and we pass that on.
+      await this.jsm.streams.update(spec.name, { ...current, ...wanted });
+      return 'updated';
+    } catch (err) {
+      if (err instanceof JetStreamApiError) {
+        throw new InvalidOptionsError(`jetstream.streams (${spec.name})`, `the server refused the stream: ${err.message}`, { cause: err });
+      }
+      throw asNotConnected(`could not ensure stream ${spec.name}`, err);
+    }
+  }
+
+  /** The stream that captures `subject`, or undefined when none does. */
+  async streamFor(subject: string): Promise<StreamLimits | undefined> {
+    try {
+      const name = await this.jsm.streams.find(subject);
+      const info = await this.jsm.streams.info(name);
+      return { name, maxAgeSeconds: Math.ceil(info.config.max_age / NS_PER_SECOND) };
+    } catch (err) {
+      if (isApiError(err, JetStreamApiCodes.StreamNotFound) || /no stream matches subject/i.test((err as Error)?.message ?? ''))
+        return undefined;
+      throw asNotConnected(`could not look up the stream for "${subject}"`, err);
+    }
+  }
+
+  /** Resolves once a stream stored the message; `NotPersistedError` when none took it or the ack did not come. */
+  async publish(
+    subject: string,
+    data: Uint8Array,
+    headers: MsgHdrs | undefined,
+    msgId: string | undefined,
+    timeoutMs: number,
+  ): Promise<PersistAck> {
+    try {
+      const ack = await this.js.publish(subject, data, { headers, msgID: msgId, timeout: timeoutMs });
+      return { stream: ack.stream, seq: ack.seq, duplicate: ack.duplicate };
+    } catch (err) {
+      throw new NotPersistedError(subject, persistFailure(err, timeoutMs), { cause: err });
+    }
+  }
+
+  /** Create the durable pull consumer when missing, update its ack wait when it differs. */
+  async ensureConsumer(spec: DurableConsumerSpec): Promise<void> {
+    const ackWait = nanos(spec.ackWaitMs);
+    try {
+      let current;
+      try {
+        current = await this.jsm.consumers.info(spec.stream, spec.durable);
+      } catch (err) {
+        if (!isApiError(err, JetStreamApiCodes.ConsumerNotFound)) throw err;
+        await this.jsm.consumers.add(spec.stream, {
+          durable_name: spec.durable,
+          filter_subject: spec.filterSubject,
+          ack_policy: AckPolicy.Explicit,
+          deliver_policy: DeliverPolicy.All,
+          ack_wait: ackWait,
+          // Retries and the dead letter are the bus's (it counts deliveries): the server never gives up on a message.
+          max_deliver: -1,
+        });
+        return;
+      }
+      if (current.config.filter_subject !== spec.filterSubject) {
+        throw new InvalidOptionsError(
+          'durable',
+          `"${spec.durable}" on stream ${spec.stream} already filters "${current.config.filter_subject ?? '>'}", not "${spec.filterSubject}"; give each durable topic its own durable name`,
+        );
+      }
+      if (current.config.ack_wait !== ackWait) await this.jsm.consumers.update(spec.stream, spec.durable, { ack_wait: ackWait });
+    } catch (err) {
+      if (err instanceof InvalidOptionsError) throw err;
+      if (err instanceof JetStreamApiError) {
+        throw new InvalidOptionsError('durable', `the server refused consumer "${spec.durable}" on ${spec.stream}: ${err.message}`, {
+          cause: err,
+        });
+      }
+      throw asNotConnected(`could not ensure consumer ${spec.durable} on ${spec.stream}`, err);
+    }
+  }
+
+  /** Pull from a durable, keeping up to `maxMessages` on their way at once. */
+  async pull(stream: string, durable: string, maxMessages: number): Promise<DurablePull> {
+    let messages: ConsumerMessages;
+    try {
+      const consumer = await this.js.consumers.get(stream, durable);
+      messages = await consumer.consume({ max_messages: maxMessages });
+    } catch (err) {
+      throw asNotConnected(`could not pull from ${stream}/${durable}`, err);
+    }
+    return {
+      stop: async () => {
+        messages.stop();
+        await messages.closed().catch(() => undefined);
+      },
+      [Symbol.asyncIterator]: async function* () {
+        for await (const m of messages) yield toDurableMessage(m);
+      },
+    };
+  }
+
+  /** Throws when JetStream does not answer (for `/_health`). */
+  async ping(): Promise<void> {
+    try {
+      await this.jsm.getAccountInfo();
+    } catch (err) {
+      throw asNotConnected('JetStream did not answer', err);
+    }
+  }
+}
+
+function toDurableMessage(m: JsMsg): DurableMessage {
+  const info = m.info;
+  return {
+    subject: m.subject,
+    data: m.data,
+    headers: m.headers,
+    deliveryCount: info.deliveryCount,
+    stream: info.stream,
+    seq: info.streamSequence,
+    ack: () => m.ack(),
+    nak: (delayMs) => m.nak(delayMs),
+    working: () => m.working(),
+    term: (reason) => m.term(reason),
+  };
+}
+
+/** A persisted publish whose ack did not come may still have been stored; one that no stream took was not. */
+export function mayHaveBeenStored(err: unknown): boolean {
+  const cause = (err as { cause?: unknown })?.cause;
+  return !(
+    cause instanceof natsErrors.NoRespondersError ||
+    cause instanceof natsErrors.ClosedConnectionError ||
+    cause instanceof JetStreamApiError
+  );
+}
+
+function isApiError(err: unknown, code: number): boolean {
+  return err instanceof JetStreamApiError && err.code === code;
+}
+
+function persistFailure(err: unknown, timeoutMs: number): string {
+  if (err instanceof natsErrors.NoRespondersError) return 'no stream captures the subject';
+  if (err instanceof natsErrors.TimeoutError) return `the stream did not acknowledge within ${timeoutMs} ms`;
+  if (err instanceof natsErrors.ClosedConnectionError) return 'the connection is closed';
+  return (err as Error)?.message ?? String(err);
+}
+
+function asNotConnected(what: string, err: unknown): NotConnectedError {
+  return new NotConnectedError(`${what}: ${(err as Error)?.message ?? String(err)}`, { cause: err });
+}
