@@ -1,7 +1,7 @@
 import { Injectable, Logger, OnApplicationBootstrap } from '@nestjs/common';
 import { DiscoveryService, ExternalContextCreator, MetadataScanner } from '@nestjs/core';
 import { InstanceWrapper } from '@nestjs/core/injector/instance-wrapper';
-import { InvalidSubjectError } from '../errors/event-bus.errors';
+import { InvalidOptionsError, InvalidSubjectError } from '../errors/event-bus.errors';
 import { EventBus } from '../event-bus/event-bus';
 import { SubscriberEnhancers } from './subscriber-enhancers';
 import { SubscribeMetadataAccessor } from './subscribe-metadata.accessor';
@@ -70,11 +70,14 @@ export class SubscribersLoader implements OnApplicationBootstrap {
       await this.bus.subscribe(topic, handler, options);
     } catch (err) {
       // Bootstrap fails; say which method carries the bad topic or queue.
-      if (err instanceof InvalidSubjectError) {
-        throw new InvalidSubjectError(err.kind, err.value, `${err.problem} (@Subscribe on ${String(owner)}.${method})`);
+      const where = `@Subscribe on ${String(owner)}.${method}`;
+      if (err instanceof InvalidSubjectError) throw new InvalidSubjectError(err.kind, err.value, `${err.problem} (${where})`);
+      if (err instanceof InvalidOptionsError) {
+        throw new InvalidOptionsError(err.option, `${err.problem} (${where})`, { cause: err });
       }
       throw err;
     }
-    this.logger.log(`${String(owner)}.${method} subscribed to "${topic}"${options?.queue ? ` (queue ${options.queue})` : ''}`);
+    const how = options?.queue ? ` (queue ${options.queue})` : options?.durable ? ` (durable ${options.durable})` : '';
+    this.logger.log(`${String(owner)}.${method} subscribed to "${topic}"${how}`);
   }
 }

@@ -105,7 +105,8 @@ export class InvalidOptionsError extends EventBusError {
   readonly code = EventBusErrorCode.InvalidOptions;
   constructor(
     readonly option: string,
-    problem: string,
+    /** What is wrong with it, without the option's name. */
+    readonly problem: string,
     options?: { cause?: unknown },
   ) {
     super(`invalid EventBus option "${option}": ${problem}`, options);

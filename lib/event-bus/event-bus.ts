@@ -298,14 +298,14 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
     return this.codec.thresholdFor(this.producer.maxPayload);
   }
 
-  /**
-   * Throws `NotConnectedError` when JetStream does not answer on the producer connection. For
-   * `/_health`; resolves false (and asks nothing) when the bus does not use JetStream.
-   */
-  async pingJetStream(): Promise<boolean> {
-    if (!this.durability.inUse) return false;
+  /** Whether the bus uses JetStream: `jetstream` configured, or a durable subscription or persisted publish made. */
+  get usesJetStream(): boolean {
+    return this.durability.inUse;
+  }
+
+  /** Throws `NotConnectedError` when JetStream does not answer on the producer connection. For `/_health`. */
+  async pingJetStream(): Promise<void> {
     await this.durability.ping(this.openProducer());
-    return true;
   }
 
   /** The storage the bus offloads to, or null. */

@@ -10,6 +10,7 @@ import { EventBus } from '../event-bus/event-bus';
 import { createHealthController, HEALTH_DEFAULTS } from '../health/health.controller';
 import { NatsHealthIndicator } from '../health/nats.health-indicator';
 import { StorageHealthIndicator } from '../health/storage.health-indicator';
+import { JetStreamHealthIndicator } from '../health/jetstream.health-indicator';
 import { MESSAGE_STORAGE_MANAGER, MessageStorageManager } from '../storage/message-storage-manager';
 import {
   EVENT_BUS_ASYNC_OPTIONS_TYPE,
@@ -45,6 +46,7 @@ const eventBusProvider: Provider = {
     SubscribersLoader,
     NatsHealthIndicator,
     StorageHealthIndicator,
+    JetStreamHealthIndicator,
   ],
   exports: [EventBus, MESSAGE_STORAGE_MANAGER, EVENT_BUS_REDIS],
 })
