@@ -62,8 +62,12 @@ export class DurableSubscription {
   /** Stop pulling, let running handlers finish and settle their messages (bounded). */
   async stop(timeoutMs: number): Promise<boolean> {
     this.stopping = true;
-    if (this.pull) await settleWithin(this.pull.stop(), timeoutMs);
-    const idle = await settleWithin(this.dispatcher.whenIdle(), timeoutMs);
+    // Stopping the pull waits for the messages already taken to be handed back, which waits for a
+    // free slot: both run within the one deadline.
+    const [, idle] = await Promise.all([
+      this.pull ? settleWithin(this.pull.stop(), timeoutMs) : true,
+      settleWithin(this.dispatcher.whenIdle(), timeoutMs),
+    ]);
     clearInterval(this.ticker);
     await settleWithin(this.loop ?? Promise.resolve(), 100);
     return idle;
