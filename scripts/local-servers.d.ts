@@ -20,6 +20,8 @@ export declare class NatsServer extends ServerProcess {
   constructor(port: number, opts?: NatsServerOptions);
   /** Monitoring port (`-m`), set for the nodes of a `NatsCluster`. */
   monitorPort?: number;
+  /** `--server_name`, set for the nodes of a `NatsCluster` (`n0`, `n1`… with JetStream, `node-0`… without). */
+  serverName?: string;
 }
 
 export interface NatsServerOptions {
@@ -49,12 +51,30 @@ export interface RedisServerOptions {
   sentinel?: boolean;
 }
 
+export interface NatsClusterOptions {
+  size?: number;
+  name?: string;
+  args?: string[];
+  /** Each node runs JetStream with its own store (`--server_name nX -js -sd <dir>`); `start` waits for a meta leader. */
+  jetstream?: boolean;
+}
+
 export declare class NatsCluster {
-  static start(opts?: { size?: number; name?: string; args?: string[] }): Promise<NatsCluster>;
+  static start(opts?: NatsClusterOptions): Promise<NatsCluster>;
   readonly nodes: NatsServer[];
+  readonly jetstream: boolean;
   readonly urls: string[];
   byPort(port: number | string): NatsServer | undefined;
+  /** The node whose `--server_name` is `name`. */
+  byName(name: string): NatsServer | undefined;
+  /** SIGKILL the node named `name`; resolves to it (its store is kept, `start()` brings it back). */
+  kill(name: string): Promise<NatsServer>;
   waitForRoutes(timeoutMs?: number): Promise<void>;
+  /** The JetStream meta leader's server name, when every running node agrees on one. */
+  metaLeader(): Promise<string | undefined>;
+  waitForJetStream(timeoutMs?: number): Promise<void>;
+  /** Server name of the node leading `stream` (bucket `b` is stream `OBJ_b`), from `/jsz`; undefined if none. */
+  streamLeader(stream: string, account?: string): Promise<string | undefined>;
   dispose(): Promise<void>;
 }
 

@@ -309,13 +309,17 @@ async function pollUntil(check, what, timeoutMs) {
 }
 
 /**
- * `size` nats-server processes routed to each other on loopback (no JetStream). Each node has a
- * monitoring port; `waitForRoutes()` polls `/routez` until every running node sees the others.
+ * `size` nats-server processes routed to each other on loopback. Each node has a monitoring port;
+ * `waitForRoutes()` polls `/routez` until every running node sees the others. With `jetstream: true`
+ * each node is named `n0`, `n1`, … (`--server_name`, which JetStream clustering requires), keeps its
+ * own store directory (`-js -sd`, kept across `stop()`/`start()`), and `start` resolves only once
+ * the JetStream meta group has a leader.
  */
 class NatsCluster {
-  /** @param {{ size?: number, name?: string, args?: string[] }} [opts] */
+  /** @param {{ size?: number, name?: string, args?: string[], jetstream?: boolean }} [opts] */
   static async start(opts = {}) {
     const size = opts.size || 3;
+    const jetstream = !!opts.jetstream;
     const ports = [];
     for (let i = 0; i < size * 3; i++) ports.push(await freePort());
     const nodes = [];
@@ -323,11 +327,12 @@ class NatsCluster {
       const [client, route, monitor] = [ports[i * 3], ports[i * 3 + 1], ports[i * 3 + 2]];
       const routes = [];
       for (let j = 0; j < size; j++) if (j !== i) routes.push(`nats://127.0.0.1:${ports[j * 3 + 1]}`);
+      const serverName = jetstream ? `n${i}` : `node-${i}`;
       const node = new NatsServer(client, {
-        jetstream: false,
+        jetstream,
         args: [
-          '-n',
-          `node-${i}`,
+          '--server_name',
+          serverName,
           '-m',
           String(monitor),
           '--cluster_name',
@@ -340,12 +345,14 @@ class NatsCluster {
         ],
       });
       node.monitorPort = monitor;
+      node.serverName = serverName;
       nodes.push(node);
     }
-    const cluster = new NatsCluster(nodes);
+    const cluster = new NatsCluster(nodes, jetstream);
     try {
       await Promise.all(nodes.map((n) => n.start()));
       await cluster.waitForRoutes();
+      if (jetstream) await cluster.waitForJetStream();
     } catch (err) {
       await cluster.dispose();
       throw err;
@@ -353,8 +360,9 @@ class NatsCluster {
     return cluster;
   }
 
-  constructor(nodes) {
+  constructor(nodes, jetstream = false) {
     this.nodes = nodes;
+    this.jetstream = jetstream;
   }
 
   get urls() {
@@ -364,6 +372,19 @@ class NatsCluster {
   /** The node listening on `port`, e.g. the one a client says it is connected to. */
   byPort(port) {
     return this.nodes.find((n) => n.port === Number(port));
+  }
+
+  /** The node whose `--server_name` is `name` (`n0`… with JetStream, `node-0`… without). */
+  byName(name) {
+    return this.nodes.find((n) => n.serverName === name);
+  }
+
+  /** SIGKILL the node named `name` (a crash: no clean shutdown); resolves to that node, for a later `start()`. */
+  async kill(name) {
+    const node = this.byName(name);
+    if (!node) throw new Error(`NatsCluster: no node named ${name} (nodes: ${this.nodes.map((n) => n.serverName).join(', ')})`);
+    await node.stop('SIGKILL');
+    return node;
   }
 
   /** Resolves once every running node has a route to every other running node. */
@@ -377,6 +398,35 @@ class NatsCluster {
       'NATS cluster routes',
       timeoutMs,
     );
+  }
+
+  /** Name of the JetStream meta leader as the running nodes agree on it, or undefined. */
+  async metaLeader() {
+    const running = this.nodes.filter((n) => n.running);
+    const leaders = await Promise.all(
+      running.map((n) => getJson(n.monitorPort, '/jsz').then((j) => j.meta_cluster && j.meta_cluster.leader)),
+    );
+    return leaders.length > 0 && leaders.every((l) => l && l === leaders[0]) ? leaders[0] : undefined;
+  }
+
+  /** Resolves once every running node sees the same JetStream meta leader (so streams can be created). */
+  async waitForJetStream(timeoutMs = 30000) {
+    await pollUntil(async () => !!(await this.metaLeader()), 'a JetStream meta leader', timeoutMs);
+  }
+
+  /**
+   * Name of the node leading stream `stream` (an object store bucket `b` is stream `OBJ_b`), read
+   * from `/jsz?streams=true` of the running nodes; undefined while there is none.
+   */
+  async streamLeader(stream, account = '$G') {
+    for (const node of this.nodes.filter((n) => n.running)) {
+      const jsz = await getJson(node.monitorPort, `/jsz?accounts=true&streams=true&acc=${encodeURIComponent(account)}`).catch(() => null);
+      for (const acc of (jsz && jsz.account_details) || []) {
+        const found = (acc.stream_detail || []).find((s) => s.name === stream);
+        if (found && found.cluster && found.cluster.leader) return found.cluster.leader;
+      }
+    }
+    return undefined;
   }
 
   async dispose() {
