@@ -65,6 +65,8 @@ export class Durability {
       const bytes = this.codec.toWire(topic, body, producer.maxPayload, undefined, headerBytes) as Uint8Array;
       return link.publish(topic, bytes, hdrs, msgId, this.apiTimeoutMs);
     }
+    // Without storage the codec refuses at once (PayloadTooLargeError), before any stream lookup.
+    if (!this.codec.hasStorage) this.codec.toWire(topic, body, producer.maxPayload, undefined, headerBytes);
     const stream = await this.streamFor(link, topic);
     if (!stream) throw new NotPersistedError(topic, 'no stream captures the subject (nothing was stored)');
     if (!stream.maxAgeSeconds) {

@@ -1,5 +1,5 @@
 import { connect, NatsConnection } from '@nats-io/transport-node';
-import { EventBus, InMemoryStorageManager, InvalidOptionsError, MessageContext, NotPersistedError } from '../../lib';
+import { EventBus, InMemoryStorageManager, InvalidOptionsError, MessageContext, NotPersistedError, PayloadTooLargeError } from '../../lib';
 import { NatsServer, RedisServer } from '../harness/local-servers';
 import { captureLogs } from '../harness/log-capture';
 import { TestBuses } from '../harness/buses';
@@ -281,6 +281,15 @@ describe('durable delivery (JetStream)', () => {
     await waitUntil(() => again.length >= 1, 'the second message');
     await sleep(1500);
     expect(again).toEqual([{ b: 2 }]);
+  });
+
+  it('a large persisted publish without message storage is PayloadTooLargeError, and nothing reaches the stream', async () => {
+    const { stream, subject } = space();
+    const bus = buses.track(new EventBus({ nats: { servers: nats.url }, jetstream: jetstream(stream, subject) }));
+    await bus.connect();
+    const err = await bus.publish(`${subject}.big`, bigPayload(2 * MiB), { persist: true }).catch((e) => e);
+    expect(err).toBeInstanceOf(PayloadTooLargeError);
+    expect(await bus.publish(`${subject}.small`, { a: 1 }, { persist: true })).toEqual({ stream, seq: 1, duplicate: false });
   });
 
   describe('bootstrap errors', () => {
