@@ -17,6 +17,9 @@ const NATS_URL = env('NATS_URL', 'nats://127.0.0.1:4222');
 const OUTBOX_DIR = env('OUTBOX_DIR', path.join(OUT, 'outbox'));
 const REDIS_URL = env('REDIS_URL', 'redis://127.0.0.1:6379');
 const START_TIMEOUT_MS = Number(env('SAMPLE_START_TIMEOUT_MS', '30000'));
+const RESTART_DELAY_MS = Number(env('SAMPLE_RESTART_DELAY_MS', '1000'));
+// A service that dies is started again, as a supervisor would; one that keeps dying stops the run.
+const MAX_RESTARTS_PER_MINUTE = 3;
 const STOP_TIMEOUT_MS = Number(env('SAMPLE_STOP_TIMEOUT_MS', '15000'));
 
 // Started in this order; each must answer /_health before the next group starts, so the monitor's
@@ -115,7 +118,8 @@ async function ensureServer(kind, rawUrl, defaultPort) {
     );
   // The launcher the tests use; requireBinary's error says how to install a missing server.
   const { NatsServer, RedisServer } = require(path.join(ROOT, 'scripts', 'local-servers.js'));
-  const server = kind === 'nats' ? new NatsServer(Number(url.port), { jetstream: false }) : new RedisServer(Number(url.port));
+  // JetStream on (-js, its store in a temporary directory removed at the stop): notifications are durable.
+  const server = kind === 'nats' ? new NatsServer(Number(url.port)) : new RedisServer(Number(url.port));
   // Its own process group: a Ctrl-C reaches run.js only, which stops the services before the servers.
   server.detached = true;
   servers.push(server);
@@ -158,12 +162,40 @@ function startService(svc) {
     children.delete(svc.name);
     if (shuttingDown) {
       log('log', `${svc.name} stopped`, { app: svc.name, pid: child.pid, code, signal });
+    } else if (started.healthy && restartAllowed(svc.name)) {
+      log('warn', `${svc.name} exited unexpectedly; restarting it`, {
+        app: svc.name,
+        pid: child.pid,
+        code,
+        signal,
+        in_ms: RESTART_DELAY_MS,
+      });
+      setTimeout(() => {
+        if (shuttingDown) return;
+        const again = startService(svc);
+        waitHealthy(again).catch((err) => {
+          if (shuttingDown) return;
+          log('error', err.message);
+          void shutdown(1);
+        });
+      }, RESTART_DELAY_MS);
     } else {
       log('error', `${svc.name} exited unexpectedly`, { app: svc.name, pid: child.pid, code, signal });
       void shutdown(1);
     }
   });
-  return { svc, child, port: Number(port) };
+  const started = { svc, child, port: Number(port), healthy: false };
+  return started;
+}
+
+const restarts = new Map(); // name -> times of its recent restarts
+
+function restartAllowed(name) {
+  const now = Date.now();
+  const recent = (restarts.get(name) || []).filter((t) => now - t < 60_000);
+  if (recent.length >= MAX_RESTARTS_PER_MINUTE) return false;
+  restarts.set(name, [...recent, now]);
+  return true;
 }
 
 function healthy(port) {
@@ -177,12 +209,14 @@ function healthy(port) {
   });
 }
 
-async function waitHealthy({ svc, child, port }) {
+async function waitHealthy(started) {
+  const { svc, child, port } = started;
   const deadline = Date.now() + START_TIMEOUT_MS;
   while (Date.now() < deadline) {
     if (shuttingDown || child.exitCode !== null || child.signalCode !== null) throw new Error(`${svc.name} is not running`);
     if (await healthy(port)) {
-      log('log', `${svc.name} is healthy`, { app: svc.name, url: `http://127.0.0.1:${port}/_health` });
+      started.healthy = true;
+      log('log', `${svc.name} is healthy`, { app: svc.name, pid: child.pid, url: `http://127.0.0.1:${port}/_health` });
       return;
     }
     await new Promise((r) => setTimeout(r, 250));

@@ -1,11 +1,36 @@
 import { EventBus, EventBusModule } from 'nestjs-nats-eventbus';
-import { ServiceConfig } from './config';
+import { envInt, ServiceConfig } from './config';
 
-/** The one `EventBusModule.forRoot()` every sample service uses; `/_health` comes with it. */
-export function eventBusModule(config: ServiceConfig) {
+/** The stream that keeps notifications until the notifier has handled them, and the subject failed ones go to. */
+export const NOTIFICATIONS = {
+  stream: 'NOTIFICATIONS',
+  subjects: ['notification.>'],
+  deadLetter: 'notification.dead',
+} as const;
+
+/**
+ * The one `EventBusModule.forRoot()` every sample service uses; `/_health` comes with it. With
+ * `durable`, the bus also ensures the notifications stream at bootstrap (NATS needs JetStream then).
+ * Large e-mails are stored in Redis, whose bodies expire: the stream needs an age limit, and the
+ * bus keeps each stored body a little longer than that.
+ */
+export function eventBusModule(config: ServiceConfig, opts: { durable?: boolean } = {}) {
   return EventBusModule.forRoot({
     nats: { servers: [config.natsUrl], name: config.service },
     storage: { redis: { url: config.redisUrl }, ttlSeconds: config.ttlSeconds, keyPrefix: config.keyPrefix },
+    ...(opts.durable
+      ? {
+          jetstream: {
+            streams: [
+              {
+                name: NOTIFICATIONS.stream,
+                subjects: [...NOTIFICATIONS.subjects],
+                maxAgeSeconds: envInt('NOTIFICATIONS_MAX_AGE_SECONDS', 3600, 1),
+              },
+            ],
+          },
+        }
+      : {}),
   });
 }
 

@@ -9,7 +9,7 @@ import { Outbox } from './outbox';
 const config = serviceConfig('notifier', 5002);
 
 @Module({
-  imports: [eventBusModule(config)],
+  imports: [eventBusModule(config, { durable: true })],
   providers: [
     NotificationHandlers,
     { provide: OUTBOX, useFactory: () => new Outbox(resolve(envString('OUTBOX_DIR', '.tmp/sample/outbox'))) },

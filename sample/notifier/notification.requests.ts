@@ -1,8 +1,9 @@
 import { ArrayNotEmpty, IsArray, IsEmail, IsNotEmpty, IsString } from 'class-validator';
 import { EmailNotification, SlackNotification } from '../common/contracts';
 
-// What the notifier accepts, checked by `ValidationPipe` before its handlers run: a request that
-// is not one of these is answered with a 400 (`RemoteHandlerError`, `remoteCode` 400) at once.
+// What the notifier accepts, checked by `ValidationPipe` before its handlers run: a notification
+// that is not one of these never reaches a handler; like any failure of a durable handler it is
+// tried `maxDeliver` times and then goes to the dead letter `notification.dead`.
 
 export class SlackRequest implements SlackNotification {
   @IsString()

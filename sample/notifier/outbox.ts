@@ -1,24 +1,54 @@
 import { createHash } from 'node:crypto';
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, truncateSync } from 'node:fs';
 import { appendFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
-/** A local stand-in for Slack and SMTP: one JSON line per notification in `<dir>/outbox.jsonl`. */
+/**
+ * A local stand-in for Slack and SMTP: one JSON line per notification in `<dir>/outbox.jsonl`.
+ * Idempotent by notification id: durable delivery is at least once (a notifier killed after
+ * writing but before its ack gets the message again), so a second write of an id is skipped.
+ * The ids already written are read back from the file at start, so this holds across restarts.
+ */
 export class Outbox {
   readonly file: string;
+  private readonly written = new Set<string>();
   private tail: Promise<void> = Promise.resolve();
 
   constructor(dir: string) {
     mkdirSync(dir, { recursive: true });
     this.file = join(dir, 'outbox.jsonl');
+    this.load();
   }
 
-  /** Appends in order; resolves when the line is written. */
-  write(entry: Record<string, unknown>): Promise<void> {
-    const line = JSON.stringify({ time: new Date().toISOString(), ...entry }) + '\n';
+  /** Appends in order; resolves true when the line is written, false when `id` was already there. */
+  write(id: string, entry: Record<string, unknown>): Promise<boolean> {
+    // Checked and taken at once, before any await: two deliveries of one id never both write.
+    if (this.written.has(id)) return Promise.resolve(false);
+    this.written.add(id);
+    const line = JSON.stringify({ time: new Date().toISOString(), request_id: id, ...entry }) + '\n';
     const next = this.tail.then(() => appendFile(this.file, line, 'utf8'));
     this.tail = next.catch(() => undefined);
-    return next;
+    // A failed write frees the id: the handler throws, and the redelivery writes it.
+    return next.then(
+      () => true,
+      (err: unknown) => {
+        this.written.delete(id);
+        throw err;
+      },
+    );
+  }
+
+  private load(): void {
+    if (!existsSync(this.file)) return;
+    const text = readFileSync(this.file, 'utf8');
+    // A line cut short by a crash is dropped, so its notification is written whole when redelivered.
+    const end = text.lastIndexOf('\n') + 1;
+    if (end < text.length) truncateSync(this.file, Buffer.byteLength(text.slice(0, end), 'utf8'));
+    for (const line of text.slice(0, end).split('\n')) {
+      if (!line) continue;
+      const id = (JSON.parse(line) as { request_id?: unknown }).request_id;
+      if (typeof id === 'string') this.written.add(id);
+    }
   }
 }
 

@@ -18,7 +18,7 @@ const monitorOptions: MonitorOptions = {
 };
 
 @Module({
-  imports: [eventBusModule(config)],
+  imports: [eventBusModule(config, { durable: true })],
   providers: [MonitorService, { provide: MONITOR_OPTIONS, useValue: monitorOptions }],
 })
 class SitesMonitorModule {}

@@ -155,7 +155,9 @@ export class MonitorService implements OnApplicationBootstrap, OnModuleDestroy {
     // Measured only for the log line; the bus decides on its own to offload.
     const bytes = jsonBytes(payload);
     try {
-      await this.bus.publish(topic, payload);
+      // Durable: resolves once the NOTIFICATIONS stream stored it, so the notifier gets it even if it
+      // is down now. The notification's id is the msgId: a retried publish is stored once.
+      const stored = await this.bus.publish(topic, payload, { persist: true, msgId: payload.request_id });
       this.logger.log({
         hop: 'publish',
         topic,
@@ -164,6 +166,9 @@ export class MonitorService implements OnApplicationBootstrap, OnModuleDestroy {
         edge_id,
         bytes,
         offloaded: bytes > claimCheckThreshold(this.bus),
+        stream: stored.stream,
+        seq: stored.seq,
+        duplicate: stored.duplicate,
       });
     } catch (err) {
       this.failed(cycle, topic, payload.request_id, err, edge_id);

@@ -1,13 +1,15 @@
 // End to end: `node sample/run.js` (what `npm run sample` runs) builds the library and the sample,
 // and starts the three services as real processes against a NATS and a Redis of this test's own,
-// on free ports. The test watches one monitoring cycle through the JSON log lines and the
-// notifier's outbox, then stops everything with SIGTERM and checks that no process is left.
+// on free ports (NATS with JetStream: notifications are durable). The test watches one monitoring
+// cycle through the JSON log lines and the notifier's outbox, kills the notifier mid-handling and
+// sees every notification land once, then stops everything with SIGTERM and checks that no
+// process is left.
 import { ChildProcess, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { connect } from '@nats-io/transport-node';
-import { EventBus, RemoteHandlerError } from '../../lib';
+import { EventBus } from '../../lib';
 import { freePort, NatsServer, RedisServer } from '../harness/local-servers';
 import { waitUntil } from '../harness/wait';
 
@@ -61,7 +63,7 @@ const startedPids = () =>
   lines.filter((l) => l.service === 'run' && typeof l.pid === 'number' && /^started /.test(l.msg ?? '')).map((l) => l.pid as number);
 
 beforeAll(async () => {
-  [nats, redis] = await Promise.all([NatsServer.start({ jetstream: false }), RedisServer.start()]);
+  [nats, redis] = await Promise.all([NatsServer.start(), RedisServer.start()]);
   ports = { 'sites-monitor': await freePort(), 'velocloud-bridge': await freePort(), notifier: await freePort() };
   outboxDir = mkdtempSync(join(tmpdir(), 'eventbus-sample-outbox-'));
   const child = spawn(process.execPath, [join(ROOT, 'sample', 'run.js')], {
@@ -81,8 +83,15 @@ beforeAll(async () => {
       FLEET_SEED: '42',
       FLEET_SIZE: '12',
       BIG_EDGE_EVENTS: '8000',
-      REPORT_EVERY_CYCLES: '12',
+      // An e-mail (claim-checked) every other cycle, so some are published while the notifier is down.
+      REPORT_EVERY_CYCLES: '2',
       RPC_TIMEOUT_MS: '10000',
+      // A killed notifier's unfinished message comes back after 5 s, not the default 30 s.
+      NOTIFIER_ACK_WAIT_MS: '5000',
+      // Each handler waits this long after writing: the window in which the test kills the notifier.
+      NOTIFIER_CONFIRM_DELAY_MS: '1500',
+      // Down long enough for two monitoring cycles to publish to nobody.
+      SAMPLE_RESTART_DELAY_MS: '4000',
       SAMPLE_SKIP_BUILD: '',
     },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -176,7 +185,9 @@ test('one full monitoring cycle: list, statuses (a large one through claim-check
   const slack = monitor.find((l) => l.hop === 'publish' && l.topic === 'notification.slack.request');
   const email = monitor.find((l) => l.hop === 'publish' && l.topic === 'notification.email.request');
   expect(slack).toBeDefined();
-  expect(email).toMatchObject({ offloaded: true });
+  // Persisted: the publish resolved once the NOTIFICATIONS stream stored it.
+  expect(slack).toMatchObject({ stream: 'NOTIFICATIONS', duplicate: false });
+  expect(email).toMatchObject({ offloaded: true, stream: 'NOTIFICATIONS', duplicate: false });
   expect(email!.bytes).toBeGreaterThan(1024 * 1024);
 
   const received = await waitFor(
@@ -184,7 +195,7 @@ test('one full monitoring cycle: list, statuses (a large one through claim-check
     () => lines.find((l) => l.service === 'notifier' && l.hop === 'received' && l.request_id === email!.request_id),
     10_000,
   );
-  expect(received).toMatchObject({ topic: 'notification.email.request', recovered: true });
+  expect(received).toMatchObject({ topic: 'notification.email.request', recovered: true, delivery: 1, stream: 'NOTIFICATIONS' });
   expect(received.token).toMatch(UUID);
   await waitFor(
     'the notifier to send the e-mail',
@@ -220,36 +231,140 @@ test('one full monitoring cycle: list, statuses (a large one through claim-check
   expect(errors).toEqual([]);
 });
 
-test('the notifier validates requests: an e-mail without a recipient is refused at once with a typed 400', async () => {
+/** The outbox's notification ids, one per line, in order. */
+function outboxIds(): string[] {
+  const file = join(outboxDir, 'outbox.jsonl');
+  if (!existsSync(file)) return [];
+  return readFileSync(file, 'utf8')
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l).request_id as string);
+}
+
+test('the notifier validates notifications: an e-mail without a recipient never reaches the outbox and ends in the dead letter', async () => {
   const nc = await connect({ servers: nats.url });
+  const dead: Array<{ body: any; headers: Record<string, string> }> = [];
+  nc.subscribe('notification.dead', {
+    callback: (_err, m) => {
+      const headers: Record<string, string> = {};
+      for (const [k, v] of m.headers ?? []) headers[k] = v[0];
+      dead.push({ body: JSON.parse(m.string()), headers });
+    },
+  });
+  await nc.flush();
   try {
-    // Through the library's own requester, as a service would send it.
+    // Through the library, persisted, as the monitor sends notifications.
     const bus = new EventBus({ nats: { servers: nats.url } });
     await bus.connect();
     try {
       const bad = { request_id: 'e2e-bad', subject: 'no recipient', body: 'x', attachments: [] };
-      const err = await bus.rpcRequest('notification.email.request', bad, { timeout: 5000 }).catch((e: unknown) => e);
-      expect(err).toBeInstanceOf(RemoteHandlerError);
-      expect((err as RemoteHandlerError).remoteCode).toBe(400);
-      expect((err as RemoteHandlerError).remoteMessage).toMatch(/to/);
+      expect(await bus.publish('notification.email.request', bad, { persist: true, msgId: 'e2e-bad' })).toMatchObject({
+        stream: 'NOTIFICATIONS',
+        duplicate: false,
+      });
     } finally {
       await bus.close();
     }
-    // A header-less client gets the same as JSON.
-    const reply = await nc.request('notification.email.request', JSON.stringify({ request_id: 'e2e-bad-2', to: [] }), { timeout: 5000 });
-    expect(JSON.parse(reply.string())).toMatchObject({ status: 400 });
+    // A header-less client's plain publish on the subject is kept by the stream all the same.
+    nc.publish('notification.email.request', JSON.stringify({ request_id: 'e2e-bad-2', to: [] }));
+    // 3 deliveries, 1 s then 5 s apart, then the dead letter with the reason.
+    await waitUntil(() => dead.length >= 2, 'two dead letters on notification.dead', 20_000);
   } finally {
     await nc.close();
   }
-  // Refused before the handler: nothing of these reached the outbox.
-  const outbox = join(outboxDir, 'outbox.jsonl');
-  const written = existsSync(outbox) ? readFileSync(outbox, 'utf8') : '';
-  expect(written).not.toContain('e2e-bad');
-});
+  expect(dead.map((d) => d.body.request_id).sort()).toEqual(['e2e-bad', 'e2e-bad-2']);
+  for (const d of dead) {
+    expect(d.headers).toMatchObject({
+      'Eventbus-Dead-Reason': 'max_deliver',
+      'Eventbus-Dead-Subject': 'notification.email.request',
+      'Eventbus-Dead-Stream': 'NOTIFICATIONS',
+      'Eventbus-Dead-Deliveries': '3',
+    });
+    expect(d.headers['Eventbus-Dead-Error']).toBeTruthy();
+  }
+  // Refused by ValidationPipe before the handler, each time, saying why: nothing of these reached the outbox.
+  expect(lines.some((l) => l.service === 'notifier' && /refused \(400\): .*to/.test(l.msg ?? ''))).toBe(true);
+  expect(lines.some((l) => l.service === 'notifier' && l.hop === 'received' && /^e2e-bad/.test(l.request_id))).toBe(false);
+  expect(outboxIds().filter((id) => id.startsWith('e2e-bad'))).toEqual([]);
+}, 40_000);
+
+test('notifier killed (SIGKILL) mid-handling and restarted: every notification, including those published while it was down, lands in the outbox exactly once by id', async () => {
+  const notifierPids = () => lines.filter((l) => l.service === 'run' && l.msg === 'started notifier').map((l) => l.pid as number);
+  const [pid] = notifierPids();
+  const logged = (hop: string) => lines.filter((l) => l.service === 'notifier' && l.hop === hop);
+
+  // Mid-handling: written to the outbox, not yet done (the handler waits NOTIFIER_CONFIRM_DELAY_MS), so not acked.
+  const inFlight = await waitFor(
+    'the notifier between writing a notification and finishing its handler',
+    () => {
+      const written = new Set(outboxIds());
+      const sent = new Set(logged('sent').map((l) => l.request_id));
+      return logged('received').find((l) => written.has(l.request_id) && !sent.has(l.request_id))?.request_id as string | undefined;
+    },
+    30_000,
+  );
+  const killedAt = lines.length;
+  process.kill(pid, 'SIGKILL');
+
+  const restartedAt = await waitFor(
+    'run.js to restart the notifier and see it healthy',
+    () => {
+      const i = lines.findIndex((l, j) => j >= killedAt && l.service === 'run' && l.msg === 'notifier is healthy');
+      return i >= 0 ? i : undefined;
+    },
+    40_000,
+  );
+  expect(lines.slice(killedAt).some((l) => l.service === 'run' && l.msg === 'notifier exited unexpectedly; restarting it')).toBe(true);
+  expect(notifierPids()).toHaveLength(2);
+  expect(alive(pid)).toBe(false);
+
+  // Published while the notifier was down: stored by the stream, a claim-checked e-mail among them.
+  const isNotification = (l: Line) => l.service === 'sites-monitor' && l.hop === 'publish' && /^notification\./.test(l.topic);
+  const whileDown = lines.slice(killedAt, restartedAt).filter(isNotification);
+  expect(whileDown.length).toBeGreaterThanOrEqual(2);
+  expect(whileDown.some((l) => l.topic === 'notification.email.request' && l.offloaded === true)).toBe(true);
+
+  // One more cycle after the restart, then: everything published so far is in the outbox.
+  await waitFor(
+    'a monitoring cycle after the restart',
+    () => lines.slice(restartedAt).find((l) => l.service === 'sites-monitor' && l.hop === 'cycle.done'),
+    20_000,
+  );
+  const published = lines.filter(isNotification).map((l) => l.request_id as string);
+  await waitFor(
+    'every published notification in the outbox',
+    () => {
+      const written = new Set(outboxIds());
+      return published.every((id) => written.has(id));
+    },
+    30_000,
+  );
+  // Exactly once by id: no line repeats an id, though the in-flight one was delivered twice.
+  const ids = outboxIds();
+  const repeated = ids.filter((id, i) => ids.indexOf(id) !== i);
+  expect(repeated).toEqual([]);
+  const again = await waitFor(
+    'the in-flight notification delivered again to the restarted notifier',
+    () => logged('sent').find((l) => l.request_id === inFlight && l.duplicate === true),
+    5_000,
+  );
+  expect(again).toBeDefined();
+  expect(logged('received').find((l) => l.request_id === inFlight && l.delivery >= 2)).toBeDefined();
+  // The e-mails published while it was down were recovered from claim-check by the new notifier.
+  const outboxEntries = readFileSync(join(outboxDir, 'outbox.jsonl'), 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l));
+  for (const l of whileDown.filter((x) => x.topic === 'notification.email.request')) {
+    expect(outboxEntries.find((e) => e.request_id === l.request_id)).toMatchObject({ kind: 'email', recovered: true });
+  }
+}, 120_000);
 
 test('SIGTERM stops every service cleanly and leaves no process behind', async () => {
   const pids = startedPids();
-  expect(pids).toHaveLength(3); // the test gave it NATS and Redis: it starts no servers of its own
+  // The test gave it NATS and Redis: it starts no servers of its own; the notifier was started twice.
+  const started = lines.filter((l) => l.service === 'run' && /^started /.test(l.msg ?? '')).map((l) => l.msg as string);
+  expect(started.sort()).toEqual(['started notifier', 'started notifier', 'started sites-monitor', 'started velocloud-bridge']);
   const runnerPid = runner!.pid!;
   runner!.kill('SIGTERM');
   const exit = await within(runnerExit, 30_000);
