@@ -110,6 +110,29 @@ function report(results) {
       ]);
     }
   }
+  if (results.durable) {
+    const d = results.durable;
+    const s = d.perSide;
+    const names = { bus: 'bus (@Subscribe durable)', rawjs: 'rawjs (@nats-io/jetstream)', peer: 'peer (nestjs-nats-jetstream-transport)' };
+    for (const side of ['bus', 'rawjs', 'peer'].filter((x) => s[x])) {
+      const lost = s[side].some((x) => x.received !== d.n);
+      const med = (k) => median(s[side].map((x) => x[k]));
+      medRows.push([
+        `durable ${d.n} x 128 B, ${d.window} acks awaited at a time`,
+        names[side],
+        'msg/s at handler; acked publishes/s; CPU µs/msg (sender / receiver)',
+        R(s[side].map((x) => x.rate)),
+        `${fmt(med('rate'))}${lost ? ' (LOSS)' : ''}; ${fmt(med('sendRate'))}; ${fmt(med('sendCpuUs'), 1)} / ${fmt(med('recvCpuUs'), 1)}`,
+      ]);
+    }
+    addRatio('durable bus/rawjs', ratiosOf(s.bus, s.rawjs, 'rate'), 0.8);
+    // CPU per message, both ends added: above 1 the bus spends more than raw JetStream.
+    addRatio(
+      'durable cpu bus/rawjs',
+      s.bus.map((x, i) => (x.sendCpuUs + x.recvCpuUs) / (s.rawjs[i].sendCpuUs + s.rawjs[i].recvCpuUs)),
+    );
+    if (s.peer) addRatio('durable bus/peer', ratiosOf(s.bus, s.peer, 'rate'));
+  }
   out.push(table(['scenario', 'side', 'metric', 'per round', 'median'], medRows));
   out.push('');
   out.push(table(['ratio (A / B)', 'per round', 'median', 'target', ''], ratioRows));
@@ -119,7 +142,7 @@ function report(results) {
 /** The last line of a bench run; `nan` for a scenario that did not run. */
 function ratiosLine(ratio) {
   const r = (k) => (Number.isFinite(ratio[k]) ? ratio[k].toFixed(2) : 'nan');
-  return `RATIOS events_vs_raw=${r('events bus/raw')} events_vs_nestms=${r('events bus/nestms')} rpc64_vs_raw=${r('rpc64 bus/raw')} large2m_vs_floor=${r('large2m bus/floor')} large8m_vs_floor=${r('large8m bus/floor')}`;
+  return `RATIOS events_vs_raw=${r('events bus/raw')} events_vs_nestms=${r('events bus/nestms')} rpc64_vs_raw=${r('rpc64 bus/raw')} large2m_vs_floor=${r('large2m bus/floor')} large8m_vs_floor=${r('large8m bus/floor')} durable_vs_rawjs=${r('durable bus/rawjs')}`;
 }
 
 module.exports = { median, report, ratiosLine, table, fmt };

@@ -1,5 +1,5 @@
 'use strict';
-// `npm run bench [-- --quick] [-- --only=events,rpc,large,mem] [-- --rounds=N] [-- --cpu-prof=ROLE:SIDE]`
+// `npm run bench [-- --quick] [-- --only=events,rpc,large,mem,durable] [-- --rounds=N] [-- --cpu-prof=ROLE:SIDE]`
 // Runs every scenario against a fresh nats-server and redis-server on loopback. The sides of a
 // comparison run interleaved (A B A B ...), each in its own processes (publisher and subscriber
 // apart, as deployed). Prints a table of medians with per-round ratios, writes
@@ -22,7 +22,7 @@ const QUICK = !!flag('quick');
 // memory scenario, which reports no ratio, runs 3. Never fewer than 3.
 const ROUNDS = Math.max(3, Number(flag('rounds') || (QUICK ? 3 : 5)));
 const MEM_ROUNDS = 3;
-const ONLY = flag('only') ? String(flag('only')).split(',') : ['events', 'rpc', 'large', 'mem'];
+const ONLY = flag('only') ? String(flag('only')).split(',') : ['events', 'rpc', 'large', 'mem', 'durable'];
 const CPU_PROF = flag('cpu-prof') ? String(flag('cpu-prof')) : null; // e.g. events-recv:bus,rpc-req:bus (profiles land in .tmp/prof)
 const ROOT = path.resolve(__dirname, '..');
 const WORKER = path.join(__dirname, 'worker.js');
@@ -38,6 +38,8 @@ const P = QUICK
       largeWarmup: 1,
       mem: 5,
       memHandlerMs: 100,
+      durable: 5_000,
+      durableWindow: 256,
     }
   : {
       events: 200_000,
@@ -48,6 +50,8 @@ const P = QUICK
       largeWarmup: 2,
       mem: 100,
       memHandlerMs: 100,
+      durable: 30_000,
+      durableWindow: 256,
     };
 
 const log = (...a) => console.error(...a); // progress on stderr; the table and RATIOS on stdout
@@ -131,8 +135,9 @@ async function startPair(recvRole, sendRole, side, cfg) {
   }
 }
 
-async function withServers(fn) {
-  const nats = await NatsServer.start({ jetstream: false });
+async function withServers(fn, { jetstream = false } = {}) {
+  // JetStream only where a scenario uses it (its store in a temporary directory, removed after).
+  const nats = await NatsServer.start({ jetstream });
   const redis = await RedisServer.start();
   try {
     return await fn({ natsUrl: nats.url, redisUrl: redis.url, redis });
@@ -398,11 +403,65 @@ async function mem() {
   });
 }
 
+// Durable sides: the bus's @Subscribe({ durable }) fed by publish(…, { persist: true }), and raw
+// @nats-io/jetstream (publish with ack, a durable pull consumer with explicit ack).
+const DURABLE_SIDES = ['bus', 'rawjs'];
+
+async function durable() {
+  log(`durable: ${P.durable} x 128 B, ${P.durableWindow} publishes awaiting their acks at a time`);
+  const sides = DURABLE_SIDES;
+  return withServers(
+    async (env) => {
+      const cfgFor = (side, gen) => ({
+        ...env,
+        redis: undefined,
+        subject: `bench.durable.${side}.${gen}`,
+        stream: `BENCH_DURABLE_${side}_${gen}`,
+        n: P.durable,
+        bytes: 128,
+        window: P.durableWindow,
+      });
+      // The receiver creates its stream and consumer; it is ready before the sender publishes.
+      const pairs = await startSides(sides, 'durable-recv', 'durable-send', cfgFor);
+      try {
+        const perSide = await interleave(
+          sides,
+          async (side) => {
+            const { recv, sender } = pairs.get(side);
+            recv.cmd({ cmd: 'go' });
+            await recv.next('armed');
+            sender.cmd({ cmd: 'go' });
+            const sent = await sender.next('sent', 300_000);
+            const done = await doneOrReport(recv, 60_000);
+            if (done.incomplete) await pairs.renew(side);
+            const ms = done.last - sent.t0;
+            return {
+              rate: done.incomplete ? NaN : (done.count / ms) * 1000,
+              received: done.count,
+              ms,
+              sendMs: sent.ms,
+              sendRate: (P.durable / sent.ms) * 1000,
+              sendCpuUs: sent.cpuUs / P.durable,
+              recvCpuUs: done.cpuUs / P.durable,
+            };
+          },
+          ROUNDS,
+          { warmup: true },
+        );
+        return { n: P.durable, bytes: 128, window: P.durableWindow, perSide };
+      } finally {
+        await pairs.stopAll();
+      }
+    },
+    { jetstream: true },
+  );
+}
+
 async function main() {
   if (!fs.existsSync(path.join(ROOT, 'dist', 'index.js'))) throw new Error('dist/ is missing: run `npm run build` first');
   const started = Date.now();
   const results = {};
-  const scenarios = { events, rpc, large, mem };
+  const scenarios = { events, rpc, large, mem, durable };
   for (const [name, run] of Object.entries(scenarios)) {
     if (!ONLY.includes(name)) continue;
     const t0 = Date.now();

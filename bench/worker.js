@@ -509,6 +509,126 @@ async function memSend() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Scenario 5: durable events (JetStream). The sender publishes and waits for the stream's acks
+// (`window` at a time); the receiver's durable pull consumer acks each message after its handler.
+// Each side has its own stream (`cfg.stream`, file storage, 1 h max age) capturing `cfg.subject`.
+
+const DURABLE_NAME = 'bench';
+
+/** The stream every durable side uses: created by the receiver, before the sender publishes. */
+const durableStream = () => ({ name: cfg.stream, subjects: [cfg.subject], maxAgeSeconds: 3600 });
+
+async function durableRecv() {
+  const n = cfg.n;
+  let count = 0;
+  let first = 0;
+  let cpu0 = process.cpuUsage();
+  const cpuUs = () => {
+    const c = process.cpuUsage(cpu0);
+    return c.user + c.system;
+  };
+  const onMessage = () => {
+    if (count === 0) first = now();
+    if (++count === n) send({ type: 'done', count, first, last: now(), cpuUs: cpuUs() });
+  };
+  let close;
+  if (cfg.side === 'bus') {
+    ({ close } = await busApp(
+      [{ topic: cfg.subject, fn: (payload) => void (payload.id, onMessage()), options: { durable: DURABLE_NAME } }],
+      {
+        jetstream: { streams: [durableStream()] },
+      },
+    ));
+  } else if (cfg.side === 'rawjs') {
+    // Hand-wired @nats-io/jetstream: the same stream and a durable pull consumer with explicit ack.
+    const { AckPolicy, DeliverPolicy, jetstream, jetstreamManager } = require('@nats-io/jetstream');
+    const { nanos } = require('@nats-io/transport-node');
+    const nc = await rawNats();
+    const jsm = await jetstreamManager(nc);
+    const spec = durableStream();
+    await jsm.streams.add({ name: spec.name, subjects: spec.subjects, max_age: nanos(spec.maxAgeSeconds * 1000) });
+    await jsm.consumers.add(spec.name, {
+      durable_name: DURABLE_NAME,
+      filter_subject: cfg.subject,
+      ack_policy: AckPolicy.Explicit,
+      deliver_policy: DeliverPolicy.All,
+    });
+    const consumer = await jetstream(nc).consumers.get(spec.name, DURABLE_NAME);
+    // nats.js's default pull (100 messages on their way at once), as a hand-wired service gets it.
+    const messages = await consumer.consume();
+    (async () => {
+      for await (const m of messages) {
+        const payload = decode(m.data);
+        void payload.id;
+        m.ack();
+        onMessage();
+      }
+    })();
+    close = async () => {
+      messages.stop();
+      await nc.close();
+    };
+  } else if (cfg.side === 'peer') {
+    ({ close } = await peerServer(onMessage));
+  }
+  return {
+    close,
+    go: () => {
+      count = 0;
+      first = 0;
+      cpu0 = process.cpuUsage();
+      return { type: 'armed' };
+    },
+    report: () => ({ type: 'done', count, first, last: now(), cpuUs: cpuUs(), incomplete: true }),
+  };
+}
+
+async function durableSend() {
+  const payload = fixedJson(cfg.bytes);
+  let publish;
+  let close;
+  if (cfg.side === 'bus') {
+    // No `jetstream` option: a persisted publish binds to the stream that captures the subject.
+    const app = await busApp([]);
+    publish = () => app.bus.publish(cfg.subject, payload, { persist: true });
+    close = app.close;
+  } else if (cfg.side === 'rawjs') {
+    const { jetstream } = require('@nats-io/jetstream');
+    const nc = await rawNats();
+    const js = jetstream(nc);
+    publish = () => js.publish(cfg.subject, encode(payload));
+    close = () => nc.close();
+  } else if (cfg.side === 'peer') {
+    ({ publish, close } = await peerClient(payload));
+  }
+  return {
+    close,
+    go: async () => {
+      const n = cfg.n;
+      const window = cfg.window;
+      const cpu0 = process.cpuUsage();
+      const t0 = now();
+      // `window` publishes on their way, then all their acks; every side gets the same pacing.
+      for (let i = 0; i < n; i += window) {
+        const acks = [];
+        for (let j = i; j < Math.min(n, i + window); j++) acks.push(toPromise(publish()));
+        await Promise.all(acks);
+      }
+      const cpu = process.cpuUsage(cpu0);
+      return { type: 'sent', t0, ms: now() - t0, cpuUs: cpu.user + cpu.system };
+    },
+  };
+}
+
+// The peer: a NestJS JetStream transport from npm (@nestjs-plugins/nestjs-nats-jetstream-transport).
+async function peerServer() {
+  throw new Error('the peer side is not available (see BENCHMARKS.md)');
+}
+async function peerClient() {
+  throw new Error('the peer side is not available (see BENCHMARKS.md)');
+}
+
+// ---------------------------------------------------------------------------------------------
 
 const roles = {
   'events-recv': eventsRecv,
@@ -519,6 +639,8 @@ const roles = {
   'large-send': largeSend,
   'mem-recv': memRecv,
   'mem-send': memSend,
+  'durable-recv': durableRecv,
+  'durable-send': durableSend,
 };
 
 async function main() {

@@ -4,7 +4,7 @@
 const { report, ratiosLine, median } = require('../../bench/report');
 
 const RATIOS_LINE =
-  /^RATIOS events_vs_raw=(\d+\.\d\d|nan) events_vs_nestms=(\d+\.\d\d|nan) rpc64_vs_raw=(\d+\.\d\d|nan) large2m_vs_floor=(\d+\.\d\d|nan) large8m_vs_floor=(\d+\.\d\d|nan)$/;
+  /^RATIOS events_vs_raw=(\d+\.\d\d|nan) events_vs_nestms=(\d+\.\d\d|nan) rpc64_vs_raw=(\d+\.\d\d|nan) large2m_vs_floor=(\d+\.\d\d|nan) large8m_vs_floor=(\d+\.\d\d|nan) durable_vs_rawjs=(\d+\.\d\d|nan)$/;
 
 const rounds = <T>(...xs: T[]) => xs;
 const rpcSide = (rate: number) => rounds(...[1, 2, 3].map(() => ({ rate, p50: 1, p99: 2 })));
@@ -40,6 +40,15 @@ const results = {
     },
   },
   large: { '2MiB': large([10, 20, 10], [10, 10, 10]), '8MiB': large([40, 40, 40], [30, 40, 50]) },
+  durable: {
+    n: 10,
+    bytes: 128,
+    window: 4,
+    perSide: {
+      bus: [80, 70, 90].map((rate) => ({ rate, received: 10, sendRate: rate, sendCpuUs: 30, recvCpuUs: 20 })),
+      rawjs: [100, 100, 100].map((rate) => ({ rate, received: 10, sendRate: rate, sendCpuUs: 25, recvCpuUs: 15 })),
+    },
+  },
 };
 
 describe('bench report', () => {
@@ -47,15 +56,22 @@ describe('bench report', () => {
     const { text, ratio } = report(results, 3);
     const line = ratiosLine(ratio);
     expect(line).toMatch(RATIOS_LINE);
-    // events bus/raw per round: 1.00, 0.90, 1.20 -> 1.00; bus/nestms: 4.00, 3.00, 3.00 -> 3.00
-    expect(line).toBe('RATIOS events_vs_raw=1.00 events_vs_nestms=3.00 rpc64_vs_raw=0.95 large2m_vs_floor=1.00 large8m_vs_floor=1.00');
+    // events bus/raw per round: 1.00, 0.90, 1.20 -> 1.00; bus/nestms: 4.00, 3.00, 3.00 -> 3.00;
+    // durable bus/rawjs: 0.80, 0.70, 0.90 -> 0.80
+    expect(line).toBe(
+      'RATIOS events_vs_raw=1.00 events_vs_nestms=3.00 rpc64_vs_raw=0.95 large2m_vs_floor=1.00 large8m_vs_floor=1.00 durable_vs_rawjs=0.80',
+    );
     expect(text).toContain('events bus/raw');
+    // The durable rows report CPU per message on both ends, and the CPU ratio (50 / 40 µs).
+    expect(text).toMatch(/durable 10 x 128 B.*bus \(@Subscribe durable\).*30\.0 \/ 20\.0/);
+    expect(text).toMatch(/durable 10 x 128 B.*rawjs \(@nats-io\/jetstream\).*25\.0 \/ 15\.0/);
+    expect(text).toMatch(/durable cpu bus\/rawjs .* 1\.25 /);
     expect(text).toContain('MAX_PAYLOAD_EXCEEDED');
   });
 
   it('writes nan for scenarios that did not run', () => {
     expect(ratiosLine(report({}, 3).ratio)).toBe(
-      'RATIOS events_vs_raw=nan events_vs_nestms=nan rpc64_vs_raw=nan large2m_vs_floor=nan large8m_vs_floor=nan',
+      'RATIOS events_vs_raw=nan events_vs_nestms=nan rpc64_vs_raw=nan large2m_vs_floor=nan large8m_vs_floor=nan durable_vs_rawjs=nan',
     );
   });
 
