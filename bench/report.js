@@ -142,7 +142,7 @@ function report(results) {
 /** The last line of a bench run; `nan` for a scenario that did not run. */
 function ratiosLine(ratio) {
   const r = (k) => (Number.isFinite(ratio[k]) ? ratio[k].toFixed(2) : 'nan');
-  return `RATIOS events_vs_raw=${r('events bus/raw')} events_vs_nestms=${r('events bus/nestms')} rpc64_vs_raw=${r('rpc64 bus/raw')} large2m_vs_floor=${r('large2m bus/floor')} large8m_vs_floor=${r('large8m bus/floor')} durable_vs_rawjs=${r('durable bus/rawjs')}`;
+  return `RATIOS events_vs_raw=${r('events bus/raw')} events_vs_nestms=${r('events bus/nestms')} rpc64_vs_raw=${r('rpc64 bus/raw')} large2m_vs_floor=${r('large2m bus/floor')} large8m_vs_floor=${r('large8m bus/floor')} durable_vs_rawjs=${r('durable bus/rawjs')} durable_vs_peer=${r('durable bus/peer')}`;
 }
 
 module.exports = { median, report, ratiosLine, table, fmt };

@@ -403,9 +403,10 @@ async function mem() {
   });
 }
 
-// Durable sides: the bus's @Subscribe({ durable }) fed by publish(…, { persist: true }), and raw
-// @nats-io/jetstream (publish with ack, a durable pull consumer with explicit ack).
-const DURABLE_SIDES = ['bus', 'rawjs'];
+// Durable sides: the bus's @Subscribe({ durable }) fed by publish(…, { persist: true }); raw
+// @nats-io/jetstream (publish with ack, a durable pull consumer with explicit ack); and the peer,
+// @nestjs-plugins/nestjs-nats-jetstream-transport (emit with ack into an @EventPattern handler).
+const DURABLE_SIDES = ['bus', 'rawjs', 'peer'];
 
 async function durable() {
   log(`durable: ${P.durable} x 128 B, ${P.durableWindow} publishes awaiting their acks at a time`);

@@ -599,7 +599,9 @@ async function durableSend() {
     publish = () => js.publish(cfg.subject, encode(payload));
     close = () => nc.close();
   } else if (cfg.side === 'peer') {
-    ({ publish, close } = await peerClient(payload));
+    const peer = await peerClient();
+    publish = () => peer.client.emit(cfg.subject, payload);
+    close = peer.close;
   }
   return {
     close,
@@ -620,12 +622,47 @@ async function durableSend() {
   };
 }
 
-// The peer: a NestJS JetStream transport from npm (@nestjs-plugins/nestjs-nats-jetstream-transport).
-async function peerServer() {
-  throw new Error('the peer side is not available (see BENCHMARKS.md)');
+// The peer: a NestJS JetStream transport from npm (@nestjs-plugins/nestjs-nats-jetstream-transport,
+// on its own nats.js 2.x): an @EventPattern handler on a durable push consumer it creates, acked by
+// hand after the handler (manualAck) as the bus does; events sent with ClientProxy.emit, which
+// resolves with the stream's ack.
+async function peerServer(onMessage) {
+  const { Controller, Module } = require('@nestjs/common');
+  const { NestFactory } = require('@nestjs/core');
+  const { Ctx, EventPattern, Payload } = require('@nestjs/microservices');
+  const { NatsJetStreamServer } = require('@nestjs-plugins/nestjs-nats-jetstream-transport');
+  class PeerController {
+    handle(payload, ctx) {
+      void payload.id;
+      onMessage();
+      ctx.message.ack();
+    }
+  }
+  const desc = Object.getOwnPropertyDescriptor(PeerController.prototype, 'handle');
+  Payload()(PeerController.prototype, 'handle', 0);
+  Ctx()(PeerController.prototype, 'handle', 1);
+  EventPattern(cfg.subject)(PeerController.prototype, 'handle', desc);
+  Controller()(PeerController);
+  class PeerModule {}
+  Module({ controllers: [PeerController] })(PeerModule);
+  const spec = durableStream();
+  const app = await NestFactory.createMicroservice(PeerModule, {
+    strategy: new NatsJetStreamServer({
+      connectionOptions: { servers: [cfg.natsUrl], name: `bench-peer-${cfg.role}` },
+      consumerOptions: { durable: DURABLE_NAME, deliverTo: DURABLE_NAME, manualAck: true, ackPolicy: 'Explicit', deliverPolicy: 'All' },
+      streamConfig: { name: spec.name, subjects: spec.subjects, max_age: spec.maxAgeSeconds * 1e9 },
+    }),
+    logger: NEST_LOG,
+  });
+  await app.listen();
+  return { close: () => app.close() };
 }
+
 async function peerClient() {
-  throw new Error('the peer side is not available (see BENCHMARKS.md)');
+  const { NatsJetStreamClientProxy } = require('@nestjs-plugins/nestjs-nats-jetstream-transport');
+  const client = new NatsJetStreamClientProxy({ connectionOptions: { servers: [cfg.natsUrl], name: `bench-peer-${cfg.role}` } });
+  await client.connect();
+  return { client, close: () => client.close() };
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@
 const { report, ratiosLine, median } = require('../../bench/report');
 
 const RATIOS_LINE =
-  /^RATIOS events_vs_raw=(\d+\.\d\d|nan) events_vs_nestms=(\d+\.\d\d|nan) rpc64_vs_raw=(\d+\.\d\d|nan) large2m_vs_floor=(\d+\.\d\d|nan) large8m_vs_floor=(\d+\.\d\d|nan) durable_vs_rawjs=(\d+\.\d\d|nan)$/;
+  /^RATIOS events_vs_raw=(\d+\.\d\d|nan) events_vs_nestms=(\d+\.\d\d|nan) rpc64_vs_raw=(\d+\.\d\d|nan) large2m_vs_floor=(\d+\.\d\d|nan) large8m_vs_floor=(\d+\.\d\d|nan) durable_vs_rawjs=(\d+\.\d\d|nan) durable_vs_peer=(\d+\.\d\d|nan)$/;
 
 const rounds = <T>(...xs: T[]) => xs;
 const rpcSide = (rate: number) => rounds(...[1, 2, 3].map(() => ({ rate, p50: 1, p99: 2 })));
@@ -47,6 +47,7 @@ const results = {
     perSide: {
       bus: [80, 70, 90].map((rate) => ({ rate, received: 10, sendRate: rate, sendCpuUs: 30, recvCpuUs: 20 })),
       rawjs: [100, 100, 100].map((rate) => ({ rate, received: 10, sendRate: rate, sendCpuUs: 25, recvCpuUs: 15 })),
+      peer: [40, 35, 30].map((rate) => ({ rate, received: 10, sendRate: rate, sendCpuUs: 70, recvCpuUs: 15 })),
     },
   },
 };
@@ -57,9 +58,9 @@ describe('bench report', () => {
     const line = ratiosLine(ratio);
     expect(line).toMatch(RATIOS_LINE);
     // events bus/raw per round: 1.00, 0.90, 1.20 -> 1.00; bus/nestms: 4.00, 3.00, 3.00 -> 3.00;
-    // durable bus/rawjs: 0.80, 0.70, 0.90 -> 0.80
+    // durable bus/rawjs: 0.80, 0.70, 0.90 -> 0.80; bus/peer: 2.00, 2.00, 3.00 -> 2.00
     expect(line).toBe(
-      'RATIOS events_vs_raw=1.00 events_vs_nestms=3.00 rpc64_vs_raw=0.95 large2m_vs_floor=1.00 large8m_vs_floor=1.00 durable_vs_rawjs=0.80',
+      'RATIOS events_vs_raw=1.00 events_vs_nestms=3.00 rpc64_vs_raw=0.95 large2m_vs_floor=1.00 large8m_vs_floor=1.00 durable_vs_rawjs=0.80 durable_vs_peer=2.00',
     );
     expect(text).toContain('events bus/raw');
     // The durable rows report CPU per message on both ends, and the CPU ratio (50 / 40 µs).
@@ -71,7 +72,7 @@ describe('bench report', () => {
 
   it('writes nan for scenarios that did not run', () => {
     expect(ratiosLine(report({}, 3).ratio)).toBe(
-      'RATIOS events_vs_raw=nan events_vs_nestms=nan rpc64_vs_raw=nan large2m_vs_floor=nan large8m_vs_floor=nan durable_vs_rawjs=nan',
+      'RATIOS events_vs_raw=nan events_vs_nestms=nan rpc64_vs_raw=nan large2m_vs_floor=nan large8m_vs_floor=nan durable_vs_rawjs=nan durable_vs_peer=nan',
     );
   });
 
