@@ -142,6 +142,9 @@ test('every service answers /_health with 200 on its configured port', async () 
     expect(body.status).toBe('ok');
     expect(body.info.nats.status).toBe('up');
     expect(body.info.storage.status).toBe('up');
+    // The two services with durable notifications check JetStream too; the bridge does not use it.
+    if (name === 'velocloud-bridge') expect(body.info.jetstream).toBeUndefined();
+    else expect(body.info.jetstream).toEqual({ status: 'up' });
   }
   // Each service says where it listens (0.0.0.0 and the port from the environment).
   for (const name of SERVICES) {
