@@ -1,5 +1,5 @@
 import { Logger } from '@nestjs/common';
-import { asText } from '../shared/as-text';
+import { describeThrown } from '../errors/thrown';
 import { BusConnection, createHeaders, headerText } from '../nats/bus-connection';
 import { DurableMessage, JetStreamLink } from '../nats/jetstream';
 
@@ -33,7 +33,7 @@ export class DeadLetters {
   /** Resolves true once the message may be terminated: the dead letter went out, or there is none to send. */
   async send(m: DurableMessage, reason: string, error: unknown): Promise<boolean> {
     const where = `message ${m.stream}#${m.seq} on "${m.subject}" after ${m.deliveryCount} deliveries (${reason})`;
-    const detail = error === undefined ? '' : headerText(describe(error), 512);
+    const detail = error === undefined ? '' : headerText(describeThrown(error), 512);
     if (this.subject === undefined) {
       this.logger.error(`dropped ${where}${detail ? `: ${detail}` : ''}; set deadLetter to keep such messages`);
       return true;
@@ -55,13 +55,5 @@ export class DeadLetters {
     }
     this.logger.warn(`dead-lettered ${where} to "${this.subject}"`);
     return true;
-  }
-}
-
-function describe(err: unknown): string {
-  try {
-    return err instanceof Error ? asText(err.message) : asText(err);
-  } catch {
-    return `a thrown ${typeof err}`;
   }
 }

@@ -1,14 +1,14 @@
-import { HttpException, Logger } from '@nestjs/common';
+import { Logger } from '@nestjs/common';
 import { DecodedBody, parseJsonBody } from '../claim-check/claim-check.codec';
 import { ClaimCheckDelivery } from '../delivery/claim-check-delivery';
 import { isPromise, MaybePromise } from '../shared/maybe-async';
 import { RateLimitedLog } from '../delivery/rate-limited-log';
-import { httpExceptionMessage, replyStatusOf } from '../errors/reply-status';
+import { replyStatusOf } from '../errors/reply-status';
+import { describeThrown, isNestException, stackOf, statusOfThrown } from '../errors/thrown';
 import { createHeaders, headerText, Msg, SERVICE_ERROR_CODE_HEADER, SERVICE_ERROR_HEADER } from '../nats/bus-connection';
 import { MessageContext, MessageHandler } from './message-context';
 import { HeldBytes } from '../delivery/byte-budget';
 import { StoredMessageEnvelope } from '../claim-check/envelope';
-import { asText } from '../shared/as-text';
 import { InvalidMessageError, MessageStorageError, StoredMessageNotFoundError } from '../errors/event-bus.errors';
 import { isForgedToken } from '../claim-check/envelope';
 
@@ -177,11 +177,12 @@ export class HandlerDelivery {
     const message = describeThrown(err);
     const status = statusOfThrown(err);
     // A pipe or guard refusing the message (4xx from Nest) is bad input: logged rate-limited, without a stack.
-    if (status < 500 && isNestException(err))
-      this.badInputLog.error(ctx.subject, `message on "${ctx.subject}" refused (${status}): ${message}`);
+    const refused = status < 500 && isNestException(err);
+    if (refused) this.badInputLog.error(ctx.subject, `message on "${ctx.subject}" refused (${status}): ${message}`);
     else this.logger.error(`handler for "${ctx.subject}" failed: ${message}`, stackOf(err));
     if (ctx.reply !== undefined) this.respondError(ctx.reply, ctx.subject, status, message || 'handler failed');
-    return { kind: 'handler', reason: 'handler_error', error: err };
+    // A pipe or guard refusing the message will refuse it again: a durable subscription does not retry it.
+    return refused ? { kind: 'poison', reason: 'rejected', error: err } : { kind: 'handler', reason: 'handler_error', error: err };
   }
 
   private badInput(subject: string, reply: string | undefined, err: unknown, what: string, replyText?: string): DeliveryFailure {
@@ -204,21 +205,6 @@ export class HandlerDelivery {
   }
 }
 
-// A handler may throw anything: a revoked Proxy (whose `instanceof` throws), an Error whose
-// `message` is not a string or whose getters throw. Reading what was thrown must never throw, or
-// the requester would get no answer at all.
-
-/** What a handler threw, as text, whatever it threw. */
-function describeThrown(err: unknown): string {
-  try {
-    if (err instanceof HttpException) return httpExceptionMessage(err);
-    if (err instanceof Error) return asText(err.message);
-    return asText(err);
-  } catch {
-    return `a thrown ${typeof err}`;
-  }
-}
-
 /** What a failure to decode or recover a message means for a retry. */
 function failureOf(err: unknown): DeliveryFailure {
   if (err instanceof StoredMessageNotFoundError) return { kind: 'poison', reason: 'not_found', error: err };
@@ -227,28 +213,4 @@ function failureOf(err: unknown): DeliveryFailure {
   if (err instanceof MessageStorageError) return { kind: 'unavailable', reason: 'storage_unavailable', error: err };
   // A custom store's own error class: it may be passing; retrying is the safe side.
   return { kind: 'unavailable', reason: 'recover_failed', error: err };
-}
-
-function isNestException(err: unknown): boolean {
-  try {
-    return err instanceof HttpException;
-  } catch {
-    return false;
-  }
-}
-
-function statusOfThrown(err: unknown): number {
-  try {
-    return replyStatusOf(err);
-  } catch {
-    return 500;
-  }
-}
-
-function stackOf(err: unknown): string | undefined {
-  try {
-    return err instanceof Error && typeof err.stack === 'string' ? err.stack : undefined;
-  } catch {
-    return undefined;
-  }
 }

@@ -2,8 +2,8 @@ import { ArrayNotEmpty, IsArray, IsEmail, IsNotEmpty, IsString } from 'class-val
 import { EmailNotification, SlackNotification } from '../common/contracts';
 
 // What the notifier accepts, checked by `ValidationPipe` before its handlers run: a notification
-// that is not one of these never reaches a handler; like any failure of a durable handler it is
-// tried `maxDeliver` times and then goes to the dead letter `notification.dead`.
+// that is not one of these never reaches a handler; a refusal will not change on a retry, so it goes
+// to the dead letter `notification.dead` at once (reason `rejected`).
 
 export class SlackRequest implements SlackNotification {
   @IsString()

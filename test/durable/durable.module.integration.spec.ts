@@ -1,4 +1,6 @@
-import { INestApplication, Injectable } from '@nestjs/common';
+import { INestApplication, Injectable, UsePipes, ValidationPipe } from '@nestjs/common';
+import { IsNotEmpty, IsString } from 'class-validator';
+import { connect } from '@nats-io/transport-node';
 import { Test } from '@nestjs/testing';
 import request from 'supertest';
 import { EventBus, EventBusModule, EventBusModuleOptions, InvalidOptionsError, MessageContext, Subscribe } from '../../lib';
@@ -12,6 +14,21 @@ class StatusHandlers {
   @Subscribe('mod.events.status', { durable: 'mod-notifier', maxDeliver: 2, backoffMs: [100] })
   onStatus(payload: unknown, ctx: MessageContext) {
     received.push({ payload, ctx });
+  }
+}
+
+class Order {
+  @IsString() @IsNotEmpty() id!: string;
+}
+
+const validated: unknown[] = [];
+
+@Injectable()
+class ValidatedHandlers {
+  @Subscribe('mod.orders.new', { durable: 'mod-orders', deadLetter: 'mod.dead.order' })
+  @UsePipes(new ValidationPipe())
+  onOrder(order: Order) {
+    validated.push(order);
   }
 }
 
@@ -59,6 +76,31 @@ describe('durable delivery through EventBusModule', () => {
     const health = await request(app.getHttpServer()).get('/_health');
     expect(health.status).toBe(200);
     expect(health.body.details.jetstream).toEqual({ status: 'up' });
+  });
+
+  it('a message a ValidationPipe refuses goes to the dead letter at once (rejected), with the validation messages; valid ones are handled', async () => {
+    const nc = await connect({ servers: nats.url });
+    const dead: Array<Record<string, string>> = [];
+    nc.subscribe('mod.dead.order', {
+      callback: (_e, m) => {
+        const h: Record<string, string> = {};
+        for (const [k, v] of m.headers ?? []) h[k] = v[0];
+        dead.push(h);
+      },
+    });
+    await nc.flush();
+    try {
+      const app = await startApp({ jetstream: { streams: [{ name: 'MOD_ORDERS', subjects: ['mod.orders.new'] }] } }, [ValidatedHandlers]);
+      const bus = app.get(EventBus);
+      await bus.publish('mod.orders.new', { id: 42 }, { persist: true });
+      await bus.publish('mod.orders.new', { id: 'ok' }, { persist: true });
+      await waitUntil(() => dead.length === 1 && validated.length === 1, 'one dead letter and one valid order');
+      expect(dead[0]).toMatchObject({ 'Eventbus-Dead-Reason': 'rejected', 'Eventbus-Dead-Deliveries': '1' });
+      expect(dead[0]['Eventbus-Dead-Error']).toBe('id must be a string');
+      expect(validated).toEqual([{ id: 'ok' }]);
+    } finally {
+      await nc.close();
+    }
   });
 
   it('/_health answers 503 with jetstream down when the server comes back without JetStream', async () => {
