@@ -315,7 +315,7 @@ describe('durable delivery (JetStream) under faults', () => {
     );
     const electedMs = Date.now() - t0;
     await flow.done;
-    await waitUntil(() => counter.lost === 0, 'every id handled', 60_000).catch(() => undefined);
+    await waitUntil(() => counter.lost === 0, 'every id handled', 30_000).catch(() => undefined);
     await sleep(2500);
 
     if (process.env.RELIABILITY_DEBUG) console.log(logs.lines.map((l) => `${l.level ?? ''} ${l.context ?? ''} ${l.message}`).join('\n'));
