@@ -61,7 +61,7 @@ export interface DurableMessage {
   nak(delayMs: number): void;
   /** Still being worked on: restart the ack wait. */
   working(): void;
-  /** Never redeliver. */
+  /** Never redeliver. (`reason` is for the caller's records; the server is not told it, see toDurableMessage.) */
   term(reason: string): void;
 }
 
@@ -253,7 +253,9 @@ function toDurableMessage(m: JsMsg): DurableMessage {
     ack: () => m.ack(),
     nak: (delayMs) => m.nak(delayMs),
     working: () => m.working(),
-    term: (reason) => m.term(reason),
+    // A bare +TERM: nats-server 2.9 (Debian's 2.9.10) does not recognise "+TERM <reason>" and keeps the message
+    // pending, so it came back each ack wait. The reason travels in the dead letter's headers and the log.
+    term: () => m.term(),
   };
 }
 
