@@ -384,7 +384,8 @@ describe('durable delivery (JetStream) under faults', () => {
         }
         counter.hit(p.id!);
       },
-      { durable: 'worker', maxDeliver: 3, backoffMs: [50, 100], deadLetter: 'rel.poisondead.in' },
+      // A short ack wait, so that a message left unsettled would come back (and be dead-lettered again) within the test.
+      { durable: 'worker', maxDeliver: 3, backoffMs: [50, 100], ackWaitMs: 2000, deadLetter: 'rel.poisondead.in' },
     );
 
     // Each kind of poison, with the dead-letter reason it must get.
@@ -418,8 +419,10 @@ describe('durable delivery (JetStream) under faults', () => {
       () => undefined,
     );
     const doneMs = Date.now() - t0;
-    await sleep(500);
+    // Two ack waits: anything not acked or terminated would be redelivered by now.
+    await sleep(4500);
 
+    const consumerInfo = await (await jetstreamManager(raw)).consumers.info('REL_POISON', 'worker');
     const deadBy: Record<string, string[]> = {};
     for (const d of dead) (deadBy[d.reason] ??= []).push(d.data);
     report('durable.poisonFlood', {
@@ -430,6 +433,12 @@ describe('durable delivery (JetStream) under faults', () => {
       duplicated: counter.duplicated,
       deadLetters: Object.fromEntries(Object.entries(deadBy).map(([k, v]) => [k, v.length])),
       handlerThrows: throwing,
+      consumer: {
+        ackPending: consumerInfo.num_ack_pending,
+        pending: consumerInfo.num_pending,
+        redelivered: consumerInfo.num_redelivered,
+        waiting: consumerInfo.num_waiting,
+      },
       publishedMs,
       allSettledMs: doneMs,
     });
@@ -445,5 +454,7 @@ describe('durable delivery (JetStream) under faults', () => {
         deliveries: d.reason === 'max_deliver' ? '3' : '1',
       });
     expect(throwing).toBe(3 * sentPoison.max_deliver.length);
+    // Every message settled on the server: nothing waits for an ack, nothing is left to deliver.
+    expect({ ackPending: consumerInfo.num_ack_pending, pending: consumerInfo.num_pending }).toEqual({ ackPending: 0, pending: 0 });
   }, 120_000);
 });

@@ -61,6 +61,18 @@ if (bi.runs || be.runs)
   );
 const fd = f('badInput.flood');
 if (fd.floodEnvelopes) parts.push(`flood ${fd.floodEnvelopes}: other p99 ${fd.otherLatencyP99Ms} ms`);
+const dk = f('durable.natsKill');
+if (dk.published)
+  parts.push(
+    `durable NATS kill: lost ${dk.lost}/${dk.published}, stored ${dk.storedInStream}, dup ${dk.duplicated}, retried ${dk.retriedIds}`,
+  );
+const dc = f('durable.consumerKill');
+if (dc.survivorGot) parts.push(`durable consumer kill: redelivered deliveryCount ${(dc.survivorGot[0] || {}).deliveryCount}`);
+const dl = f('durable.clusterLeaderKill');
+if (dl.published)
+  parts.push(`durable R3 leader kill: lost ${dl.lost}/${dl.published}, dup ${dl.duplicated}, pause ${dl.consumerLongestPauseMs} ms`);
+const dp = f('durable.poisonFlood');
+if (dp.good) parts.push(`durable poison: lost ${dp.lost}/${dp.good}, dead ${JSON.stringify(dp.deadLetters)}`);
 
 const status = res.status === 0 ? 'PASS' : `FAIL (jest exit ${res.status ?? res.signal})`;
 console.log(`SOAK ${status} in ${Math.round((Date.now() - started) / 1000)} s: ${parts.join('; ') || 'no figures recorded'}`);
