@@ -93,7 +93,8 @@ describe('durable delivery (JetStream)', () => {
         attempts.push({ at: Date.now(), count: ctx.deliveryCount! });
         throw new Error('cannot handle this one');
       },
-      { durable: 'worker', maxDeliver: 3, backoffMs: [300, 600], deadLetter: `${subject}dead.status` },
+      // A short ack wait, so that a message left pending (not terminated) would come back within the test.
+      { durable: 'worker', maxDeliver: 3, backoffMs: [300, 600], ackWaitMs: 1000, deadLetter: `${subject}dead.status` },
     );
     await bus.publish(`${subject}.status`, { poison: true }, { persist: true, headers: { 'X-Trace': 't1' } });
     for (let i = 0; i < 20; i++) await bus.publish(`${subject}.status`, { i }, { persist: true });
@@ -115,9 +116,10 @@ describe('durable delivery (JetStream)', () => {
       'Eventbus-Dead-Error': 'cannot handle this one',
       'X-Trace': 't1',
     });
-    // Terminated: never delivered again.
-    await sleep(1200);
+    // Terminated: never delivered again, though two ack waits pass, and dead-lettered once.
+    await sleep(2500);
     expect(attempts).toHaveLength(3);
+    expect(dead).toHaveLength(1);
   });
 
   it('bad input on a durable subject goes to the dead letter at once (not JSON, forged token, unknown token), without reaching the handler; the rest flows', async () => {
