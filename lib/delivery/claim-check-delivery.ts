@@ -3,6 +3,7 @@ import { ClaimCheckCodec } from '../claim-check/claim-check.codec';
 import { StoredMessageEnvelope } from '../claim-check/envelope';
 import { MsgHdrs, BusConnection } from '../nats/bus-connection';
 import { isPromise, MaybePromise } from '../shared/maybe-async';
+import { BusTelemetry } from '../telemetry/bus-telemetry';
 
 // Replies have one reader, within its timeout: stores keep them briefly.
 const REPLY = { reply: true } as const;
@@ -26,6 +27,8 @@ export class ClaimCheckDelivery {
     readonly codec: ClaimCheckCodec,
     readonly client: BusConnection,
     private readonly logger: Logger,
+    /** Traces replies (their headers carry the handler's trace context) and counts claim-check. */
+    readonly telemetry: BusTelemetry = new BusTelemetry(),
   ) {}
 
   /**
@@ -66,7 +69,7 @@ export class ClaimCheckDelivery {
   /** Publish to a reply inbox; a connection that cannot send is logged, not thrown. */
   send(replyTo: string, subject: string, data: Uint8Array, headers?: MsgHdrs): void {
     try {
-      this.client.publish(replyTo, data, headers);
+      this.client.publish(replyTo, data, this.telemetry.inject(headers));
     } catch (err) {
       this.logger.error(`could not send reply for "${subject}": ${(err as Error).message}`);
     }

@@ -95,11 +95,14 @@ export class DurableSubscription {
     try {
       // No reply inbox: the message's own reply subject is its ack subject, not a requester.
       const msg = { subject: m.subject, data: m.data, headers: m.headers, reply: '' } as unknown as Msg;
-      const outcome = await this.delivery.deliver(msg, this.spec.handler, this.literalSubject, held, false, {
-        deliveryCount: m.deliveryCount,
-        stream: m.stream,
-        seq: m.seq,
-      });
+      // Inside a process span whose parent is the trace the publisher's headers carry.
+      const outcome = await this.delivery.claimCheck.telemetry.process(msg, m.subject, this.spec.settings.durable, () =>
+        this.delivery.deliver(msg, this.spec.handler, this.literalSubject, held, false, {
+          deliveryCount: m.deliveryCount,
+          stream: m.stream,
+          seq: m.seq,
+        }),
+      );
       await this.settle(m, outcome);
     } catch (err) {
       // Settling failed (a connection gone): the server redelivers after the ack wait.

@@ -53,6 +53,11 @@ export interface EventBusCoreOptions {
    * on streams that operations manage. Default: none.
    */
   jetstream?: JetStreamOptions;
+  /**
+   * Trace and count through `@opentelemetry/api` when the app has it installed and has registered
+   * an SDK before the app starts (see README "Telemetry"). `false` turns it off. Default `true`.
+   */
+  telemetry?: boolean;
 }
 
 export const EVENT_BUS_DEFAULTS = DEFAULTS.bus;
@@ -101,6 +106,7 @@ const CORE_KEYS = [
   'firstConnectTimeoutMs',
   'shutdownTimeoutMs',
   'jetstream',
+  'telemetry',
   'storage',
   'health',
 ] as const;
@@ -129,6 +135,8 @@ export function validateCoreOptions(options: EventBusCoreOptions): void {
   wholeNumber('nats.maxPingOut', nats.maxPingOut, 1);
   wholeNumber('nats.maxReconnectAttempts', nats.maxReconnectAttempts, -1);
   validateJetStreamOptions(options.jetstream);
-  if (options.recoverOnReceipt !== undefined && typeof options.recoverOnReceipt !== 'boolean')
-    throw new InvalidOptionsError('recoverOnReceipt', `must be true or false, got ${typeof options.recoverOnReceipt}`);
+  for (const key of ['recoverOnReceipt', 'telemetry'] as const) {
+    if (options[key] !== undefined && typeof options[key] !== 'boolean')
+      throw new InvalidOptionsError(key, `must be true or false, got ${typeof options[key]}`);
+  }
 }

@@ -31,6 +31,9 @@ import {
   SubscribeOptions,
 } from './event-bus.options';
 import { MessageHandler } from './message-context';
+import { BusTelemetry } from '../telemetry/bus-telemetry';
+import { TraceTaggedLogger } from '../telemetry/trace-tagged-logger';
+import { tracedStore } from '../telemetry/traced-store';
 
 /** What `subscribe` returns. */
 export interface EventBusSubscription {
@@ -50,7 +53,8 @@ export const DEFAULT_CONSUMER = 'default';
  * connections for subscriptions. Large bodies go through claim-check both ways.
  */
 export class EventBus implements OnModuleInit, OnModuleDestroy {
-  private readonly logger = new Logger('EventBus');
+  private readonly telemetry = new BusTelemetry();
+  private readonly logger: Logger = new TraceTaggedLogger('EventBus', this.telemetry);
   private readonly badInputLog = new RateLimitedLog(this.logger);
   private readonly codec: ClaimCheckCodec;
   private readonly producer: BusConnection;
@@ -70,7 +74,7 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
   ) {
     validateCoreOptions(options);
     this.options = { ...EVENT_BUS_DEFAULTS, ...options };
-    this.codec = new ClaimCheckCodec(storage, options.largeMessageThreshold);
+    this.codec = new ClaimCheckCodec(tracedStore(storage, this.telemetry), options.largeMessageThreshold);
     this.durability = new Durability(options.jetstream, this.codec, this.logger);
     this.producer = new BusConnection('producer', { ...options.nats, name: this.connectionName() });
     this.consumers = new ConsumerPool(
@@ -93,6 +97,8 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
   /** Open the producer connection. Called by the module's lifecycle hooks; idempotent. */
   connect(): Promise<void> {
     if (this.closing) return Promise.reject(new NotConnectedError('EventBus is closed'));
+    // Tracer and meter are taken now, not at import: an SDK registered before the app starts is used.
+    this.telemetry.start(this.options.telemetry, () => this.subscriptionStats());
     this.connecting ??= this.producer
       .connect(this.options.firstConnectTimeoutMs)
       .then(
@@ -127,15 +133,21 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
   publish(topic: string, payload: unknown, opts: PersistOptions): Promise<PersistAck>;
   publish(topic: string, payload: unknown, opts?: PublishOptions): Promise<void>;
   publish(topic: string, payload: unknown, opts?: PublishOptions | PersistOptions): Promise<void | PersistAck> {
+    return this.telemetry.on
+      ? this.telemetry.send(topic, 'publish', () => this.publishNow(topic, payload, opts))
+      : this.publishNow(topic, payload, opts);
+  }
+
+  private publishNow(topic: string, payload: unknown, opts?: PublishOptions | PersistOptions): Promise<void | PersistAck> {
     try {
       const producer = this.openProducer();
       this.checkPublishTopic(topic);
       // Everything that can be refused is checked before a large body is stored.
-      const hdrs = opts?.headers ? createHeaders(opts.headers) : undefined;
+      const hdrs = this.telemetry.inject(opts?.headers ? createHeaders(opts.headers) : undefined);
       const body = this.codec.stringifyJson(payload, topic);
       const persist = persistOptions(opts);
       if (persist) return this.inFlight.publish(this.durability.publish(producer, topic, body, hdrs, persist.msgId));
-      const wire = this.codec.toWire(topic, body, producer.maxPayload, undefined, hdrs ? headersSize(hdrs) : 0);
+      const wire = this.telemetry.sized(this.codec.toWire(topic, body, producer.maxPayload, undefined, hdrs ? headersSize(hdrs) : 0));
       if (wire instanceof Uint8Array) {
         producer.publish(topic, wire, hdrs);
         return Promise.resolve();
@@ -164,6 +176,12 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
    * `NotConnectedError` when the bus closes while it waits.
    */
   rpcRequest<T = unknown>(topic: string, payload: unknown, opts?: RpcRequestOptions): Promise<T> {
+    return this.telemetry.on
+      ? this.telemetry.send(topic, 'request', () => this.requestNow<T>(topic, payload, opts))
+      : this.requestNow<T>(topic, payload, opts);
+  }
+
+  private requestNow<T>(topic: string, payload: unknown, opts?: RpcRequestOptions): Promise<T> {
     // No async frame on the small path: the request is sent at once and its reply parsed in one `.then`.
     try {
       const started = Date.now();
@@ -172,9 +190,9 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
       wholeNumber('timeout', timeout, 1, 'milliseconds', MAX_TIMER_MS);
       this.checkPublishTopic(topic);
       // Everything that can be refused is checked before a large body is stored.
-      const hdrs = opts?.headers ? createHeaders(opts.headers) : undefined;
+      const hdrs = this.telemetry.inject(opts?.headers ? createHeaders(opts.headers) : undefined);
       const body = this.codec.stringifyJson(payload, topic);
-      const wire = this.codec.toWire(topic, body, producer.maxPayload, undefined, hdrs ? headersSize(hdrs) : 0);
+      const wire = this.telemetry.sized(this.codec.toWire(topic, body, producer.maxPayload, undefined, hdrs ? headersSize(hdrs) : 0));
       const replied =
         wire instanceof Uint8Array
           ? producer.request(topic, wire, timeout, hdrs).then((reply) => this.readReply<T>(topic, reply.data, timeout, started))
@@ -333,6 +351,7 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
     this.inFlight.failRequests();
     await this.connecting?.catch(() => undefined);
     await this.producer.drain(deadline);
+    this.telemetry.stop();
   }
 
   private openProducer(): BusConnection {
@@ -343,7 +362,7 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
 
   /** The delivery path of a subscription on `client`: replies go out on the connection the request came in on. */
   private deliveryFor(client: BusConnection): HandlerDelivery {
-    return new HandlerDelivery(new ClaimCheckDelivery(this.codec, client, this.logger), this.logger, this.badInputLog);
+    return new HandlerDelivery(new ClaimCheckDelivery(this.codec, client, this.logger, this.telemetry), this.logger, this.badInputLog);
   }
 
   /** The bus-wide default: on in legacy mode (bare-token keys, where Python peers may delete on read). */

@@ -39,7 +39,7 @@ export type DurableContext = Pick<MessageContext, 'deliveryCount' | 'stream' | '
  */
 export class HandlerDelivery {
   constructor(
-    private readonly claimCheck: ClaimCheckDelivery,
+    readonly claimCheck: ClaimCheckDelivery,
     private readonly logger: Logger,
     private readonly badInputLog: RateLimitedLog,
   ) {}
@@ -174,6 +174,7 @@ export class HandlerDelivery {
   }
 
   private handlerFailed(ctx: MessageContext, err: unknown): DeliveryFailure {
+    this.claimCheck.telemetry.failed(err);
     const message = describeThrown(err);
     const status = statusOfThrown(err);
     // A pipe or guard refusing the message (4xx from Nest) is bad input: logged rate-limited, without a stack.
@@ -186,6 +187,7 @@ export class HandlerDelivery {
   }
 
   private badInput(subject: string, reply: string | undefined, err: unknown, what: string, replyText?: string): DeliveryFailure {
+    this.claimCheck.telemetry.failed(err);
     this.badInputLog.error(subject, `${what}: ${(err as Error).message}`);
     if (reply !== undefined) this.respondError(reply, subject, replyStatusOf(err), replyText ?? (err as Error).message);
     return failureOf(err);

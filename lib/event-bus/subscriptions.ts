@@ -72,7 +72,9 @@ export class Subscriptions {
       spec.topic,
       spec.limits,
       (msg) => msg.data.byteLength,
-      (msg, held) => delivery.deliver(msg, spec.handler, literalSubject, held, spec.recoverOnReceipt),
+      delivery.claimCheck.telemetry.consuming(spec.topic, spec.queue, (msg, held) =>
+        delivery.deliver(msg, spec.handler, literalSubject, held, spec.recoverOnReceipt),
+      ),
       this.logger,
       spec.recoverOnReceipt ? (msg, held) => delivery.prefetch(msg, held, literalSubject) : undefined,
     );

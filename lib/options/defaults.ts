@@ -11,6 +11,8 @@ export const DEFAULTS = {
     maxHeldBytes: 64 * 1024 * 1024,
     shutdownTimeoutMs: 10_000,
     firstConnectTimeoutMs: 30_000,
+    /** Traces and metrics through @opentelemetry/api, when installed and an SDK is registered. */
+    telemetry: true,
   },
   /** Each NATS connection (nats.js v3 `connect()` options the library sets). */
   nats: {
