@@ -7,6 +7,9 @@ import { BusConnection } from '../nats/bus-connection';
 import type { NatsConnectionOptions } from '../nats/bus-connection.options';
 import { MessageStorageManager } from '../storage/message-storage-manager';
 import { RedisStorageManager } from '../storage/redis-storage-manager';
+import { BusTelemetry } from '../telemetry/bus-telemetry';
+import { tracedStore } from '../telemetry/traced-store';
+import { DEFAULTS } from '../options/defaults';
 
 /** Everything `Transport.NATS` takes in `options`: `servers`, `queue`, `gracefulShutdown`, `headers`, … */
 export type NestNatsOptions = NonNullable<NatsOptions['options']>;
@@ -34,6 +37,11 @@ export interface EventBusTransportOptions {
    * Default: the server's max_payload minus 8 KiB for headers. Never above that.
    */
   largeMessageThreshold?: number;
+  /**
+   * Trace and count through `@opentelemetry/api` when the app has it installed and registered an
+   * SDK before the transport starts. `false` turns it off. Default `true`.
+   */
+  telemetry?: boolean;
 }
 
 /** Options that are Nest's, not the connection's. */
@@ -47,6 +55,8 @@ export interface TransportSetup {
   /** The part of them that is a NATS connection's. */
   connection: NatsConnectionOptions;
   storage: MessageStorageManager | null;
+  /** Started when the side connects (`listen` / `connect`). */
+  telemetry: BusTelemetry;
 }
 
 /** Validates the options and builds the claim-check codec both sides share. */
@@ -57,14 +67,18 @@ export function transportSetup(options: EventBusTransportOptions | undefined, wh
     throw new InvalidOptionsError('nats', `${who}: must be the options object of Transport.NATS`);
   if (storage != null) storageManager('storage', storage);
   wholeNumber('largeMessageThreshold', t, 1, 'bytes');
+  if (options.telemetry !== undefined && typeof options.telemetry !== 'boolean')
+    throw new InvalidOptionsError('telemetry', `${who}: must be true or false, got ${typeof options.telemetry}`);
+  const telemetry = new BusTelemetry();
   const nest = { ...(nats ?? {}) } as Record<string, any>;
   const connection: Record<string, any> = { servers: 'nats://localhost:4222' };
   for (const [k, v] of Object.entries(nest)) if (!NEST_ONLY_KEYS.includes(k)) connection[k] = v;
   return {
-    codec: new ClaimCheckCodec(storage ?? null, t),
+    codec: new ClaimCheckCodec(tracedStore(storage ?? null, telemetry), t),
     nest,
     connection: connection as NatsConnectionOptions,
     storage: storage ?? null,
+    telemetry,
   };
 }
 
@@ -73,6 +87,8 @@ export function transportSetup(options: EventBusTransportOptions | undefined, wh
  * rejects, leaving nothing open, when the threshold is above what the server accepts.
  */
 export async function openTransportClient(setup: TransportSetup, options: EventBusTransportOptions, label: string): Promise<BusConnection> {
+  // Tracer and meter are taken now, not at import: an SDK registered before the app starts is used.
+  setup.telemetry.start(options.telemetry ?? DEFAULTS.bus.telemetry);
   if (setup.storage instanceof RedisStorageManager) await setup.storage.connect();
   const client = new BusConnection(label, setup.connection);
   await client.connect();

@@ -9,6 +9,7 @@ import { NotConnectedError } from '../errors/event-bus.errors';
 import { RELEASE_TIMEOUT_MS } from '../options/defaults';
 import { createHeaders, createInbox, Msg, MsgHdrs, BusConnection, Subscription } from '../nats/bus-connection';
 import { TransportEvents } from './transport-events';
+import { TelemetryScope } from '../telemetry/bus-telemetry';
 import { CustomDeserializer, CustomSerializer, deserializeResponse, serializePacket } from './nest-packets';
 import { EventBusTransportOptions, openTransportClient, TransportSetup, transportSetup } from './event-bus-transport.options';
 
@@ -54,7 +55,7 @@ export class EventBusClientProxy extends ClientProxy {
         }
         client.onEvent((event, data) => this.events.emit(event, data));
         this.client = client;
-        this.delivery = new ClaimCheckDelivery(this.setup.codec, client, this.log);
+        this.delivery = new ClaimCheckDelivery(this.setup.codec, client, this.log, this.setup.telemetry);
         this._status$.next('connected' as any);
         return client;
       });
@@ -96,6 +97,33 @@ export class EventBusClientProxy extends ClientProxy {
   }
 
   protected publish(partialPacket: ReadPacket, callback: Callback): () => void {
+    const telemetry = this.setup.telemetry;
+    if (!telemetry.on) return this.publishNow(partialPacket, callback);
+    // A CLIENT send span from the send until the last reply (or an error, or the caller's unsubscribe).
+    const scope = telemetry.begin(this.channelOf(partialPacket), 'request');
+    let ended = false;
+    const end = (err?: unknown) => {
+      if (ended) return;
+      ended = true;
+      telemetry.end(scope, err);
+    };
+    const teardown = telemetry.within(scope, () =>
+      this.publishNow(
+        partialPacket,
+        (packet) => {
+          if (packet.err !== undefined || packet.isDisposed) end(packet.err ?? undefined);
+          return callback(packet);
+        },
+        scope,
+      ),
+    );
+    return () => {
+      teardown();
+      end();
+    };
+  }
+
+  private publishNow(partialPacket: ReadPacket, callback: Callback, scope?: TelemetryScope): () => void {
     const packet = this.assignPacketId(partialPacket);
     let subscription: Subscription | undefined;
     let done = false;
@@ -114,10 +142,12 @@ export class EventBusClientProxy extends ClientProxy {
       const { client, delivery } = this.open();
       const channel = this.normalizePattern(partialPacket.pattern);
       const out = serializePacket(this.customSerializer, packet);
-      const headers = this.mergeHeaders(out.headers);
-      const wire = delivery.outbound(channel, out.data);
+      const headers = this.setup.telemetry.inject(this.mergeHeaders(out.headers));
+      const wire = this.setup.telemetry.sized(delivery.outbound(channel, out.data));
       const inbox = createInbox(this.setup.nest.inboxPrefix);
-      subscription = client.subscribe(inbox, this.replyHandler(packet, callback, delivery));
+      const onReply = this.replyHandler(packet, callback, delivery);
+      // Replies are read (a stored one recovered) inside the send span.
+      subscription = client.subscribe(inbox, scope ? (msg) => this.setup.telemetry.within(scope, () => onReply(msg)) : onReply);
       if (!isPromise(wire)) {
         client.publish(channel, wire, headers, inbox);
       } else {
@@ -130,12 +160,18 @@ export class EventBusClientProxy extends ClientProxy {
   }
 
   protected dispatchEvent(packet: ReadPacket): Promise<any> {
+    const telemetry = this.setup.telemetry;
+    if (!telemetry.on) return this.dispatchNow(packet);
+    return telemetry.send(this.channelOf(packet), 'publish', () => this.dispatchNow(packet));
+  }
+
+  private dispatchNow(packet: ReadPacket): Promise<any> {
     try {
       const { client, delivery } = this.open();
       const pattern = this.normalizePattern(packet.pattern);
       const out = serializePacket(this.customSerializer, packet);
-      const headers = this.mergeHeaders(out.headers);
-      const wire = delivery.outbound(pattern, out.data);
+      const headers = this.setup.telemetry.inject(this.mergeHeaders(out.headers));
+      const wire = this.setup.telemetry.sized(delivery.outbound(pattern, out.data));
       if (!isPromise(wire)) {
         client.publish(pattern, wire, headers);
         return Promise.resolve();
@@ -199,6 +235,15 @@ export class EventBusClientProxy extends ClientProxy {
     };
     if (isPromise(message)) return message.then(settle, (err: unknown) => callback({ err, isDisposed: true }));
     return settle(message);
+  }
+
+  /** The subject a packet goes to, for span names; a pattern Nest cannot normalize is named as such. */
+  private channelOf(packet: ReadPacket): string {
+    try {
+      return this.normalizePattern(packet.pattern);
+    } catch {
+      return '(unknown pattern)';
+    }
   }
 
   private open(): { client: BusConnection; delivery: ClaimCheckDelivery } {

@@ -6,6 +6,7 @@ import { RateLimitedLog } from '../delivery/rate-limited-log';
 import { MessageStorageError } from '../errors/event-bus.errors';
 import { Msg, BusConnection, Subscription } from '../nats/bus-connection';
 import { TransportEvents } from './transport-events';
+import { TraceTaggedLogger } from '../telemetry/trace-tagged-logger';
 import { CustomDeserializer, CustomSerializer, deserializeRequest, NEST_DESERIALIZES_MESSAGES, serializePacket } from './nest-packets';
 import { EventBusTransportOptions, openTransportClient, rpcError, TransportSetup, transportSetup } from './event-bus-transport.options';
 
@@ -30,8 +31,8 @@ const NO_MESSAGE_HANDLER = 'There is no matching message handler defined in the 
  */
 export class EventBusTransport extends Server implements CustomTransportStrategy {
   transportId = Transport.NATS;
-  private readonly log = new Logger('EventBusTransport');
-  private readonly badInputLog = new RateLimitedLog(this.log);
+  private readonly log: Logger;
+  private readonly badInputLog: RateLimitedLog;
   private readonly setup: TransportSetup;
   private readonly customSerializer?: CustomSerializer;
   private readonly customDeserializer?: CustomDeserializer;
@@ -39,10 +40,15 @@ export class EventBusTransport extends Server implements CustomTransportStrategy
   private client: BusConnection | null = null;
   private delivery: ClaimCheckDelivery | null = null;
   private subscriptions: Subscription[] = [];
+  // With telemetry on: requests whose publisher exists, and what to call once their last reply is out.
+  private readonly replying = new WeakSet<Msg>();
+  private readonly lastReply = new WeakMap<Msg, () => void>();
 
   constructor(private readonly eventBusOptions: EventBusTransportOptions) {
     super();
     this.setup = transportSetup(eventBusOptions, 'EventBusTransport');
+    this.log = new TraceTaggedLogger('EventBusTransport', this.setup.telemetry);
+    this.badInputLog = new RateLimitedLog(this.log);
     this.customSerializer = this.setup.nest.serializer;
     this.customDeserializer = this.setup.nest.deserializer;
   }
@@ -53,7 +59,7 @@ export class EventBusTransport extends Server implements CustomTransportStrategy
       const client = await openTransportClient(this.setup, this.eventBusOptions, 'microservices-server');
       client.onEvent((event, data) => this.events.emit(event, data));
       this.client = client;
-      this.delivery = new ClaimCheckDelivery(this.setup.codec, client, this.log);
+      this.delivery = new ClaimCheckDelivery(this.setup.codec, client, this.log, this.setup.telemetry);
       this._status$.next('connected' as any);
       this.bindEvents(client);
       // Interest is known to the server before the app reports it is listening.
@@ -68,8 +74,21 @@ export class EventBusTransport extends Server implements CustomTransportStrategy
     const defaultQueue = this.setup.nest.queue as string | undefined;
     for (const [channel, handler] of this.messageHandlers) {
       const queue = (handler.extras?.queue as string | undefined) ?? defaultQueue;
-      this.subscriptions.push(client.subscribe(channel, (msg) => void this.handleMessage(channel, msg), queue));
+      // Each message is handled inside a process span whose parent is the trace its headers carry.
+      const run = this.setup.telemetry.on ? (msg: Msg) => this.handleTraced(channel, msg) : (msg: Msg) => this.handleMessage(channel, msg);
+      const handle = this.setup.telemetry.consuming(channel, queue, run);
+      this.subscriptions.push(client.subscribe(channel, (msg) => void handle(msg, undefined), queue));
     }
+  }
+
+  /**
+   * A request's process span ends with its last reply, which Nest sends on a later tick than the
+   * handler's promise settles (and, for a large reply, once it is stored).
+   */
+  private handleTraced(channel: string, msg: Msg): Promise<void> {
+    if (!msg.reply) return this.handleMessage(channel, msg);
+    const replied = new Promise<void>((resolve) => this.lastReply.set(msg, resolve));
+    return this.handleMessage(channel, msg).then(() => (this.replying.has(msg) ? replied : undefined));
   }
 
   /** Stop receiving (after the grace period when `gracefulShutdown`), let replies go out, close. */
@@ -144,7 +163,8 @@ export class EventBusTransport extends Server implements CustomTransportStrategy
       const produce = async () => this.transformToObservable(await handler(packet.data, ctx));
       if (NEST_DESERIALIZES_MESSAGES) {
         // Nest 12: its own request path, which runs the processing hooks once per stream.
-        (this as any).handleRequest(ctx, produce, publish);
+        // Awaited, so that a failure is logged here and the process span ends after the reply.
+        await (this as any).handleRequest(ctx, produce, publish);
       } else {
         return this.onProcessingStartHook(this.transportId, ctx, async () => {
           const response$ = await produce();
@@ -159,8 +179,10 @@ export class EventBusTransport extends Server implements CustomTransportStrategy
   /** Nest's publisher, with large reply packets stored first. */
   private getPublisher(msg: Msg, replyTo: string | undefined, id: string, ctx: NatsContext): (response: any) => any {
     if (!replyTo) return () => {};
+    if (this.setup.telemetry.on) this.replying.add(msg);
     return (response: any) => {
       Object.assign(response, { id });
+      if (response?.err !== undefined) this.setup.telemetry.failed(response.err);
       if (!NEST_DESERIALIZES_MESSAGES) this.onProcessingEndHook?.(this.transportId, ctx);
       let out;
       try {
@@ -168,7 +190,10 @@ export class EventBusTransport extends Server implements CustomTransportStrategy
       } catch (err) {
         return this.replyFailed(msg, replyTo, id, err);
       }
-      return this.delivery!.reply(replyTo, msg.subject, out.data, out.headers, (err) => this.replyFailed(msg, replyTo, id, err));
+      const sent = this.delivery!.reply(replyTo, msg.subject, out.data, out.headers, (err) => this.replyFailed(msg, replyTo, id, err));
+      const done = response?.isDisposed || response?.err !== undefined ? this.lastReply.get(msg) : undefined;
+      if (done) void Promise.resolve(sent).then(done, done);
+      return sent;
     };
   }
 
