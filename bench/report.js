@@ -38,7 +38,7 @@ function report(results) {
 
   if (results.events) {
     const s = results.events.perSide;
-    for (const side of ['bus', 'raw', 'nestms', 'nestms-cc', 'bus-icpt'].filter((x) => s[x])) {
+    for (const side of ['bus', 'raw', 'nestms', 'nestms-cc', 'bus-icpt', 'bus-off', 'bus-otel'].filter((x) => s[x])) {
       const lost = s[side].some((x) => x.received !== results.events.n);
       const med = (k) => median(s[side].map((x) => x[k]));
       medRows.push([
@@ -54,11 +54,14 @@ function report(results) {
     // The claim-check transport for @nestjs/microservices users, against the stock one.
     if (s['nestms-cc']) addRatio('events nestms-cc/nestms', ratiosOf(s['nestms-cc'], s.nestms, 'rate'));
     if (s['bus-icpt']) addRatio('events bus-icpt/raw', ratiosOf(s['bus-icpt'], s.raw, 'rate'));
+    // Telemetry: the API installed without an SDK (`bus`), and with one, against telemetry off.
+    if (s['bus-off']) addRatio('events bus/bus-off', ratiosOf(s.bus, s['bus-off'], 'rate'), 0.97);
+    if (s['bus-off'] && s['bus-otel']) addRatio('events bus-otel/bus-off', ratiosOf(s['bus-otel'], s['bus-off'], 'rate'));
   }
   if (results.rpc) {
     for (const inflight of ['1', '64']) {
       const s = results.rpc.perInflight[inflight];
-      for (const side of ['bus', 'raw', 'nestms', 'nestms-cc', 'bus-icpt'].filter((x) => s[x])) {
+      for (const side of ['bus', 'raw', 'nestms', 'nestms-cc', 'bus-icpt', 'bus-off', 'bus-otel'].filter((x) => s[x])) {
         const med = (k) => median(s[side].map((x) => x[k]));
         medRows.push([
           `rpc ${fmt(typeof results.rpc.n === 'object' ? results.rpc.n[inflight] : results.rpc.n)} x 64 B, ${inflight} in flight`,
@@ -71,6 +74,10 @@ function report(results) {
       addRatio(`rpc${inflight} bus/raw`, ratiosOf(s.bus, s.raw, 'rate'), inflight === '64' ? 0.95 : undefined);
       addRatio(`rpc${inflight} bus/nestms`, ratiosOf(s.bus, s.nestms, 'rate'));
       if (s['nestms-cc']) addRatio(`rpc${inflight} nestms-cc/nestms`, ratiosOf(s['nestms-cc'], s.nestms, 'rate'));
+      if (inflight === '64' && s['bus-off']) {
+        addRatio('rpc64 bus/bus-off', ratiosOf(s.bus, s['bus-off'], 'rate'), 0.97);
+        if (s['bus-otel']) addRatio('rpc64 bus-otel/bus-off', ratiosOf(s['bus-otel'], s['bus-off'], 'rate'));
+      }
     }
   }
   if (results.large) {
@@ -133,6 +140,10 @@ function report(results) {
     );
     if (s.peer) addRatio('durable bus/peer', ratiosOf(s.bus, s.peer, 'rate'));
   }
+  // One number each for events and rpc64 together: the lower of the two (the one to watch).
+  const lower = (a, b) => (Number.isFinite(ratio[a]) && Number.isFinite(ratio[b]) ? Math.min(ratio[a], ratio[b]) : (ratio[a] ?? ratio[b]));
+  ratio['otel noop/off'] = lower('events bus/bus-off', 'rpc64 bus/bus-off');
+  ratio['otel sdk/off'] = lower('events bus-otel/bus-off', 'rpc64 bus-otel/bus-off');
   out.push(table(['scenario', 'side', 'metric', 'per round', 'median'], medRows));
   out.push('');
   out.push(table(['ratio (A / B)', 'per round', 'median', 'target', ''], ratioRows));
@@ -142,7 +153,7 @@ function report(results) {
 /** The last line of a bench run; `nan` for a scenario that did not run. */
 function ratiosLine(ratio) {
   const r = (k) => (Number.isFinite(ratio[k]) ? ratio[k].toFixed(2) : 'nan');
-  return `RATIOS events_vs_raw=${r('events bus/raw')} events_vs_nestms=${r('events bus/nestms')} rpc64_vs_raw=${r('rpc64 bus/raw')} large2m_vs_floor=${r('large2m bus/floor')} large8m_vs_floor=${r('large8m bus/floor')} durable_vs_rawjs=${r('durable bus/rawjs')} durable_vs_peer=${r('durable bus/peer')}`;
+  return `RATIOS events_vs_raw=${r('events bus/raw')} events_vs_nestms=${r('events bus/nestms')} rpc64_vs_raw=${r('rpc64 bus/raw')} large2m_vs_floor=${r('large2m bus/floor')} large8m_vs_floor=${r('large8m bus/floor')} durable_vs_rawjs=${r('durable bus/rawjs')} durable_vs_peer=${r('durable bus/peer')} otel_noop_vs_off=${r('otel noop/off')} otel_sdk_vs_off=${r('otel sdk/off')}`;
 }
 
 module.exports = { median, report, ratiosLine, table, fmt };

@@ -211,7 +211,8 @@ async function doneOrReport(recv, timeoutMs) {
 async function events() {
   log(`events: ${P.events} x 128 B`);
   // bus-icpt: the bus with one global interceptor bound, so its handler runs through Nest's enhancers.
-  const sides = ['bus', 'raw', 'nestms', 'nestms-cc', 'bus-icpt'];
+  // bus-off / bus-otel: telemetry off, and with an SDK (`bus` has the API but no SDK).
+  const sides = ['bus', 'raw', 'nestms', 'nestms-cc', 'bus-icpt', 'bus-off', 'bus-otel'];
   return withServers(async (env) => {
     const cfgFor = (side, gen) => ({ ...env, redis: undefined, subject: `bench.events.${side}.${gen}`, n: P.events, bytes: 128 });
     const pairs = await startSides(sides, 'events-recv', 'events-send', cfgFor);
@@ -250,7 +251,7 @@ async function events() {
 
 async function rpc() {
   log(`rpc: 64 B, ${P.rpc1} at 1 in flight, ${P.rpc64} at 64 in flight`);
-  const sides = ['bus', 'raw', 'nestms', 'nestms-cc'];
+  const sides = ['bus', 'raw', 'nestms', 'nestms-cc', 'bus-off', 'bus-otel'];
   return withServers(async (env) => {
     const cfgFor = (side, gen) => ({ ...env, redis: undefined, subject: `bench.rpc.${side}.${gen}`, bytes: 64 });
     const pairs = await startSides(sides, 'rpc-resp', 'rpc-req', cfgFor);

@@ -36,6 +36,35 @@ function lib() {
   return require('../dist');
 }
 
+// Telemetry sides: `bus` has @opentelemetry/api installed (a devDependency) and no SDK, as most
+// apps that merely depend on it; `bus-off` sets `telemetry: false`; `bus-otel` registers an SDK
+// first (a batch span processor whose exporter drops the spans, and a meter provider that
+// aggregates), so what is measured is the instrumentation and the SDK, not an exporter's I/O.
+const TELEMETRY_SIDES = ['bus-off', 'bus-otel'];
+const isBus = (side) => side === 'bus' || side === 'bus-icpt' || TELEMETRY_SIDES.includes(side);
+
+function registerOtelSdk() {
+  const { context, metrics, propagation, trace } = require('@opentelemetry/api');
+  const { AsyncLocalStorageContextManager } = require('@opentelemetry/context-async-hooks');
+  const { W3CTraceContextPropagator } = require('@opentelemetry/core');
+  const { BatchSpanProcessor, TracerProvider } = require('@opentelemetry/sdk-trace');
+  const {
+    MeterProvider,
+    PeriodicExportingMetricReader,
+    InMemoryMetricExporter,
+    AggregationTemporality,
+  } = require('@opentelemetry/sdk-metrics');
+  const dropping = { export: (_spans, done) => done({ code: 0 }), shutdown: async () => undefined };
+  context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
+  propagation.setGlobalPropagator(new W3CTraceContextPropagator());
+  trace.setGlobalTracerProvider(new TracerProvider({ spanProcessors: [new BatchSpanProcessor({ exporter: dropping })] }));
+  const reader = new PeriodicExportingMetricReader({
+    exporter: new InMemoryMetricExporter(AggregationTemporality.CUMULATIVE),
+    exportIntervalMillis: 60_000,
+  });
+  metrics.setGlobalMeterProvider(new MeterProvider({ readers: [reader] }));
+}
+
 // A global interceptor that does nothing: what binding one (logging, timing) costs per message.
 function passThroughInterceptor() {
   const { APP_INTERCEPTOR } = require('@nestjs/core');
@@ -46,6 +75,8 @@ async function busApp(handlers, moduleExtra = {}, extraProviders = []) {
   const { Injectable, Module } = require('@nestjs/common');
   const { NestFactory } = require('@nestjs/core');
   const { EventBusModule, Subscribe, EventBus } = lib();
+  // Before the app is created, as the README asks.
+  if (cfg.side === 'bus-otel') registerOtelSdk();
   // What a user writes with decorators, applied by hand (this file is plain JS).
   class BenchHandlers {}
   handlers.forEach((h, i) => {
@@ -61,6 +92,7 @@ async function busApp(handlers, moduleExtra = {}, extraProviders = []) {
         nats: { servers: [cfg.natsUrl], name: `bench-${cfg.role}` },
         storage: { redis: { url: cfg.redisUrl }, ttlSeconds: 300, keyPrefix: KEY_PREFIX },
         health: { enabled: false },
+        ...(cfg.side === 'bus-off' ? { telemetry: false } : {}),
         ...moduleExtra,
       }),
     ],
@@ -172,7 +204,7 @@ async function eventsRecv() {
     if (++count === n) send({ type: 'done', count, first, last: now(), cpuUs: cpuUs() });
   };
   let close;
-  if (cfg.side === 'bus' || cfg.side === 'bus-icpt') {
+  if (isBus(cfg.side)) {
     const providers = cfg.side === 'bus-icpt' ? [passThroughInterceptor()] : [];
     ({ close } = await busApp([{ topic: cfg.subject, fn: (payload) => void (payload.id, onMessage()) }], {}, providers));
   } else if (cfg.side === 'raw') {
@@ -212,7 +244,7 @@ async function eventsSend() {
   let publish;
   let flush;
   let close;
-  if (cfg.side === 'bus' || cfg.side === 'bus-icpt') {
+  if (isBus(cfg.side)) {
     const app = await busApp([]);
     publish = () => app.bus.publish(cfg.subject, payload);
     flush = () => app.bus.connections().get('producer').flush();
@@ -257,7 +289,7 @@ async function eventsSend() {
 
 async function rpcResp() {
   let close;
-  if (cfg.side === 'bus') {
+  if (isBus(cfg.side)) {
     ({ close } = await busApp([{ topic: cfg.subject, fn: (payload) => payload }]));
   } else if (cfg.side === 'raw') {
     const nc = await rawNats();
@@ -280,7 +312,7 @@ async function rpcReq() {
   const payload = fixedJson(cfg.bytes);
   let request;
   let close;
-  if (cfg.side === 'bus') {
+  if (isBus(cfg.side)) {
     const app = await busApp([]);
     request = () => app.bus.rpcRequest(cfg.subject, payload, { timeout: 10_000 });
     close = app.close;

@@ -46,8 +46,16 @@ export interface LossStats {
 // Seconds, as the messaging conventions advise for both duration histograms.
 const DURATION_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10];
 
+/**
+ * One send or process operation, opaque to callers. (No OpenTelemetry type may reach this file's
+ * public declarations: an app without the package type-checks the library's .d.ts too.)
+ */
+export interface TelemetryScope {
+  readonly destination: string;
+}
+
 /** One send or process operation: its span, and what its metrics need when it ends. */
-export class TelemetryScope {
+class OperationScope implements TelemetryScope {
   bodySize = -1;
   errorType?: string;
   readonly started = performance.now();
@@ -166,7 +174,7 @@ export class BusTelemetry {
     if (!scope) return fn();
     let result: Promise<T>;
     try {
-      result = this.active!.api.context.with(scope.ctx, fn);
+      result = this.active!.api.context.with((scope as OperationScope).ctx, fn);
     } catch (err) {
       this.end(scope, err);
       throw err;
@@ -194,19 +202,20 @@ export class BusTelemetry {
       { kind: kind === 'publish' ? api.SpanKind.PRODUCER : api.SpanKind.CLIENT, attributes: spanAttrs(topic, 'send', kind) },
       parent,
     );
-    const scope = new TelemetryScope(span, api.trace.setSpan(parent, span), kind, topic, undefined);
+    const scope = new OperationScope(span, api.trace.setSpan(parent, span), kind, topic, undefined);
     return withScope(a, scope);
   }
 
   /** Run `fn` in `scope`'s context (so headers and claim-check see it), or as is without one. */
   within<T>(scope: TelemetryScope | undefined, fn: () => T): T {
-    return scope && this.active ? this.active.api.context.with(scope.ctx, fn) : fn();
+    return scope && this.active ? this.active.api.context.with((scope as OperationScope).ctx, fn) : fn();
   }
 
   /** End a scope: the span's status and size, its metrics. */
-  end(scope: TelemetryScope | undefined, err?: unknown): void {
+  end(operation: TelemetryScope | undefined, err?: unknown): void {
     const a = this.active;
-    if (!a || !scope) return;
+    if (!a || !operation) return;
+    const scope = operation as OperationScope;
     if (err !== undefined) markFailed(scope, err);
     const span = scope.span;
     if (span.isRecording() && scope.bodySize >= 0) span.setAttribute(ATTR_BODY_SIZE, scope.bodySize);
@@ -272,7 +281,7 @@ export class BusTelemetry {
     if (queue !== undefined) attributes[ATTR_CONSUMER_GROUP] = queue;
     const kind = msg.reply ? api.SpanKind.SERVER : api.SpanKind.CONSUMER;
     const span = a.tracer.startSpan(`process ${subject}`, { kind, attributes }, parent);
-    const scope = withScope(a, new TelemetryScope(span, api.trace.setSpan(parent, span), 'process', subject, queue));
+    const scope = withScope(a, new OperationScope(span, api.trace.setSpan(parent, span), 'process', subject, queue));
     scope.bodySize = msg.data.byteLength;
     let result: MaybePromise<R>;
     try {
@@ -367,9 +376,9 @@ export class BusTelemetry {
     return a.api.isSpanContextValid(sc) ? sc.traceId : undefined;
   }
 
-  private currentScope(): TelemetryScope | undefined {
+  private currentScope(): OperationScope | undefined {
     const a = this.active!;
-    return a.api.context.active().getValue(a.scopeKey) as TelemetryScope | undefined;
+    return a.api.context.active().getValue(a.scopeKey) as OperationScope | undefined;
   }
 }
 
@@ -383,12 +392,12 @@ function spanAttrs(destination: string, type: 'send' | 'process', name: string):
 }
 
 /** The scope, reachable from its context (for `failed`, `sized` and claim-check). */
-function withScope(a: Instrumentation, scope: TelemetryScope): TelemetryScope {
+function withScope(a: Instrumentation, scope: OperationScope): OperationScope {
   (scope as { ctx: Context }).ctx = scope.ctx.setValue(a.scopeKey, scope);
   return scope;
 }
 
-function markFailed(scope: TelemetryScope, err: unknown): void {
+function markFailed(scope: OperationScope, err: unknown): void {
   scope.errorType = errorTypeOf(err);
   if (scope.span.isRecording()) {
     scope.span.setAttribute(ATTR_ERROR_TYPE, scope.errorType);

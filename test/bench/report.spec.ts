@@ -4,7 +4,7 @@
 const { report, ratiosLine, median } = require('../../bench/report');
 
 const RATIOS_LINE =
-  /^RATIOS events_vs_raw=(\d+\.\d\d|nan) events_vs_nestms=(\d+\.\d\d|nan) rpc64_vs_raw=(\d+\.\d\d|nan) large2m_vs_floor=(\d+\.\d\d|nan) large8m_vs_floor=(\d+\.\d\d|nan) durable_vs_rawjs=(\d+\.\d\d|nan) durable_vs_peer=(\d+\.\d\d|nan)$/;
+  /^RATIOS events_vs_raw=(\d+\.\d\d|nan) events_vs_nestms=(\d+\.\d\d|nan) rpc64_vs_raw=(\d+\.\d\d|nan) large2m_vs_floor=(\d+\.\d\d|nan) large8m_vs_floor=(\d+\.\d\d|nan) durable_vs_rawjs=(\d+\.\d\d|nan) durable_vs_peer=(\d+\.\d\d|nan) otel_noop_vs_off=(\d+\.\d\d|nan) otel_sdk_vs_off=(\d+\.\d\d|nan)$/;
 
 const rounds = <T>(...xs: T[]) => xs;
 const rpcSide = (rate: number) => rounds(...[1, 2, 3].map(() => ({ rate, p50: 1, p99: 2 })));
@@ -29,6 +29,8 @@ const results = {
       bus: [100, 90, 120].map((rate) => ({ rate, received: 10 })),
       raw: [100, 100, 100].map((rate) => ({ rate, received: 10 })),
       nestms: [25, 30, 40].map((rate) => ({ rate, received: 10 })),
+      'bus-off': [100, 100, 100].map((rate) => ({ rate, received: 10 })),
+      'bus-otel': [80, 80, 80].map((rate) => ({ rate, received: 10 })),
     },
   },
   rpc: {
@@ -36,7 +38,7 @@ const results = {
     bytes: 64,
     perInflight: {
       1: { bus: rpcSide(10), raw: rpcSide(10), nestms: rpcSide(5) },
-      64: { bus: rpcSide(95), raw: rpcSide(100), nestms: rpcSide(50) },
+      64: { bus: rpcSide(95), raw: rpcSide(100), nestms: rpcSide(50), 'bus-off': rpcSide(100), 'bus-otel': rpcSide(90) },
     },
   },
   large: { '2MiB': large([10, 20, 10], [10, 10, 10]), '8MiB': large([40, 40, 40], [30, 40, 50]) },
@@ -58,9 +60,10 @@ describe('bench report', () => {
     const line = ratiosLine(ratio);
     expect(line).toMatch(RATIOS_LINE);
     // events bus/raw per round: 1.00, 0.90, 1.20 -> 1.00; bus/nestms: 4.00, 3.00, 3.00 -> 3.00;
-    // durable bus/rawjs: 0.80, 0.70, 0.90 -> 0.80; bus/peer: 2.00, 2.00, 3.00 -> 2.00
+    // durable bus/rawjs: 0.80, 0.70, 0.90 -> 0.80; bus/peer: 2.00, 2.00, 3.00 -> 2.00;
+    // otel: events bus/bus-off 1.00, rpc64 0.95 -> the lower, 0.95; with the SDK 0.80 and 0.90 -> 0.80.
     expect(line).toBe(
-      'RATIOS events_vs_raw=1.00 events_vs_nestms=3.00 rpc64_vs_raw=0.95 large2m_vs_floor=1.00 large8m_vs_floor=1.00 durable_vs_rawjs=0.80 durable_vs_peer=2.00',
+      'RATIOS events_vs_raw=1.00 events_vs_nestms=3.00 rpc64_vs_raw=0.95 large2m_vs_floor=1.00 large8m_vs_floor=1.00 durable_vs_rawjs=0.80 durable_vs_peer=2.00 otel_noop_vs_off=0.95 otel_sdk_vs_off=0.80',
     );
     expect(text).toContain('events bus/raw');
     // The durable rows report CPU per message on both ends, and the CPU ratio (50 / 40 µs).
@@ -72,7 +75,7 @@ describe('bench report', () => {
 
   it('writes nan for scenarios that did not run', () => {
     expect(ratiosLine(report({}, 3).ratio)).toBe(
-      'RATIOS events_vs_raw=nan events_vs_nestms=nan rpc64_vs_raw=nan large2m_vs_floor=nan large8m_vs_floor=nan durable_vs_rawjs=nan durable_vs_peer=nan',
+      'RATIOS events_vs_raw=nan events_vs_nestms=nan rpc64_vs_raw=nan large2m_vs_floor=nan large8m_vs_floor=nan durable_vs_rawjs=nan durable_vs_peer=nan otel_noop_vs_off=nan otel_sdk_vs_off=nan',
     );
   });
 

@@ -6,7 +6,8 @@
  * 2. A fresh temp app installs the tarball with the Nest major installed in this repo (11 or 12),
  *    every non-optional peer of the library (at the range the library declares) plus
  *    @nestjs/microservices, TypeScript 6 and TypeScript 7 (alias `typescript7`). Plain
- *    `npm install` (no --legacy-peer-deps) must resolve.
+ *    `npm install` (no --legacy-peer-deps) must resolve. The optional peer `@opentelemetry/api` is
+ *    not installed, and the packed library must not resolve it: the apps below run without it.
  * 3. Two entry files, `src/esm-app.mts` (ES module) and `src/cjs-app.cts` (CommonJS), from
  *    test/packaging/fixtures. Each boots an AppModule with EventBusModule.forRoot, has a
  *    `@Subscribe('fixture.echo')` provider, calls `EventBus.rpcRequest` with a small and a ~2 MiB
@@ -266,6 +267,14 @@ describe('packed library in consumer apps (ESM + CJS, TS 6 + TS 7)', () => {
           copies: [path.join('node_modules', shared)],
         });
       }
+      // @opentelemetry/api is an optional peer: the app did not install it, and the packed library
+      // must not find another copy (this temp dir is outside the repo), so the apps below run without it.
+      const libDist = path.join(appDir, 'node_modules', lib.name, 'dist');
+      const otel = await run(process.execPath, ['-e', `require.resolve('@opentelemetry/api', { paths: [${JSON.stringify(libDist)}] })`], {
+        cwd: appDir,
+        env: cleanEnv(),
+      });
+      expect({ exit: otel.code, stderr: otel.stderr }).toMatchObject({ exit: 1, stderr: expect.stringContaining('Cannot find module') });
       installed = true;
     },
     STEP_TIMEOUT,

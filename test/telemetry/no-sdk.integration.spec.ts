@@ -5,6 +5,7 @@
 import { connect, NatsConnection } from '@nats-io/transport-node';
 import { trace } from '@opentelemetry/api';
 import { EventBus } from '../../lib';
+import { BusTelemetry } from '../../lib/telemetry/bus-telemetry';
 import { NatsServer, RedisServer } from '../harness/local-servers';
 import { TestBuses } from '../harness/buses';
 import { captureLogs, LogCapture } from '../harness/log-capture';
@@ -50,5 +51,11 @@ describe('telemetry with the API installed and no SDK', () => {
     expect(spans).toEqual([undefined, undefined, undefined]);
     expect(wire).toEqual([[], [], []]);
     expect(logs.lines.filter((l) => l.level === 'error' || l.level === 'warn')).toEqual([]);
+  });
+
+  it('stays inert: with no SDK registered the bus makes no spans at all, so the hot path allocates nothing for them', () => {
+    const telemetry = new BusTelemetry();
+    telemetry.start(true);
+    expect(telemetry.on).toBe(false);
   });
 });

@@ -7,6 +7,7 @@ import { connect, headers as natsHeaders, NatsConnection } from '@nats-io/transp
 import { trace } from '@opentelemetry/api';
 import { ReadableSpan } from '@opentelemetry/sdk-trace';
 import { EventBus, RemoteHandlerError, RpcTimeoutError } from '../../lib';
+import { BusTelemetry } from '../../lib/telemetry/bus-telemetry';
 import { NatsServer, RedisServer } from '../harness/local-servers';
 import { TestBuses } from '../harness/buses';
 import { captureLogs, LogCapture } from '../harness/log-capture';
@@ -44,6 +45,15 @@ describe('telemetry with an OpenTelemetry SDK', () => {
   });
 
   beforeEach(() => sdk.spans.reset());
+
+  it('is on when an SDK was registered before the bus started, off with telemetry: false', () => {
+    const on = new BusTelemetry();
+    on.start(true);
+    expect(on.on).toBe(true);
+    const off = new BusTelemetry();
+    off.start(false);
+    expect(off.on).toBe(false);
+  });
 
   const one = (name: string): ReadableSpan => {
     const found = sdk.named(name);
