@@ -242,7 +242,8 @@ export class BusTelemetry {
     if (!a) return headers;
     const ctx = a.api.context.active();
     const span = a.api.trace.getSpan(ctx);
-    if (!span || !a.api.isSpanContextValid(span.spanContext())) return headers;
+    // A string compare, not isSpanContextValid's regexes: this runs for every message sent.
+    if (!span || span.spanContext().traceId === a.api.INVALID_TRACEID) return headers;
     const out = headers ?? createHeaders();
     a.api.propagation.inject(ctx, out, HEADER_SETTER);
     return out;
@@ -372,8 +373,8 @@ export class BusTelemetry {
     if (!a) return undefined;
     const span = a.api.trace.getSpan(a.api.context.active());
     if (!span) return undefined;
-    const sc = span.spanContext();
-    return a.api.isSpanContextValid(sc) ? sc.traceId : undefined;
+    const traceId = span.spanContext().traceId;
+    return traceId === a.api.INVALID_TRACEID ? undefined : traceId;
   }
 
   private currentScope(): OperationScope | undefined {

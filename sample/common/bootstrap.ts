@@ -3,6 +3,7 @@ import { Logger, Type } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { ServiceConfig } from './config';
 import { JsonLogger } from './json-logger';
+import { startTelemetry } from './telemetry';
 
 /**
  * Start one sample service: JSON log lines, `/_health` (from EventBusModule) on HOST:PORT,
@@ -12,6 +13,8 @@ import { JsonLogger } from './json-logger';
 export async function bootstrap(module: Type<unknown>, config: ServiceConfig): Promise<void> {
   const logger = new JsonLogger(config.service);
   try {
+    // OTEL=1: the SDK must be registered before the app is created.
+    const metricsPort = startTelemetry(config.service);
     const app = await NestFactory.create(module, { logger });
     app.enableShutdownHooks();
     await app.listen(config.port, config.host);
@@ -22,6 +25,7 @@ export async function bootstrap(module: Type<unknown>, config: ServiceConfig): P
       hop: 'listening',
       port,
       pid: process.pid,
+      ...(metricsPort !== undefined ? { metrics: `http://${config.host}:${metricsPort}/metrics` } : {}),
     });
   } catch (err) {
     logger.error(err instanceof Error ? err : new Error(String(err)), 'Bootstrap');

@@ -1,4 +1,5 @@
 import { LoggerService } from '@nestjs/common';
+import { trace } from '@opentelemetry/api';
 
 type Level = 'log' | 'error' | 'warn' | 'debug' | 'verbose' | 'fatal';
 
@@ -46,6 +47,9 @@ export class JsonLogger implements LoggerService {
       line.msg = String(message);
     }
     if (stack) line.stack = stack;
+    // OTEL=1: a line written while a message is handled names its trace, so one id follows a hop.
+    const span = trace.getActiveSpan();
+    if (span) line.trace_id = span.spanContext().traceId;
     process.stdout.write(JSON.stringify(line) + '\n');
   }
 }
