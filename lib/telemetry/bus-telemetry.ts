@@ -333,8 +333,10 @@ export class BusTelemetry {
           parent,
         )
       : undefined;
+    // The message's own body: stored by its sender, recovered by its handler (not a reply's body).
+    const ownBody = scope !== undefined && (operation === 'store') === (scope.operation !== 'process');
     const done = (size: number) => {
-      if (scope) scope.bodySize = size;
+      if (ownBody) scope.bodySize = size;
       span?.setAttribute(ATTR_CLAIMCHECK_BYTES, size);
       span?.end();
       const attrs: Attributes = scope ? destinationAttrs(scope.destination, scope.queue) : { [ATTR_MESSAGING_SYSTEM]: MESSAGING_SYSTEM };

@@ -33,6 +33,7 @@ class JsonLineSpanExporter implements SpanExporter {
         trace_id: s.spanContext().traceId,
         span_id: s.spanContext().spanId,
         parent_span_id: s.parentSpanContext?.spanId,
+        start_ms: s.startTime[0] * 1e3 + s.startTime[1] / 1e6,
         duration_ms: Math.round((sec * 1e3 + ns / 1e6) * 100) / 100,
         ...(s.status.code === 2 ? { status: 'ERROR', error: s.status.message } : {}),
         attributes: s.attributes,

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { Inject, Injectable, Logger, OnApplicationBootstrap, OnModuleDestroy } from '@nestjs/common';
+import { trace } from '@opentelemetry/api';
 import { EventBus, EventBusError } from 'nestjs-nats-eventbus';
 import { EdgeListReply, EdgeStatusReply, EdgeSummary, EmailNotification, SlackNotification } from '../common/contracts';
 import { claimCheckThreshold, jsonBytes } from '../common/event-bus.config';
@@ -53,7 +54,11 @@ export class MonitorService implements OnApplicationBootstrap, OnModuleDestroy {
     if (this.stopped) return;
     this.timer = setTimeout(() => {
       const started = Date.now();
-      this.running = this.runCycle().finally(() => {
+      // With OTEL=1, one trace a cycle: every request and notification of the cycle is a child of this span.
+      const cycle = trace
+        .getTracer('sites-monitor')
+        .startActiveSpan('monitoring cycle', (span) => this.runCycle().finally(() => span.end()));
+      this.running = cycle.finally(() => {
         this.running = undefined;
         this.schedule(Math.max(0, this.options.intervalMs - (Date.now() - started)));
       });

@@ -145,6 +145,9 @@ describe('telemetry with an OpenTelemetry SDK', () => {
     expect(parentOf(store)).toBe(process.spanContext().spanId);
     expect(parentOf(recover)).toBe(send.spanContext().spanId);
     expect(recover.attributes['eventbus.claimcheck.bytes']).toBe(Buffer.byteLength(JSON.stringify(reply)));
+    // The body size on both ends is the request's, not the large reply's.
+    expect(send.attributes['messaging.message.body.size']).toBe(Buffer.byteLength('{"q":1}'));
+    expect(process.attributes['messaging.message.body.size']).toBe(Buffer.byteLength('{"q":1}'));
     for (const s of [process, store, recover]) expect(s.spanContext().traceId).toBe(send.spanContext().traceId);
   });
 
