@@ -246,6 +246,24 @@ describe('telemetry with an OpenTelemetry SDK', () => {
     release();
   });
 
+  it('a persisted publish to a durable subscription (JetStream) is one trace too', async () => {
+    const durableBus = (
+      await buses.withRedis(nats.url, redis.url, 'otel:', {
+        jetstream: { streams: [{ name: 'OTEL', subjects: ['otel.durable.>'], maxAgeSeconds: 3600 }] },
+      })
+    ).bus;
+    const seen: Array<string | undefined> = [];
+    await durableBus.subscribe('otel.durable.x', () => void seen.push(trace.getActiveSpan()?.spanContext().spanId), { durable: 'otel-d' });
+    await durableBus.publish('otel.durable.x', { n: 1 }, { persist: true });
+    await waitUntil(() => seen.length === 1 && sdk.named('process otel.durable.x').length === 1, 'durable handler ran');
+    const send = one('send otel.durable.x');
+    const process = one('process otel.durable.x');
+    expect(process.spanContext().traceId).toBe(send.spanContext().traceId);
+    expect(process.parentSpanContext?.spanId).toBe(send.spanContext().spanId);
+    expect(process.attributes['messaging.consumer.group.name']).toBe('otel-d');
+    expect(seen).toEqual([process.spanContext().spanId]);
+  });
+
   it('with telemetry: false, a bus makes no spans and sends no trace headers', async () => {
     const off = (await buses.withRedis(nats.url, redis.url, 'otel:', { telemetry: false })).bus;
     const got: unknown[] = [];
