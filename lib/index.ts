@@ -20,12 +20,18 @@ export { ConnectionStatus, ConnectionState } from './nats/bus-connection';
 export { MessageStorageManager, MESSAGE_STORAGE_MANAGER } from './storage/message-storage-manager';
 export { RedisStorageManager, RedisStorageOptions, REDIS_STORAGE_DEFAULTS, REDIS_CLIENT_DEFAULTS } from './storage/redis-storage-manager';
 export { InMemoryStorageManager, InMemoryStorageOptions } from './storage/in-memory-storage-manager';
+export {
+  ObjectStoreStorageManager,
+  ObjectStoreStorageOptions,
+  OBJECT_STORE_STORAGE_DEFAULTS,
+} from './storage/object-store-storage-manager';
 export { EventBusModule } from './module/event-bus.module';
 export { EVENT_BUS_MODULE_OPTIONS } from './module/event-bus.module-definition';
 export {
   EventBusModuleOptions,
   EventBusStorageOptions,
   RedisStorageModuleOptions,
+  ObjectStoreStorageModuleOptions,
   RedisSingleConnection,
   RedisClusterConnection,
   CustomStorageOptions,

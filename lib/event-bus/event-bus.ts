@@ -108,7 +108,9 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
         },
       )
       // With `jetstream` configured, JetStream must answer and its streams exist before subscribers bind.
-      .then(() => this.durability.start(this.producer));
+      .then(() => this.durability.start(this.producer))
+      // A store on NATS itself (the object store) opens its bucket on the producer connection.
+      .then(() => this.storage?.attachConnection?.(this.producer));
     // A bad threshold fails bootstrap, and Nest then runs no destroy hook: release the connection here.
     this.connecting.catch(() => this.producer.drain(RELEASE_TIMEOUT_MS));
     return this.connecting;

@@ -101,6 +101,13 @@ export async function openTransportClient(setup: TransportSetup, options: EventB
       `${t} bytes is above what the server accepts (max_payload ${client.maxPayload} minus header room = ${ceiling})`,
     );
   }
+  try {
+    // A store on NATS itself (the object store) opens its bucket on this connection.
+    await setup.storage?.attachConnection?.(client);
+  } catch (err) {
+    await client.drain(RELEASE_TIMEOUT_MS);
+    throw err;
+  }
   return client;
 }
 

@@ -3,6 +3,7 @@ import type { ClusterNode, ClusterOptions, RedisOptions } from 'ioredis';
 import type { EventBusCoreOptions } from '../event-bus/event-bus.options';
 import type { RedisStorageOptions } from '../storage/redis-storage-manager';
 import type { MessageStorageManager } from '../storage/message-storage-manager';
+import type { ObjectStoreStorageOptions } from '../storage/object-store-storage-manager';
 
 /** One Redis server: a URL (`redis://` or `rediss://`), ioredis options, or both. */
 export interface RedisSingleConnection {
@@ -23,6 +24,11 @@ export interface RedisStorageModuleOptions extends RedisStorageOptions {
   connectTimeoutMs?: number;
 }
 
+/** Build an `ObjectStoreStorageManager`: large bodies in a JetStream object store bucket, over the bus's own NATS connection. */
+export interface ObjectStoreStorageModuleOptions {
+  objectStore: ObjectStoreStorageOptions;
+}
+
 /** Replace the storage with your own `MessageStorageManager`. */
 export type CustomStorageOptions =
   | { useClass: Type<MessageStorageManager> }
@@ -32,13 +38,14 @@ export type CustomStorageOptions =
       inject?: Array<InjectionToken | OptionalFactoryDependency>;
     };
 
-export type EventBusStorageOptions = RedisStorageModuleOptions | CustomStorageOptions;
+export type EventBusStorageOptions = RedisStorageModuleOptions | ObjectStoreStorageModuleOptions | CustomStorageOptions;
 
 /** Options of `EventBusModule.forRoot()` / the factory of `forRootAsync()`. */
 export interface EventBusModuleOptions extends EventBusCoreOptions {
   /**
    * Where large messages go. Default: none, and a body over the threshold fails with
-   * `PayloadTooLargeError`. `{ redis, ttlSeconds, keyPrefix }` builds a `RedisStorageManager`.
+   * `PayloadTooLargeError`. `{ redis, ttlSeconds, keyPrefix }` builds a `RedisStorageManager`;
+   * `{ objectStore: { bucket, ttlSeconds, replicas } }` an `ObjectStoreStorageManager` (no Redis).
    */
   storage?: EventBusStorageOptions;
 }

@@ -1,13 +1,19 @@
 import { FactoryProvider, Provider } from '@nestjs/common';
 import { ModuleRef } from '@nestjs/core';
-import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis';
+import type { Cluster, ClusterOptions, Redis, RedisOptions } from 'ioredis';
 import { InvalidOptionsError } from '../errors/event-bus.errors';
 import { DEFAULTS } from '../options/defaults';
 import { knownKeys, storageManager, MAX_TIMER_MS, wholeNumber } from '../options/rules';
 import { MESSAGE_STORAGE_MANAGER, MessageStorageManager } from '../storage/message-storage-manager';
+import { ObjectStoreStorageManager } from '../storage/object-store-storage-manager';
 import { REDIS_CLIENT_DEFAULTS, RedisStorageManager } from '../storage/redis-storage-manager';
 import { EVENT_BUS_MODULE_OPTIONS } from './event-bus.module-definition';
-import { EventBusModuleOptions, EventBusStorageOptions, RedisStorageModuleOptions } from './event-bus-module.options';
+import {
+  EventBusModuleOptions,
+  EventBusStorageOptions,
+  ObjectStoreStorageModuleOptions,
+  RedisStorageModuleOptions,
+} from './event-bus-module.options';
 
 /**
  * Name of the bus's Redis connection. The token is spelled as `@nestjs-modules/ioredis` spells
@@ -23,9 +29,23 @@ export type RedisConnectionOptions =
   | { type: 'single'; url?: string; options: RedisOptions }
   | { type: 'cluster'; nodes: ConstructorParameters<typeof Cluster>[0]; options: ClusterOptions };
 
+/**
+ * ioredis is loaded only when Redis storage is configured: with the object store or a store of your
+ * own, it need not be installed.
+ */
+function loadIoredis(): typeof import('ioredis') {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  return require('ioredis');
+}
+
 function createRedisConnection(o: RedisConnectionOptions): Redis | Cluster {
+  const { Cluster, Redis } = loadIoredis();
   if (o.type === 'cluster') return new Cluster(o.nodes, o.options);
   return o.url ? new Redis(o.url, o.options) : new Redis(o.options);
+}
+
+function isObjectStoreStorage(storage: EventBusStorageOptions): storage is ObjectStoreStorageModuleOptions {
+  return 'objectStore' in storage;
 }
 
 function isRedisStorage(storage: EventBusStorageOptions | undefined): storage is RedisStorageModuleOptions {
@@ -93,6 +113,13 @@ export const storageProvider: Provider = {
       }
       return manager;
     }
+    if (isObjectStoreStorage(storage)) {
+      knownKeys('storage', storage, ['objectStore']);
+      const objectStore = storage.objectStore ?? {};
+      if (typeof objectStore !== 'object') throw new InvalidOptionsError('storage.objectStore', 'must be an object');
+      // The bucket is created when the bus's producer connection opens (EventBus.connect).
+      return new ObjectStoreStorageManager(objectStore);
+    }
     // A custom form with a stray key; an object of no known form gets the message below instead.
     if ('useClass' in storage || 'useExisting' in storage || 'useFactory' in storage) {
       knownKeys('storage', storage, ['useClass', 'useExisting', 'useFactory', 'inject']);
@@ -118,7 +145,7 @@ export const storageProvider: Provider = {
       });
       return checked('storage.useFactory', await storage.useFactory(...deps));
     }
-    throw new InvalidOptionsError('storage', 'must have one of: redis, useClass, useExisting, useFactory');
+    throw new InvalidOptionsError('storage', 'must have one of: redis, objectStore, useClass, useExisting, useFactory');
   },
 };
 

@@ -34,6 +34,15 @@ export const DEFAULTS = {
     connectTimeoutMs: 10_000,
     replyTtlSeconds: 60,
   },
+  /** `storage: { objectStore }`: the JetStream object store bucket that keeps large bodies. */
+  objectStore: {
+    bucket: 'eventbus',
+    ttlSeconds: 300,
+    replicas: 1,
+    storage: 'file',
+    maxBytes: -1,
+    operationTimeoutMs: 5000,
+  },
   /**
    * ioredis options of the connection the bus creates. With the offline queue off, a publish
    * while Redis is down fails at once with `MessageStorageError` instead of waiting; ioredis

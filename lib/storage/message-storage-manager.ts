@@ -1,4 +1,5 @@
 import { StoredMessageEnvelope } from '../claim-check/envelope';
+import type { BusConnection } from '../nats/bus-connection';
 
 /** Injection token of the storage that takes bodies too large for NATS. */
 export const MESSAGE_STORAGE_MANAGER = Symbol.for('nestjs-nats-eventbus:MESSAGE_STORAGE_MANAGER');
@@ -45,4 +46,10 @@ export abstract class MessageStorageManager {
 
   /** Throws when the store cannot serve requests. Used by `/_health`. Default: always up. */
   async ping(): Promise<void> {}
+
+  /**
+   * Optional: a store that keeps bodies on NATS itself (`ObjectStoreStorageManager`) is handed the
+   * connection of the bus or transport it serves once that is open; bootstrap waits for it.
+   */
+  attachConnection?(connection: BusConnection): Promise<void>;
 }

@@ -19,7 +19,7 @@ const fs = require('node:fs');
 const path = require('node:path');
 const ts = require('typescript');
 
-const VERSION = '1';
+const VERSION = '2';
 const SELF = crypto.createHash('sha256').update(fs.readFileSync(__filename)).digest('hex');
 
 const typeByDir = new Map();
@@ -131,6 +131,25 @@ function collectEdits(sf, file) {
   return edits;
 }
 
+/** `import("<built-in>")` -> `Promise.resolve().then(() => require("<built-in>"))`, by syntax tree; other text unchanged. */
+function requireBuiltinImports(text, file) {
+  if (!/\bimport\s*\(/.test(text)) return text;
+  const sf = ts.createSourceFile(file, text, ts.ScriptTarget.Latest, true, ts.ScriptKind.JS);
+  const edits = [];
+  const visit = (node) => {
+    if (ts.isCallExpression(node) && node.expression.kind === ts.SyntaxKind.ImportKeyword && node.arguments.length >= 1) {
+      const spec = node.arguments[0];
+      if (ts.isStringLiteralLike(spec) && require('node:module').isBuiltin(spec.text)) {
+        edits.push([node.getStart(sf), node.getEnd(), `Promise.resolve().then(() => require(${JSON.stringify(spec.text)}))`]);
+        return;
+      }
+    }
+    ts.forEachChild(node, visit);
+  };
+  visit(sf);
+  return edits.length ? applyEdits(text, edits) : text;
+}
+
 function applyEdits(text, edits) {
   edits.sort((a, b) => b[0] - a[0]);
   for (const [start, end, replacement] of edits) text = text.slice(0, start) + replacement + text.slice(end);
@@ -161,9 +180,10 @@ module.exports = {
   },
 
   process(sourceText, sourcePath, options) {
-    // CommonJS files pass unchanged; so does ESM that Jest loads as ESM (--experimental-vm-modules
-    // on Node 24.9+, where Jest can require(esm) itself).
-    if (!isEsm(sourcePath) || (options && options.supportsStaticESM)) return { code: sourceText };
+    if (options && options.supportsStaticESM) return { code: sourceText };
+    // CommonJS files pass unchanged, but for `import("node:…")` of a built-in module (@nats-io/obj
+    // loads node:crypto so): Jest runs no dynamic import() without --experimental-vm-modules.
+    if (!isEsm(sourcePath)) return { code: requireBuiltinImports(sourceText, sourcePath) };
     const fileName = sourcePath.replace(/\.mjs$/, '.js'); // let TS treat it as plain JS, module kind from options
     let text = sourceText;
     if (NEEDS_EDIT.test(text) || /\bawait\b/.test(text)) {

@@ -6,6 +6,7 @@ import {
   HEALTH_DEFAULTS,
   InvalidOptionsError,
   NATS_CONNECTION_DEFAULTS,
+  OBJECT_STORE_STORAGE_DEFAULTS,
   REDIS_CLIENT_DEFAULTS,
   REDIS_STORAGE_DEFAULTS,
 } from '../../lib';
@@ -35,6 +36,7 @@ function defaultOf(option: string): unknown {
   const [head, ...rest] = option.split('.');
   const key = rest.join('.');
   if (head === 'nats') return (DEFAULTS.nats as Record<string, unknown>)[key];
+  if (head === 'storage' && rest[0] === 'objectStore') return (DEFAULTS.objectStore as Record<string, unknown>)[rest[1]];
   if (head === 'storage') return (DEFAULTS.storage as Record<string, unknown>)[key];
   if (head === 'health') return (DEFAULTS.health as Record<string, unknown>)[key];
   if (head === 'jetstream') return (DEFAULTS.jetstream as Record<string, unknown>)[key];
@@ -61,6 +63,7 @@ describe('options: one defaults object', () => {
     for (const key of Object.keys(DEFAULTS.health)) expect(documented).toContain(`health.${key}`);
     for (const key of Object.keys(DEFAULTS.jetstream)) expect(documented).toContain(`jetstream.${key}`);
     for (const key of Object.keys(DEFAULTS.durable)) expect(documented).toContain(`durable.${key}`);
+    for (const key of Object.keys(DEFAULTS.objectStore)) expect(documented).toContain(`storage.objectStore.${key}`);
     for (const key of Object.keys(DEFAULTS.nats).filter((k) => k !== 'reconnect')) expect(documented).toContain(`nats.${key}`);
   });
 
@@ -69,6 +72,7 @@ describe('options: one defaults object', () => {
     expect(NATS_CONNECTION_DEFAULTS).toBe(DEFAULTS.nats);
     expect(REDIS_CLIENT_DEFAULTS).toBe(DEFAULTS.redisClient);
     expect(HEALTH_DEFAULTS).toBe(DEFAULTS.health);
+    expect(OBJECT_STORE_STORAGE_DEFAULTS).toBe(DEFAULTS.objectStore);
     expect(REDIS_STORAGE_DEFAULTS).toEqual({
       ttlSeconds: DEFAULTS.storage.ttlSeconds,
       keyPrefix: DEFAULTS.storage.keyPrefix,
