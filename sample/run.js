@@ -16,6 +16,8 @@ const env = (name, fallback) => (process.env[name] === undefined || process.env[
 const NATS_URL = env('NATS_URL', 'nats://127.0.0.1:4222');
 const OUTBOX_DIR = env('OUTBOX_DIR', path.join(OUT, 'outbox'));
 const REDIS_URL = env('REDIS_URL', 'redis://127.0.0.1:6379');
+// Where large bodies go: 'redis' (the default), or 'objectstore' (a JetStream bucket on NATS; no Redis).
+const STORAGE = env('EVENTBUS_STORAGE', 'redis');
 const START_TIMEOUT_MS = Number(env('SAMPLE_START_TIMEOUT_MS', '30000'));
 const RESTART_DELAY_MS = Number(env('SAMPLE_RESTART_DELAY_MS', '1000'));
 // A service that dies is started again, as a supervisor would; one that keeps dying stops the run.
@@ -290,9 +292,15 @@ function freshOutbox() {
 async function main() {
   if (env('SAMPLE_SKIP_BUILD', '') !== '1') build();
   freshOutbox();
+  if (STORAGE !== 'redis' && STORAGE !== 'objectstore') {
+    log('error', `EVENTBUS_STORAGE must be redis or objectstore, got "${STORAGE}"`);
+    return shutdown(1);
+  }
   try {
     await ensureServer('nats', NATS_URL, 4222);
-    await ensureServer('redis', REDIS_URL, 6379);
+    // With the object store, large bodies stay on NATS (JetStream): no Redis at all.
+    if (STORAGE === 'redis') await ensureServer('redis', REDIS_URL, 6379);
+    else log('log', 'EVENTBUS_STORAGE=objectstore: large bodies go to the JetStream object store; Redis is not used');
   } catch (err) {
     log('error', err.message);
     return shutdown(1);

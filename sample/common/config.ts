@@ -20,6 +20,8 @@ export interface ServiceConfig {
   port: number;
   natsUrl: string;
   redisUrl: string;
+  /** `redis` (default) or `objectstore`: where large bodies go (EVENTBUS_STORAGE). */
+  storage: 'redis' | 'objectstore';
   keyPrefix: string;
   ttlSeconds: number;
 }
@@ -31,7 +33,14 @@ export function serviceConfig(service: string, defaultPort: number): ServiceConf
     port: envInt('PORT', defaultPort, 0),
     natsUrl: envString('NATS_URL', 'nats://127.0.0.1:4222'),
     redisUrl: envString('REDIS_URL', 'redis://127.0.0.1:6379'),
+    storage: envStorage(),
     keyPrefix: envString('EVENTBUS_KEY_PREFIX', 'eventbus:'),
     ttlSeconds: envInt('EVENTBUS_TTL_SECONDS', 300, 1),
   };
+}
+
+function envStorage(): 'redis' | 'objectstore' {
+  const v = envString('EVENTBUS_STORAGE', 'redis');
+  if (v !== 'redis' && v !== 'objectstore') throw new Error(`EVENTBUS_STORAGE must be redis or objectstore, got "${v}"`);
+  return v;
 }

@@ -11,13 +11,20 @@ export const NOTIFICATIONS = {
 /**
  * The one `EventBusModule.forRoot()` every sample service uses; `/_health` comes with it. With
  * `durable`, the bus also ensures the notifications stream at bootstrap (NATS needs JetStream then).
- * Large e-mails are stored in Redis, whose bodies expire: the stream needs an age limit, and the
+ * Large e-mails are stored in Redis or the object store, whose bodies expire: the stream needs an age limit, and the
  * bus keeps each stored body a little longer than that.
  */
 export function eventBusModule(config: ServiceConfig, opts: { durable?: boolean } = {}) {
+  const notificationsMaxAge = envInt('NOTIFICATIONS_MAX_AGE_SECONDS', 3600, 1);
   return EventBusModule.forRoot({
     nats: { servers: [config.natsUrl], name: config.service },
-    storage: { redis: { url: config.redisUrl }, ttlSeconds: config.ttlSeconds, keyPrefix: config.keyPrefix },
+    storage:
+      config.storage === 'objectstore'
+        ? // One bucket per fleet, on the NATS the services already use: no Redis. Every service gives it
+          // the same TTL (each brings the bucket to its options at bootstrap), long enough that the
+          // body of a persisted e-mail outlives its message in the stream.
+          { objectStore: { bucket: 'eventbus-sample', ttlSeconds: Math.max(config.ttlSeconds, notificationsMaxAge + 60) } }
+        : { redis: { url: config.redisUrl }, ttlSeconds: config.ttlSeconds, keyPrefix: config.keyPrefix },
     ...(opts.durable
       ? {
           jetstream: {
@@ -25,7 +32,7 @@ export function eventBusModule(config: ServiceConfig, opts: { durable?: boolean 
               {
                 name: NOTIFICATIONS.stream,
                 subjects: [...NOTIFICATIONS.subjects],
-                maxAgeSeconds: envInt('NOTIFICATIONS_MAX_AGE_SECONDS', 3600, 1),
+                maxAgeSeconds: notificationsMaxAge,
               },
             ],
           },

@@ -1,0 +1,130 @@
+// End to end, without Redis: `EVENTBUS_STORAGE=objectstore node sample/run.js` runs the three
+// services with their large bodies in a JetStream object store bucket on the test's own NATS.
+// REDIS_URL points at a port nothing listens on: any use of Redis would fail the services.
+import { ChildProcess, spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { jetstreamManager } from '@nats-io/jetstream';
+import { connect } from '@nats-io/transport-node';
+import { freePort, NatsServer } from '../harness/local-servers';
+import { waitUntil } from '../harness/wait';
+
+const ROOT = resolve(__dirname, '..', '..');
+const SERVICES = ['sites-monitor', 'velocloud-bridge', 'notifier'] as const;
+type Line = Record<string, any>;
+
+let nats: NatsServer;
+let outboxDir: string;
+let ports: Record<(typeof SERVICES)[number], number>;
+let runner: ChildProcess | undefined;
+let runnerExit: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+const lines: Line[] = [];
+const rawTail: string[] = [];
+
+async function waitFor<T>(what: string, check: () => T | undefined | false, timeoutMs: number): Promise<T> {
+  let found: T | undefined | false;
+  await waitUntil(() => !!(found = check()) || (!!runner && runner.exitCode !== null), what, timeoutMs).catch(() => undefined);
+  if (found) return found;
+  throw new Error(`timed out waiting for ${what}; last log lines:\n${rawTail.slice(-40).join('\n')}`);
+}
+
+beforeAll(async () => {
+  nats = await NatsServer.start({ jetstream: true });
+  ports = { 'sites-monitor': await freePort(), 'velocloud-bridge': await freePort(), notifier: await freePort() };
+  outboxDir = mkdtempSync(join(tmpdir(), 'eventbus-sample-os-outbox-'));
+  const child = spawn(process.execPath, [join(ROOT, 'sample', 'run.js')], {
+    cwd: ROOT,
+    env: {
+      ...process.env,
+      EVENTBUS_STORAGE: 'objectstore',
+      NATS_URL: nats.url,
+      REDIS_URL: `redis://127.0.0.1:${await freePort()}`,
+      SITES_MONITOR_PORT: String(ports['sites-monitor']),
+      VELOCLOUD_BRIDGE_PORT: String(ports['velocloud-bridge']),
+      NOTIFIER_PORT: String(ports.notifier),
+      OUTBOX_DIR: outboxDir,
+      MONITOR_INTERVAL_MS: '2000',
+      SAMPLE_START_TIMEOUT_MS: '40000',
+      FLEET_SEED: '42',
+      FLEET_SIZE: '12',
+      BIG_EDGE_EVENTS: '8000',
+      REPORT_EVERY_CYCLES: '12',
+      RPC_TIMEOUT_MS: '10000',
+      SAMPLE_SKIP_BUILD: '',
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  runner = child;
+  runnerExit = new Promise((r) => child.once('exit', (code, signal) => r({ code, signal })));
+  let buf = '';
+  child.stdout!.setEncoding('utf8');
+  child.stdout!.on('data', (d: string) => {
+    buf += d;
+    let i;
+    while ((i = buf.indexOf('\n')) >= 0) {
+      const text = buf.slice(0, i);
+      buf = buf.slice(i + 1);
+      rawTail.push(text.length > 400 ? text.slice(0, 400) + '…' : text);
+      if (rawTail.length > 200) rawTail.shift();
+      try {
+        lines.push(JSON.parse(text));
+      } catch {
+        lines.push({ service: 'unparsed', msg: text });
+      }
+    }
+  });
+  child.stderr!.setEncoding('utf8');
+  child.stderr!.on('data', (d: string) => rawTail.push(`[stderr] ${d.trimEnd()}`));
+  await waitFor('"all services are up"', () => lines.find((l) => l.service === 'run' && /^all services are up/.test(l.msg ?? '')), 110_000);
+}, 130_000);
+
+afterAll(async () => {
+  if (runner && runner.exitCode === null && runner.signalCode === null) {
+    runner.kill('SIGTERM');
+    await Promise.race([runnerExit, new Promise((r) => setTimeout(r, 20_000).unref())]);
+  }
+  if (runner && runner.exitCode === null && runner.signalCode === null) runner.kill('SIGKILL');
+  await nats?.dispose();
+  if (outboxDir) rmSync(outboxDir, { recursive: true, force: true });
+}, 40_000);
+
+test('no Redis: /_health is up, and a cycle carries a large status reply and a large e-mail through the object store', async () => {
+  expect(lines.some((l) => l.service === 'run' && /Redis is not used/.test(l.msg ?? ''))).toBe(true);
+  for (const name of SERVICES) {
+    const res = await fetch(`http://127.0.0.1:${ports[name]}/_health`);
+    expect({ name, status: res.status }).toEqual({ name, status: 200 });
+    const body = (await res.json()) as { info: Record<string, { status: string }> };
+    expect(body.info.storage.status).toBe('up');
+  }
+  const done = await waitFor(
+    'a completed monitoring cycle with an OFFLINE edge',
+    () => lines.find((l) => l.service === 'sites-monitor' && l.hop === 'cycle.done' && l.down >= 1),
+    30_000,
+  );
+  expect(done).toMatchObject({ failed: 0, edges: 12 });
+  const offloaded = lines.filter((l) => l.service === 'velocloud-bridge' && l.hop === 'reply' && l.offloaded === true);
+  expect(offloaded.length).toBeGreaterThanOrEqual(1);
+  const email = lines.find((l) => l.service === 'sites-monitor' && l.hop === 'publish' && l.topic === 'notification.email.request');
+  expect(email).toMatchObject({ offloaded: true });
+  const received = await waitFor(
+    'the notifier to receive the e-mail',
+    () => lines.find((l) => l.service === 'notifier' && l.hop === 'received' && l.request_id === email!.request_id),
+    10_000,
+  );
+  expect(received).toMatchObject({ recovered: true });
+  // The bodies are in the sample's bucket on this NATS.
+  const nc = await connect({ servers: nats.url });
+  try {
+    const info = await (await jetstreamManager(nc)).streams.info('OBJ_eventbus-sample');
+    expect(info.state.messages).toBeGreaterThan(0);
+  } finally {
+    await nc.close();
+  }
+});
+
+test('SIGTERM stops the services; run.js exits 0', async () => {
+  runner!.kill('SIGTERM');
+  const exit = await runnerExit;
+  expect(exit).toEqual({ code: 0, signal: null });
+});
