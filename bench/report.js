@@ -82,10 +82,10 @@ function report(results) {
   }
   if (results.large) {
     for (const [label, L] of Object.entries(results.large)) {
-      for (const side of ['bus', 'floor']) {
+      for (const side of ['bus', 'bus-os', 'floor'].filter((x) => L.perSide[x])) {
         const xs = L.perSide[side];
         const extra =
-          side === 'bus'
+          side !== 'floor'
             ? `; publish ${fmt(median(xs.map((x) => x.publishMs)), 1)} ms; encodes/payload ${Math.max(...xs.map((x) => x.encodesPerPayload))}`
             : `; publish ${fmt(median(xs.map((x) => x.publishMs)), 1)} ms`;
         medRows.push([
@@ -101,6 +101,10 @@ function report(results) {
         .join('; ');
       medRows.push([`large ${label}`, 'nestms', 'fails', '', `${f}; handler got ${L.nestms.received}`]);
       addRatio(`large${label.replace('MiB', 'm')} bus/floor`, ratiosOf(L.perSide.bus, L.perSide.floor, 'latencyMs', true), 0.9);
+      // The object store against Redis storage, same bus, same run (latency: higher ratio is faster).
+      if (L.perSide['bus-os']) {
+        addRatio(`objstore${label.replace('MiB', 'm')} bus-os/bus`, ratiosOf(L.perSide['bus-os'], L.perSide.bus, 'latencyMs', true), 0.7);
+      }
     }
   }
   if (results.mem) {
@@ -153,7 +157,7 @@ function report(results) {
 /** The last line of a bench run; `nan` for a scenario that did not run. */
 function ratiosLine(ratio) {
   const r = (k) => (Number.isFinite(ratio[k]) ? ratio[k].toFixed(2) : 'nan');
-  return `RATIOS events_vs_raw=${r('events bus/raw')} events_vs_nestms=${r('events bus/nestms')} rpc64_vs_raw=${r('rpc64 bus/raw')} large2m_vs_floor=${r('large2m bus/floor')} large8m_vs_floor=${r('large8m bus/floor')} durable_vs_rawjs=${r('durable bus/rawjs')} durable_vs_peer=${r('durable bus/peer')} otel_noop_vs_off=${r('otel noop/off')} otel_sdk_vs_off=${r('otel sdk/off')}`;
+  return `RATIOS events_vs_raw=${r('events bus/raw')} events_vs_nestms=${r('events bus/nestms')} rpc64_vs_raw=${r('rpc64 bus/raw')} large2m_vs_floor=${r('large2m bus/floor')} large8m_vs_floor=${r('large8m bus/floor')} durable_vs_rawjs=${r('durable bus/rawjs')} durable_vs_peer=${r('durable bus/peer')} objstore2m_vs_redis=${r('objstore2m bus-os/bus')} objstore8m_vs_redis=${r('objstore8m bus-os/bus')} otel_noop_vs_off=${r('otel noop/off')} otel_sdk_vs_off=${r('otel sdk/off')}`;
 }
 
 module.exports = { median, report, ratiosLine, table, fmt };

@@ -296,73 +296,77 @@ async function large() {
   const sizes = Object.keys(P.large).map(Number);
   const label = (bytes) => `${bytes / MiB}MiB`;
   log(`large: ${sizes.map((b) => `${label(b)} x ${P.large[b]}`).join(', ')} per run, one at a time`);
-  const sides = ['bus', 'floor'];
-  return withServers(async (env) => {
-    const cfgFor = (side, gen) => ({ ...env, redis: undefined, subject: `bench.large.${side}.${gen}`, sizes });
-    // Each side sends every size, one message at a time; the first of each size is a warm-up.
-    const pairs = await startSides(sides, 'large-recv', 'large-send', cfgFor);
-    let perSide;
-    try {
-      perSide = await interleave(sides, async (side) => {
-        const { recv, sender, ready } = pairs.get(side);
-        const out = {};
-        for (const bytes of sizes) {
-          const lat = [];
-          const pub = [];
-          const encodes = [];
-          for (let i = 0; i < P.largeWarmup + P.large[bytes]; i++) {
-            sender.cmd({ cmd: 'go', bytes });
-            const sent = await sender.next('sent');
-            const got = await recv.next('got');
-            if (got.edges <= 0 || !got.recovered) throw new Error(`large ${side}: bad delivery ${JSON.stringify(got)}`);
-            if (i < P.largeWarmup) continue;
-            lat.push(got.t - sent.t0);
-            pub.push(sent.publishMs);
-            encodes.push(sent.encodes);
-          }
-          out[label(bytes)] = {
-            latencyMs: median(lat),
-            publishMs: median(pub),
-            encodesPerPayload: side === 'bus' ? Math.max(...encodes) : 1,
-            bytes: ready.sizes[bytes],
-          };
-        }
-        env.redis.cli('FLUSHALL');
-        return out;
-      });
-    } finally {
-      await pairs.stopAll();
-    }
-    // How @nestjs/microservices handles the same payloads (once; it is a failure, not a rate).
-    const cfg = { ...env, redis: undefined, subject: 'bench.large.nestms', sizes, failWaitMs: 5000 };
-    const { recv, sender } = await startPair('large-recv', 'large-send', 'nestms', cfg);
-    const nestms = {};
-    for (const bytes of sizes) {
-      sender.cmd({ cmd: 'go', bytes });
-      const failure = await sender.next('failure', 60_000);
-      let received = 0;
+  // bus-os: the same bus with storage: { objectStore } (JetStream on the same server) instead of Redis.
+  const sides = ['bus', 'bus-os', 'floor'];
+  return withServers(
+    async (env) => {
+      const cfgFor = (side, gen) => ({ ...env, redis: undefined, subject: `bench.large.${side}.${gen}`, sizes });
+      // Each side sends every size, one message at a time; the first of each size is a warm-up.
+      const pairs = await startSides(sides, 'large-recv', 'large-send', cfgFor);
+      let perSide;
       try {
-        await recv.next('got', 1000);
-        received = 1;
-      } catch {
-        /* nothing arrived, as expected */
+        perSide = await interleave(sides, async (side) => {
+          const { recv, sender, ready } = pairs.get(side);
+          const out = {};
+          for (const bytes of sizes) {
+            const lat = [];
+            const pub = [];
+            const encodes = [];
+            for (let i = 0; i < P.largeWarmup + P.large[bytes]; i++) {
+              sender.cmd({ cmd: 'go', bytes });
+              const sent = await sender.next('sent');
+              const got = await recv.next('got');
+              if (got.edges <= 0 || !got.recovered) throw new Error(`large ${side}: bad delivery ${JSON.stringify(got)}`);
+              if (i < P.largeWarmup) continue;
+              lat.push(got.t - sent.t0);
+              pub.push(sent.publishMs);
+              encodes.push(sent.encodes);
+            }
+            out[label(bytes)] = {
+              latencyMs: median(lat),
+              publishMs: median(pub),
+              encodesPerPayload: side === 'floor' ? 1 : Math.max(...encodes),
+              bytes: ready.sizes[bytes],
+            };
+          }
+          env.redis.cli('FLUSHALL');
+          return out;
+        });
+      } finally {
+        await pairs.stopAll();
       }
-      log(`  nestms ${label(bytes)}: ${JSON.stringify(failure.attempts)} received=${received}`);
-      nestms[label(bytes)] = { ...failure, received };
-    }
-    await Promise.all([sender.stop(), recv.stop()]);
-    const out = {};
-    for (const bytes of sizes) {
-      const l = label(bytes);
-      out[l] = {
-        bytes,
-        count: P.large[bytes],
-        perSide: Object.fromEntries(Object.entries(perSide).map(([side, xs]) => [side, xs.map((x) => x[l])])),
-        nestms: nestms[l],
-      };
-    }
-    return out;
-  });
+      // How @nestjs/microservices handles the same payloads (once; it is a failure, not a rate).
+      const cfg = { ...env, redis: undefined, subject: 'bench.large.nestms', sizes, failWaitMs: 5000 };
+      const { recv, sender } = await startPair('large-recv', 'large-send', 'nestms', cfg);
+      const nestms = {};
+      for (const bytes of sizes) {
+        sender.cmd({ cmd: 'go', bytes });
+        const failure = await sender.next('failure', 60_000);
+        let received = 0;
+        try {
+          await recv.next('got', 1000);
+          received = 1;
+        } catch {
+          /* nothing arrived, as expected */
+        }
+        log(`  nestms ${label(bytes)}: ${JSON.stringify(failure.attempts)} received=${received}`);
+        nestms[label(bytes)] = { ...failure, received };
+      }
+      await Promise.all([sender.stop(), recv.stop()]);
+      const out = {};
+      for (const bytes of sizes) {
+        const l = label(bytes);
+        out[l] = {
+          bytes,
+          count: P.large[bytes],
+          perSide: Object.fromEntries(Object.entries(perSide).map(([side, xs]) => [side, xs.map((x) => x[l])])),
+          nestms: nestms[l],
+        };
+      }
+      return out;
+    },
+    { jetstream: true },
+  );
 }
 
 async function mem() {
