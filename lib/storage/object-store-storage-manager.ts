@@ -5,7 +5,7 @@ import type { BusConnection } from '../nats/bus-connection';
 import { BUCKET_NAME, ObjectStoreBucket, ObjectStoreBucketConfig } from '../nats/object-store-bucket';
 import { DEFAULTS } from '../options/defaults';
 import { knownKeys, MAX_TIMER_MS, wholeNumber } from '../options/rules';
-import { MessageStorageManager } from './message-storage-manager';
+import { MessageStorageManager, StoreHints } from './message-storage-manager';
 
 export interface ObjectStoreStorageOptions {
   /** Name of the JetStream object store bucket (stream `OBJ_<bucket>`). Default `'eventbus'`. */
@@ -35,7 +35,8 @@ const MAX_CHUNK_BYTES = 1024 * 1024;
  * options, when that connection opens. A body is stored under a fresh UUID token in chunks, with
  * its SHA-256 digest written after the last chunk; a read checks the digest, so a body cut short
  * (a server restart mid-write) is never returned as whole. Bodies expire with the bucket's TTL;
- * replies too (an object store has one TTL per bucket).
+ * replies too (an object store has one TTL per bucket), and a body that must live longer (a
+ * persisted message's, `minTtlSeconds`) is refused with `MessageStorageError`.
  */
 export class ObjectStoreStorageManager extends MessageStorageManager {
   readonly bucketName: string;
@@ -94,7 +95,13 @@ export class ObjectStoreStorageManager extends MessageStorageManager {
     return opening.then(() => undefined);
   }
 
-  async storeMessage(body: Uint8Array): Promise<StoredMessageEnvelope> {
+  async storeMessage(body: Uint8Array, hints?: StoreHints): Promise<StoredMessageEnvelope> {
+    // One TTL per bucket: a body that must outlive it (a persisted message's) cannot be kept.
+    if (hints?.minTtlSeconds !== undefined && hints.minTtlSeconds > this.ttlSeconds) {
+      throw new MessageStorageError(
+        `object store bucket "${this.bucketName}" keeps bodies ${this.ttlSeconds} s, but this one must live ${hints.minTtlSeconds} s (its stream's maxAgeSeconds and a margin); raise storage.objectStore.ttlSeconds`,
+      );
+    }
     const bucket = await this.bucket();
     const token = randomUUID();
     await bucket.put(token, body, Date.now());

@@ -241,6 +241,15 @@ describe('ObjectStoreStorageManager on a real nats-server (JetStream)', () => {
     }
   });
 
+  it('a body that must outlive the bucket TTL (a persisted message, minTtlSeconds) is refused with MessageStorageError naming the option', async () => {
+    const { storage } = await busWith({ bucket: 'minttl', ttlSeconds: 120 });
+    const err = await storage.storeMessage(Buffer.from('"x"'), { minTtlSeconds: 360 }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(MessageStorageError);
+    expect((err as Error).message).toMatch(/keeps bodies 120 s, but this one must live 360 s.*storage\.objectStore\.ttlSeconds/);
+    const ok = await storage.storeMessage(Buffer.from('"y"'), { minTtlSeconds: 120 });
+    expect(Buffer.from(await storage.recoverMessage(ok)).toString()).toBe('"y"');
+  });
+
   it('a storage not attached to any connection fails with MessageStorageError, not a crash', async () => {
     const storage = new ObjectStoreStorageManager();
     await expect(storage.storeMessage(Buffer.from('{}'))).rejects.toBeInstanceOf(MessageStorageError);
