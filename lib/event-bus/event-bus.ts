@@ -148,7 +148,12 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
       const hdrs = this.telemetry.inject(opts?.headers ? createHeaders(opts.headers) : undefined);
       const body = this.codec.stringifyJson(payload, topic);
       const persist = persistOptions(opts);
-      if (persist) return this.inFlight.publish(this.durability.publish(producer, topic, body, hdrs, persist.msgId));
+      if (persist) {
+        if (this.telemetry.on && this.codec.fitsInline(body, producer.maxPayload, hdrs ? headersSize(hdrs) : 0)) {
+          this.telemetry.noteBodySize(Buffer.byteLength(body, 'utf8'));
+        }
+        return this.inFlight.publish(this.durability.publish(producer, topic, body, hdrs, persist.msgId));
+      }
       const wire = this.telemetry.sized(this.codec.toWire(topic, body, producer.maxPayload, undefined, hdrs ? headersSize(hdrs) : 0));
       if (wire instanceof Uint8Array) {
         producer.publish(topic, wire, hdrs);

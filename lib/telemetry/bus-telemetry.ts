@@ -251,11 +251,14 @@ export class BusTelemetry {
 
   /** Note the size of an inline body on the current scope; returns `wire` unchanged. */
   sized<W>(wire: W): W {
-    if (this.active && wire instanceof Uint8Array) {
-      const scope = this.currentScope();
-      if (scope) scope.bodySize = wire.byteLength;
-    }
+    if (this.active && wire instanceof Uint8Array) this.noteBodySize(wire.byteLength);
     return wire;
+  }
+
+  /** Note the size of an inline body on the current scope (for a path that sends it itself). */
+  noteBodySize(bytes: number): void {
+    const scope = this.active && this.currentScope();
+    if (scope) scope.bodySize = bytes;
   }
 
   /**

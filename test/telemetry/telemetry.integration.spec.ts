@@ -261,6 +261,7 @@ describe('telemetry with an OpenTelemetry SDK', () => {
     expect(process.spanContext().traceId).toBe(send.spanContext().traceId);
     expect(process.parentSpanContext?.spanId).toBe(send.spanContext().spanId);
     expect(process.attributes['messaging.consumer.group.name']).toBe('otel-d');
+    expect(send.attributes['messaging.message.body.size']).toBe(Buffer.byteLength('{"n":1}'));
     expect(seen).toEqual([process.spanContext().spanId]);
   });
 
