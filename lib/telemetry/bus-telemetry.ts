@@ -172,23 +172,7 @@ export class BusTelemetry {
   send<T>(topic: string, kind: SendKind, fn: () => Promise<T>): Promise<T> {
     const scope = this.begin(topic, kind);
     if (!scope) return fn();
-    let result: Promise<T>;
-    try {
-      result = this.active!.api.context.with((scope as OperationScope).ctx, fn);
-    } catch (err) {
-      this.end(scope, err);
-      throw err;
-    }
-    return result.then(
-      (value) => {
-        this.end(scope);
-        return value;
-      },
-      (err) => {
-        this.end(scope, err);
-        throw err;
-      },
-    );
+    return this.runIn(scope as OperationScope, fn) as Promise<T>;
   }
 
   /** A `send` scope for callers that end it themselves (the microservices client). */
@@ -287,9 +271,14 @@ export class BusTelemetry {
     const span = a.tracer.startSpan(`process ${subject}`, { kind, attributes }, parent);
     const scope = withScope(a, new OperationScope(span, api.trace.setSpan(parent, span), 'process', subject, queue));
     scope.bodySize = msg.data.byteLength;
+    return this.runIn(scope, fn);
+  }
+
+  /** Run `fn` in `scope`'s context and end the scope when it returns or settles, failed if it threw or rejected. */
+  private runIn<R>(scope: OperationScope, fn: () => MaybePromise<R>): MaybePromise<R> {
     let result: MaybePromise<R>;
     try {
-      result = api.context.with(scope.ctx, fn);
+      result = this.active!.api.context.with(scope.ctx, fn);
     } catch (err) {
       this.end(scope, err);
       throw err;
