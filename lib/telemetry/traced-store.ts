@@ -1,3 +1,4 @@
+import type { StoreHints } from '../storage/message-storage-manager';
 import type { BodyStore } from '../claim-check/claim-check.codec';
 import type { StoredMessageEnvelope } from '../claim-check/envelope';
 import type { BusTelemetry } from './bus-telemetry';
@@ -7,7 +8,7 @@ import type { BusTelemetry } from './bus-telemetry';
  * them, and counted (`eventbus.claimcheck.*`). Passes straight through while telemetry is off.
  */
 class TracedStore implements BodyStore {
-  storeJson?: (json: string, hints?: { reply?: boolean }) => Promise<StoredMessageEnvelope>;
+  storeJson?: (json: string, hints?: StoreHints) => Promise<StoredMessageEnvelope>;
 
   constructor(
     private readonly inner: BodyStore,
@@ -22,7 +23,7 @@ class TracedStore implements BodyStore {
     }
   }
 
-  storeMessage(body: Uint8Array, hints?: { reply?: boolean }): Promise<StoredMessageEnvelope> {
+  storeMessage(body: Uint8Array, hints?: StoreHints): Promise<StoredMessageEnvelope> {
     // Only say "reply" when it is one: custom stores written for 0.1 take one argument.
     const store = () => (hints ? this.inner.storeMessage(body, hints) : this.inner.storeMessage(body));
     return this.telemetry.on ? this.telemetry.claimCheck('store', body.byteLength, store, noSize) : store();
