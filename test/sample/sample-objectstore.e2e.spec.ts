@@ -1,18 +1,16 @@
 // End to end, without Redis: `EVENTBUS_STORAGE=objectstore node sample/run.js` runs the three
 // services with their large bodies in a JetStream object store bucket on the test's own NATS.
 // REDIS_URL points at a port nothing listens on: any use of Redis would fail the services.
-import { ChildProcess, spawn } from 'node:child_process';
+import { ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
+import { Line, startSample, waitForLog } from './sample-log';
 import { freePort, NatsServer } from '../harness/local-servers';
-import { waitUntil } from '../harness/wait';
 
-const ROOT = resolve(__dirname, '..', '..');
 const SERVICES = ['sites-monitor', 'velocloud-bridge', 'notifier'] as const;
-type Line = Record<string, any>;
 
 let nats: NatsServer;
 let outboxDir: string;
@@ -22,21 +20,15 @@ let runnerExit: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 const lines: Line[] = [];
 const rawTail: string[] = [];
 
-async function waitFor<T>(what: string, check: () => T | undefined | false, timeoutMs: number): Promise<T> {
-  let found: T | undefined | false;
-  await waitUntil(() => !!(found = check()) || (!!runner && runner.exitCode !== null), what, timeoutMs).catch(() => undefined);
-  if (found) return found;
-  throw new Error(`timed out waiting for ${what}; last log lines:\n${rawTail.slice(-40).join('\n')}`);
-}
+const waitFor = <T>(what: string, check: () => T | undefined | false, timeoutMs: number) =>
+  waitForLog(runner, rawTail, what, check, timeoutMs);
 
 beforeAll(async () => {
   nats = await NatsServer.start({ jetstream: true });
   ports = { 'sites-monitor': await freePort(), 'velocloud-bridge': await freePort(), notifier: await freePort() };
   outboxDir = mkdtempSync(join(tmpdir(), 'eventbus-sample-os-outbox-'));
-  const child = spawn(process.execPath, [join(ROOT, 'sample', 'run.js')], {
-    cwd: ROOT,
-    env: {
-      ...process.env,
+  const started = startSample(
+    {
       EVENTBUS_STORAGE: 'objectstore',
       NATS_URL: nats.url,
       REDIS_URL: `redis://127.0.0.1:${await freePort()}`,
@@ -53,29 +45,11 @@ beforeAll(async () => {
       RPC_TIMEOUT_MS: '10000',
       SAMPLE_SKIP_BUILD: '',
     },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  runner = child;
-  runnerExit = new Promise((r) => child.once('exit', (code, signal) => r({ code, signal })));
-  let buf = '';
-  child.stdout!.setEncoding('utf8');
-  child.stdout!.on('data', (d: string) => {
-    buf += d;
-    let i;
-    while ((i = buf.indexOf('\n')) >= 0) {
-      const text = buf.slice(0, i);
-      buf = buf.slice(i + 1);
-      rawTail.push(text.length > 400 ? text.slice(0, 400) + '…' : text);
-      if (rawTail.length > 200) rawTail.shift();
-      try {
-        lines.push(JSON.parse(text));
-      } catch {
-        lines.push({ service: 'unparsed', msg: text });
-      }
-    }
-  });
-  child.stderr!.setEncoding('utf8');
-  child.stderr!.on('data', (d: string) => rawTail.push(`[stderr] ${d.trimEnd()}`));
+    lines,
+    rawTail,
+  );
+  runner = started.child;
+  runnerExit = started.exited;
   await waitFor('"all services are up"', () => lines.find((l) => l.service === 'run' && /^all services are up/.test(l.msg ?? '')), 110_000);
 }, 130_000);
 

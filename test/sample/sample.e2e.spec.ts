@@ -4,20 +4,18 @@
 // cycle through the JSON log lines and the notifier's outbox, kills the notifier mid-handling and
 // sees every notification land once, then stops everything with SIGTERM and checks that no
 // process is left.
-import { ChildProcess, spawn } from 'node:child_process';
+import { ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { connect } from '@nats-io/transport-node';
 import { EventBus } from '../../lib';
+import { Line, startSample, waitForLog } from './sample-log';
 import { freePort, NatsServer, RedisServer } from '../harness/local-servers';
 import { waitUntil } from '../harness/wait';
 
-const ROOT = resolve(__dirname, '..', '..');
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 const SERVICES = ['sites-monitor', 'velocloud-bridge', 'notifier'] as const;
-
-type Line = Record<string, any>;
 
 let nats: NatsServer;
 let redis: RedisServer;
@@ -37,14 +35,8 @@ const alive = (pid: number) => {
   }
 };
 
-/** Wait for `check` to find something in the log; the failure shows the end of the log. */
-async function waitFor<T>(what: string, check: () => T | undefined | false, timeoutMs: number): Promise<T> {
-  let found: T | undefined | false;
-  // Stop early when the runner has exited: nothing more will be logged.
-  await waitUntil(() => !!(found = check()) || (!!runner && runner.exitCode !== null), what, timeoutMs).catch(() => undefined);
-  if (found) return found;
-  throw new Error(`timed out waiting for ${what}; last log lines:\n${rawTail.slice(-40).join('\n')}`);
-}
+const waitFor = <T>(what: string, check: () => T | undefined | false, timeoutMs: number) =>
+  waitForLog(runner, rawTail, what, check, timeoutMs);
 
 /** `promise`, or `'timeout'` after `ms`; the timer never outlives the test. */
 async function within<T>(promise: Promise<T>, ms: number): Promise<T | 'timeout'> {
@@ -66,10 +58,8 @@ beforeAll(async () => {
   [nats, redis] = await Promise.all([NatsServer.start(), RedisServer.start()]);
   ports = { 'sites-monitor': await freePort(), 'velocloud-bridge': await freePort(), notifier: await freePort() };
   outboxDir = mkdtempSync(join(tmpdir(), 'eventbus-sample-outbox-'));
-  const child = spawn(process.execPath, [join(ROOT, 'sample', 'run.js')], {
-    cwd: ROOT,
-    env: {
-      ...process.env,
+  const started = startSample(
+    {
       NATS_URL: nats.url,
       REDIS_URL: redis.url,
       SITES_MONITOR_PORT: String(ports['sites-monitor']),
@@ -94,30 +84,11 @@ beforeAll(async () => {
       SAMPLE_RESTART_DELAY_MS: '4000',
       SAMPLE_SKIP_BUILD: '',
     },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  runner = child;
-  runnerExit = new Promise((r) => child.once('exit', (code, signal) => r({ code, signal })));
-  let buf = '';
-  child.stdout!.setEncoding('utf8');
-  child.stdout!.on('data', (d: string) => {
-    buf += d;
-    let i;
-    while ((i = buf.indexOf('\n')) >= 0) {
-      const text = buf.slice(0, i);
-      buf = buf.slice(i + 1);
-      rawTail.push(text.length > 400 ? text.slice(0, 400) + '…' : text);
-      if (rawTail.length > 200) rawTail.shift();
-      try {
-        lines.push(JSON.parse(text));
-      } catch {
-        lines.push({ service: 'unparsed', msg: text });
-      }
-    }
-  });
-  // Compiler output goes to stderr; keep it for the failure message.
-  child.stderr!.setEncoding('utf8');
-  child.stderr!.on('data', (d: string) => rawTail.push(`[stderr] ${d.trimEnd()}`));
+    lines,
+    rawTail,
+  );
+  runner = started.child;
+  runnerExit = started.exited;
   // Building the library and the sample takes most of this on a slow machine.
   await waitFor('"all services are up"', () => lines.find((l) => l.service === 'run' && /^all services are up/.test(l.msg ?? '')), 110_000);
 }, 130_000);
@@ -389,10 +360,8 @@ test('Ctrl-C (SIGINT to the whole process group) with servers of its own: servic
   const redisPort = await freePort();
   const own: Line[] = [];
   // Its own process group, as a terminal's foreground job is: the group signal must not reach jest.
-  const child = spawn(process.execPath, [join(ROOT, 'sample', 'run.js')], {
-    cwd: ROOT,
-    env: {
-      ...process.env,
+  const { child, exited } = startSample(
+    {
       NATS_URL: `nats://127.0.0.1:${natsPort}`,
       REDIS_URL: `redis://127.0.0.1:${redisPort}`,
       SITES_MONITOR_PORT: String(await freePort()),
@@ -404,27 +373,10 @@ test('Ctrl-C (SIGINT to the whole process group) with servers of its own: servic
       FLEET_SIZE: '4',
       SAMPLE_SKIP_BUILD: '1',
     },
-    stdio: ['ignore', 'pipe', 'pipe'],
-    detached: true,
-  });
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) =>
-    child.once('exit', (code, signal) => r({ code, signal })),
+    own,
+    [],
+    true,
   );
-  let buf = '';
-  child.stdout!.setEncoding('utf8').on('data', (d: string) => {
-    buf += d;
-    let i;
-    while ((i = buf.indexOf('\n')) >= 0) {
-      const text = buf.slice(0, i);
-      buf = buf.slice(i + 1);
-      try {
-        own.push(JSON.parse(text));
-      } catch {
-        own.push({ service: 'unparsed', msg: text });
-      }
-    }
-  });
-  child.stderr!.resume();
   try {
     await waitUntil(
       () => own.some((l) => l.service === 'run' && /^all services are up/.test(l.msg ?? '')) || child.exitCode !== null,

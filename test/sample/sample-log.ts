@@ -1,0 +1,68 @@
+import { ChildProcess, spawn } from 'node:child_process';
+import { join, resolve } from 'node:path';
+import { waitUntil } from '../harness/wait';
+
+/** One JSON log line of the sample (or `{ service: 'unparsed', msg }`). */
+export type Line = Record<string, any>;
+
+const ROOT = resolve(__dirname, '..', '..');
+
+/**
+ * Start `node sample/run.js` (what `npm run sample` runs) with `env` over this process's
+ * environment. Its JSON log lines are parsed into `lines` as they come; the last 200 raw lines
+ * (stderr, where compiler output goes, included) are kept in `rawTail` for failure messages.
+ */
+export function startSample(
+  env: NodeJS.ProcessEnv,
+  lines: Line[],
+  rawTail: string[],
+  /** Its own process group, as a terminal's foreground job is. */
+  detached = false,
+): { child: ChildProcess; exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }> } {
+  const child = spawn(process.execPath, [join(ROOT, 'sample', 'run.js')], {
+    cwd: ROOT,
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+    detached,
+  });
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) =>
+    child.once('exit', (code, signal) => r({ code, signal })),
+  );
+  let buf = '';
+  child.stdout!.setEncoding('utf8');
+  child.stdout!.on('data', (d: string) => {
+    buf += d;
+    let i;
+    while ((i = buf.indexOf('\n')) >= 0) {
+      const text = buf.slice(0, i);
+      buf = buf.slice(i + 1);
+      rawTail.push(text.length > 400 ? text.slice(0, 400) + '…' : text);
+      if (rawTail.length > 200) rawTail.shift();
+      try {
+        lines.push(JSON.parse(text));
+      } catch {
+        lines.push({ service: 'unparsed', msg: text });
+      }
+    }
+  });
+  child.stderr!.setEncoding('utf8');
+  child.stderr!.on('data', (d: string) => rawTail.push(`[stderr] ${d.trimEnd()}`));
+  return { child, exited };
+}
+
+/**
+ * Wait for `check` to find something in the log; stop early when `runner` has exited (nothing
+ * more will be logged). The failure shows the end of the log.
+ */
+export async function waitForLog<T>(
+  runner: ChildProcess | undefined,
+  rawTail: string[],
+  what: string,
+  check: () => T | undefined | false,
+  timeoutMs: number,
+): Promise<T> {
+  let found: T | undefined | false;
+  await waitUntil(() => !!(found = check()) || (!!runner && runner.exitCode !== null), what, timeoutMs).catch(() => undefined);
+  if (found) return found;
+  throw new Error(`timed out waiting for ${what}; last log lines:\n${rawTail.slice(-40).join('\n')}`);
+}
