@@ -132,6 +132,21 @@ function startConsumerProcess(env: Record<string, string>) {
 
 const sum = (o: Record<string, number>) => Object.values(o).reduce((a, b) => a + b, 0);
 
+/** What a fault scenario's report says of delivery and of the publishes it retried, alike for each. */
+function deliveryFigures(counter: DeliveryCounter, flow: ReturnType<typeof persistedFlow>, redelivered: number[]) {
+  return {
+    handled: counter.received,
+    lost: counter.lost,
+    duplicated: counter.duplicated,
+    redeliveries: redelivered.length,
+    maxDeliveryCount: Math.max(1, ...redelivered),
+    rejectedPublishes: sum(flow.stats.rejections),
+    rejectionsByError: flow.stats.rejections,
+    retriedIds: flow.stats.retriedIds,
+    retriesStoredBefore: flow.stats.duplicateAcks,
+  };
+}
+
 describe('durable delivery (JetStream) under faults', () => {
   let logs: LogCapture;
   let crashes: ReturnType<typeof watchCrashes>;
@@ -201,15 +216,7 @@ describe('durable delivery (JetStream) under faults', () => {
       published: TOTAL,
       killedAfter: killedAt,
       storedInStream: stored,
-      handled: counter.received,
-      lost: counter.lost,
-      duplicated: counter.duplicated,
-      redeliveries: redelivered.length,
-      maxDeliveryCount: Math.max(1, ...redelivered),
-      rejectedPublishes: sum(flow.stats.rejections),
-      rejectionsByError: flow.stats.rejections,
-      retriedIds: flow.stats.retriedIds,
-      retriesStoredBefore: flow.stats.duplicateAcks,
+      ...deliveryFigures(counter, flow, redelivered),
     });
     expect(flow.stats.givenUp).toBe(0);
     expect(counter.lostIds().slice(0, 20)).toEqual([]);
@@ -329,15 +336,7 @@ describe('durable delivery (JetStream) under faults', () => {
       newLeaderAfterMs: electedMs,
       consumerLongestPauseMs: longestPauseMs,
       storedInStream: stored,
-      handled: counter.received,
-      lost: counter.lost,
-      duplicated: counter.duplicated,
-      redeliveries: redelivered.length,
-      maxDeliveryCount: Math.max(1, ...redelivered),
-      rejectedPublishes: sum(flow.stats.rejections),
-      rejectionsByError: flow.stats.rejections,
-      retriedIds: flow.stats.retriedIds,
-      retriesStoredBefore: flow.stats.duplicateAcks,
+      ...deliveryFigures(counter, flow, redelivered),
     });
     expect(flow.stats.givenUp).toBe(0);
     expect(counter.lostIds().slice(0, 20)).toEqual([]);
