@@ -116,30 +116,44 @@ export class JetStreamLink {
       ...(spec.duplicateWindowSeconds !== undefined ? { duplicate_window: nanos(spec.duplicateWindowSeconds * 1000) } : {}),
     };
     try {
-      let current: StreamConfig;
-      try {
-        current = (await this.jsm.streams.info(spec.name)).config;
-      } catch (err) {
-        if (!isApiError(err, JetStreamApiCodes.StreamNotFound)) throw err;
-        await this.jsm.streams.add({ name: spec.name, ...wanted });
-        return 'created';
-      }
-      const differs =
-        [...current.subjects].sort().join(' ') !== [...spec.subjects].sort().join(' ') ||
-        current.max_age !== wanted.max_age ||
-        current.num_replicas !== wanted.num_replicas ||
-        current.storage !== wanted.storage ||
-        (wanted.duplicate_window !== undefined && current.duplicate_window !== wanted.duplicate_window);
-      if (!differs) return 'unchanged';
-      // Storage type cannot change in place; the server says so, and we pass that on.
-      await this.jsm.streams.update(spec.name, { ...current, ...wanted });
-      return 'updated';
+      return await this.reconcileStream(spec, wanted, true);
     } catch (err) {
       if (err instanceof JetStreamApiError) {
         throw new InvalidOptionsError(`jetstream.streams (${spec.name})`, `the server refused the stream: ${err.message}`, { cause: err });
       }
       throw asNotConnected(`could not ensure stream ${spec.name}`, err);
     }
+  }
+
+  private async reconcileStream(
+    spec: StreamSpec,
+    wanted: Partial<StreamConfig>,
+    mayRace: boolean,
+  ): Promise<'created' | 'updated' | 'unchanged'> {
+    let current: StreamConfig;
+    try {
+      current = (await this.jsm.streams.info(spec.name)).config;
+    } catch (err) {
+      if (!isApiError(err, JetStreamApiCodes.StreamNotFound)) throw err;
+      try {
+        await this.jsm.streams.add({ name: spec.name, ...wanted });
+        return 'created';
+      } catch (addErr) {
+        // Instances of a service start together: another may have created it a moment ago. Compare with that.
+        if (mayRace && addErr instanceof JetStreamApiError) return this.reconcileStream(spec, wanted, false);
+        throw addErr;
+      }
+    }
+    const differs =
+      [...current.subjects].sort().join(' ') !== [...spec.subjects].sort().join(' ') ||
+      current.max_age !== wanted.max_age ||
+      current.num_replicas !== wanted.num_replicas ||
+      current.storage !== wanted.storage ||
+      (wanted.duplicate_window !== undefined && current.duplicate_window !== wanted.duplicate_window);
+    if (!differs) return 'unchanged';
+    // Storage type cannot change in place; the server says so, and we pass that on.
+    await this.jsm.streams.update(spec.name, { ...current, ...wanted });
+    return 'updated';
   }
 
   /** The stream that captures `subject`, or undefined when none does. */
@@ -173,13 +187,27 @@ export class JetStreamLink {
 
   /** Create the durable pull consumer when missing, update its ack wait when it differs. */
   async ensureConsumer(spec: DurableConsumerSpec): Promise<void> {
-    const ackWait = nanos(spec.ackWaitMs);
     try {
-      let current;
+      await this.reconcileConsumer(spec, true);
+    } catch (err) {
+      if (err instanceof InvalidOptionsError) throw err;
+      if (err instanceof JetStreamApiError) {
+        throw new InvalidOptionsError('durable', `the server refused consumer "${spec.durable}" on ${spec.stream}: ${err.message}`, {
+          cause: err,
+        });
+      }
+      throw asNotConnected(`could not ensure consumer ${spec.durable} on ${spec.stream}`, err);
+    }
+  }
+
+  private async reconcileConsumer(spec: DurableConsumerSpec, mayRace: boolean): Promise<void> {
+    const ackWait = nanos(spec.ackWaitMs);
+    let current;
+    try {
+      current = await this.jsm.consumers.info(spec.stream, spec.durable);
+    } catch (err) {
+      if (!isApiError(err, JetStreamApiCodes.ConsumerNotFound)) throw err;
       try {
-        current = await this.jsm.consumers.info(spec.stream, spec.durable);
-      } catch (err) {
-        if (!isApiError(err, JetStreamApiCodes.ConsumerNotFound)) throw err;
         await this.jsm.consumers.add(spec.stream, {
           durable_name: spec.durable,
           filter_subject: spec.filterSubject,
@@ -190,23 +218,19 @@ export class JetStreamLink {
           max_deliver: -1,
         });
         return;
+      } catch (addErr) {
+        // Another instance sharing the durable may have created it a moment ago. Compare with that.
+        if (mayRace && addErr instanceof JetStreamApiError) return this.reconcileConsumer(spec, false);
+        throw addErr;
       }
-      if (current.config.filter_subject !== spec.filterSubject) {
-        throw new InvalidOptionsError(
-          'durable',
-          `"${spec.durable}" on stream ${spec.stream} already filters "${current.config.filter_subject ?? '>'}", not "${spec.filterSubject}"; give each durable topic its own durable name`,
-        );
-      }
-      if (current.config.ack_wait !== ackWait) await this.jsm.consumers.update(spec.stream, spec.durable, { ack_wait: ackWait });
-    } catch (err) {
-      if (err instanceof InvalidOptionsError) throw err;
-      if (err instanceof JetStreamApiError) {
-        throw new InvalidOptionsError('durable', `the server refused consumer "${spec.durable}" on ${spec.stream}: ${err.message}`, {
-          cause: err,
-        });
-      }
-      throw asNotConnected(`could not ensure consumer ${spec.durable} on ${spec.stream}`, err);
     }
+    if (current.config.filter_subject !== spec.filterSubject) {
+      throw new InvalidOptionsError(
+        'durable',
+        `"${spec.durable}" on stream ${spec.stream} already filters "${current.config.filter_subject ?? '>'}", not "${spec.filterSubject}"; give each durable topic its own durable name`,
+      );
+    }
+    if (current.config.ack_wait !== ackWait) await this.jsm.consumers.update(spec.stream, spec.durable, { ack_wait: ackWait });
   }
 
   /** Pull from a durable, keeping up to `maxMessages` on their way at once. */
