@@ -205,6 +205,31 @@ async function doneOrReport(recv, timeoutMs) {
   }
 }
 
+/**
+ * One round of a scenario counted at the receiver (events, durable): arm the receiver (it counts
+ * afresh each round; the pair is reused), let the sender send `n`, wait for the count, and renew a
+ * pair whose round ran out of time.
+ */
+async function countedRound(pairs, side, n, sendTimeoutMs) {
+  const { recv, sender } = pairs.get(side);
+  recv.cmd({ cmd: 'go' });
+  await recv.next('armed');
+  sender.cmd({ cmd: 'go' });
+  const sent = await sender.next('sent', sendTimeoutMs);
+  const done = await doneOrReport(recv, 60_000);
+  if (done.incomplete) await pairs.renew(side);
+  const ms = done.last - sent.t0;
+  return {
+    rate: done.incomplete ? NaN : (done.count / ms) * 1000,
+    received: done.count,
+    ms,
+    sendMs: sent.ms,
+    // CPU per message on each end: unlike msg/s, it does not swing with what else the 2 cores run.
+    sendCpuUs: sent.cpuUs / n,
+    recvCpuUs: done.cpuUs / n,
+  };
+}
+
 // ---------------------------------------------------------------------------------------------
 // Scenarios
 
@@ -217,31 +242,7 @@ async function events() {
     const cfgFor = (side, gen) => ({ ...env, redis: undefined, subject: `bench.events.${side}.${gen}`, n: P.events, bytes: 128 });
     const pairs = await startSides(sides, 'events-recv', 'events-send', cfgFor);
     try {
-      const perSide = await interleave(
-        sides,
-        async (side) => {
-          const { recv, sender } = pairs.get(side);
-          // The receiver counts afresh each round; the previous round ended with all n received.
-          recv.cmd({ cmd: 'go' });
-          await recv.next('armed');
-          sender.cmd({ cmd: 'go' });
-          const sent = await sender.next('sent');
-          const done = await doneOrReport(recv, 60_000);
-          if (done.incomplete) await pairs.renew(side);
-          const ms = done.last - sent.t0;
-          return {
-            rate: done.incomplete ? NaN : (done.count / ms) * 1000,
-            received: done.count,
-            ms,
-            sendMs: sent.ms,
-            // CPU per message on each end: unlike msg/s, it does not swing with what else the 2 cores run.
-            sendCpuUs: sent.cpuUs / P.events,
-            recvCpuUs: done.cpuUs / P.events,
-          };
-        },
-        ROUNDS,
-        { warmup: true },
-      );
+      const perSide = await interleave(sides, (side) => countedRound(pairs, side, P.events), ROUNDS, { warmup: true });
       return { n: P.events, bytes: 128, perSide };
     } finally {
       await pairs.stopAll();
@@ -433,23 +434,8 @@ async function durable() {
         const perSide = await interleave(
           sides,
           async (side) => {
-            const { recv, sender } = pairs.get(side);
-            recv.cmd({ cmd: 'go' });
-            await recv.next('armed');
-            sender.cmd({ cmd: 'go' });
-            const sent = await sender.next('sent', 300_000);
-            const done = await doneOrReport(recv, 60_000);
-            if (done.incomplete) await pairs.renew(side);
-            const ms = done.last - sent.t0;
-            return {
-              rate: done.incomplete ? NaN : (done.count / ms) * 1000,
-              received: done.count,
-              ms,
-              sendMs: sent.ms,
-              sendRate: (P.durable / sent.ms) * 1000,
-              sendCpuUs: sent.cpuUs / P.durable,
-              recvCpuUs: done.cpuUs / P.durable,
-            };
+            const round = await countedRound(pairs, side, P.durable, 300_000);
+            return { ...round, sendRate: (P.durable / round.sendMs) * 1000 };
           },
           ROUNDS,
           { warmup: true },

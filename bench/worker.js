@@ -194,11 +194,12 @@ function toPromise(x) {
   return x;
 }
 
-// ---------------------------------------------------------------------------------------------
-// Scenario 1: events. Receiver counts at the handler; sender publishes as fast as it can.
-
-async function eventsRecv() {
-  const n = cfg.n;
+/**
+ * A receiver's count of one round, shared by the scenarios that count at the handler: `onMessage`
+ * per message (sends `done` at the n-th), `go` arms it for a new round (the pair of processes is
+ * reused across rounds), `report` says where it got to when a round ran out of time.
+ */
+function roundCounter(n) {
   let count = 0;
   let first = 0;
   let cpu0 = process.cpuUsage();
@@ -206,10 +207,26 @@ async function eventsRecv() {
     const c = process.cpuUsage(cpu0);
     return c.user + c.system;
   };
-  const onMessage = () => {
-    if (count === 0) first = now();
-    if (++count === n) send({ type: 'done', count, first, last: now(), cpuUs: cpuUs() });
+  return {
+    onMessage: () => {
+      if (count === 0) first = now();
+      if (++count === n) send({ type: 'done', count, first, last: now(), cpuUs: cpuUs() });
+    },
+    go: () => {
+      count = 0;
+      first = 0;
+      cpu0 = process.cpuUsage();
+      return { type: 'armed' };
+    },
+    report: () => ({ type: 'done', count, first, last: now(), cpuUs: cpuUs(), incomplete: true }),
   };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scenario 1: events. Receiver counts at the handler; sender publishes as fast as it can.
+
+async function eventsRecv() {
+  const { onMessage, go, report } = roundCounter(cfg.n);
   let close;
   if (isBus(cfg.side)) {
     const providers = cfg.side === 'bus-icpt' ? [passThroughInterceptor()] : [];
@@ -234,14 +251,8 @@ async function eventsRecv() {
   }
   return {
     close,
-    // Arms the counter for a new round; the pair is reused across rounds.
-    go: () => {
-      count = 0;
-      first = 0;
-      cpu0 = process.cpuUsage();
-      return { type: 'armed' };
-    },
-    report: () => ({ type: 'done', count, first, last: now(), cpuUs: cpuUs(), incomplete: true }),
+    go,
+    report,
   };
 }
 
@@ -558,18 +569,7 @@ const DURABLE_NAME = 'bench';
 const durableStream = () => ({ name: cfg.stream, subjects: [cfg.subject], maxAgeSeconds: 3600 });
 
 async function durableRecv() {
-  const n = cfg.n;
-  let count = 0;
-  let first = 0;
-  let cpu0 = process.cpuUsage();
-  const cpuUs = () => {
-    const c = process.cpuUsage(cpu0);
-    return c.user + c.system;
-  };
-  const onMessage = () => {
-    if (count === 0) first = now();
-    if (++count === n) send({ type: 'done', count, first, last: now(), cpuUs: cpuUs() });
-  };
+  const { onMessage, go, report } = roundCounter(cfg.n);
   let close;
   if (cfg.side === 'bus') {
     ({ close } = await busApp(
@@ -612,13 +612,8 @@ async function durableRecv() {
   }
   return {
     close,
-    go: () => {
-      count = 0;
-      first = 0;
-      cpu0 = process.cpuUsage();
-      return { type: 'armed' };
-    },
-    report: () => ({ type: 'done', count, first, last: now(), cpuUs: cpuUs(), incomplete: true }),
+    go,
+    report,
   };
 }
 
