@@ -409,9 +409,21 @@ class NatsCluster {
     return leaders.length > 0 && leaders.every((l) => l && l === leaders[0]) ? leaders[0] : undefined;
   }
 
-  /** Resolves once every running node sees the same JetStream meta leader (so streams can be created). */
+  /**
+   * Resolves once every running node sees the same JetStream meta leader and says, on `/healthz`,
+   * that it is current with it: before that, a replicated stream's create can outlast an API timeout.
+   */
   async waitForJetStream(timeoutMs = 30000) {
     await pollUntil(async () => !!(await this.metaLeader()), 'a JetStream meta leader', timeoutMs);
+    await pollUntil(
+      async () => {
+        const running = this.nodes.filter((n) => n.running);
+        const health = await Promise.all(running.map((n) => getJson(n.monitorPort, '/healthz').catch(() => ({}))));
+        return health.every((h) => h.status === 'ok');
+      },
+      'every JetStream node current with the meta leader (/healthz)',
+      timeoutMs,
+    );
   }
 
   /**

@@ -16,6 +16,7 @@ import {
 } from '@nats-io/jetstream';
 import { errors as natsErrors, nanos, type MsgHdrs, type NatsConnection } from '@nats-io/transport-node';
 import { InvalidOptionsError, NotConnectedError, NotPersistedError } from '../errors/event-bus.errors';
+import { retryWhenTimedOut } from './nats-errors';
 
 /** What the stream said when it stored a persisted publish. */
 export interface PersistAck {
@@ -116,7 +117,7 @@ export class JetStreamLink {
       ...(spec.duplicateWindowSeconds !== undefined ? { duplicate_window: nanos(spec.duplicateWindowSeconds * 1000) } : {}),
     };
     try {
-      return await this.reconcileStream(spec, wanted, true);
+      return await retryWhenTimedOut(() => this.reconcileStream(spec, wanted, true));
     } catch (err) {
       if (err instanceof JetStreamApiError) {
         throw new InvalidOptionsError(`jetstream.streams (${spec.name})`, `the server refused the stream: ${err.message}`, { cause: err });
@@ -188,7 +189,7 @@ export class JetStreamLink {
   /** Create the durable pull consumer when missing, update its ack wait when it differs. */
   async ensureConsumer(spec: DurableConsumerSpec): Promise<void> {
     try {
-      await this.reconcileConsumer(spec, true);
+      await retryWhenTimedOut(() => this.reconcileConsumer(spec, true));
     } catch (err) {
       if (err instanceof InvalidOptionsError) throw err;
       if (err instanceof JetStreamApiError) {

@@ -29,3 +29,22 @@ export function toBusError(err: unknown, subject: string, timeoutMs?: number): E
   // Closed, draining, disconnected, refused by the server: the connection cannot carry it.
   return new NotConnectedError(`NATS could not carry the message on "${subject}": ${message}`, cause);
 }
+
+/** How many times a bootstrap create (stream, bucket) is tried when the server does not answer in time. */
+export const CREATE_ATTEMPTS = 3;
+
+/**
+ * `op`, tried again when nats.js times out waiting for the answer. A replicated stream's first
+ * create waits for its RAFT group to elect a leader, which on a new or busy cluster can outlast one
+ * API timeout; the create was usually applied, and the next try finds what the first one made.
+ * Any other failure, and the last timeout, reach the caller unchanged.
+ */
+export async function retryWhenTimedOut<T>(op: () => Promise<T>, attempts = CREATE_ATTEMPTS): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await op();
+    } catch (err) {
+      if (attempt >= attempts || !(err instanceof errors.TimeoutError)) throw err;
+    }
+  }
+}

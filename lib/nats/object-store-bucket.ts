@@ -8,6 +8,7 @@ import { nanos } from '@nats-io/transport-node';
 import { InvalidOptionsError, MessageStorageError } from '../errors/event-bus.errors';
 import { withTimeout } from '../shared/deadline';
 import type { BusConnection } from './bus-connection';
+import { retryWhenTimedOut } from './nats-errors';
 
 // Node's crypto hashes several times faster than the pure-JS default; process-wide, set once.
 setSha256Backend('native');
@@ -61,12 +62,14 @@ export class ObjectStoreBucket {
     };
     try {
       const js = jetstream(nc, { timeout });
-      const store = await new Objm(js).create(config.bucket, {
-        ttl: wanted.max_age,
-        replicas: wanted.num_replicas,
-        max_bytes: wanted.max_bytes,
-        storage: wanted.storage,
-      });
+      const store = await retryWhenTimedOut(() =>
+        new Objm(js).create(config.bucket, {
+          ttl: wanted.max_age,
+          replicas: wanted.num_replicas,
+          max_bytes: wanted.max_bytes,
+          storage: wanted.storage,
+        }),
+      );
       const stream = (await store.status()).streamInfo.config;
       if (stream.storage !== wanted.storage) {
         throw new InvalidOptionsError(
@@ -77,7 +80,7 @@ export class ObjectStoreBucket {
       const jsm = await jetstreamManager(nc, { timeout });
       if (stream.max_age !== wanted.max_age || stream.num_replicas !== wanted.num_replicas || stream.max_bytes !== wanted.max_bytes) {
         const update: StreamConfig = { ...stream, max_age: wanted.max_age, num_replicas: wanted.num_replicas, max_bytes: wanted.max_bytes };
-        await jsm.streams.update(stream.name, update);
+        await retryWhenTimedOut(() => jsm.streams.update(stream.name, update));
       }
       return new ObjectStoreBucket(store, jsm, config);
     } catch (err) {
