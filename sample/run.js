@@ -27,9 +27,9 @@ const STOP_TIMEOUT_MS = Number(env('SAMPLE_STOP_TIMEOUT_MS', '15000'));
 // Started in this order; each must answer /_health before the next group starts, so the monitor's
 // first cycle finds the bridge and the notifier subscribed.
 const SERVICES = [
-  { name: 'velocloud-bridge', portVar: 'VELOCLOUD_BRIDGE_PORT', port: 5001, group: 0 },
-  { name: 'notifier', portVar: 'NOTIFIER_PORT', port: 5002, group: 0 },
-  { name: 'sites-monitor', portVar: 'SITES_MONITOR_PORT', port: 5000, group: 1 },
+  { name: 'velocloud-bridge', portVar: 'VELOCLOUD_BRIDGE_PORT', metricsPortVar: 'VELOCLOUD_BRIDGE_METRICS_PORT', port: 5001, group: 0 },
+  { name: 'notifier', portVar: 'NOTIFIER_PORT', metricsPortVar: 'NOTIFIER_METRICS_PORT', port: 5002, group: 0 },
+  { name: 'sites-monitor', portVar: 'SITES_MONITOR_PORT', metricsPortVar: 'SITES_MONITOR_METRICS_PORT', port: 5000, group: 1 },
 ];
 
 function log(level, msg, fields = {}) {
@@ -145,10 +145,12 @@ function pipeLines(stream, onLine) {
 
 function startService(svc) {
   const port = env(svc.portVar, String(svc.port));
+  // OTEL=1: one Prometheus port per service; a single OTEL_METRICS_PORT would make them collide.
+  const metricsPort = env(svc.metricsPortVar, '');
   const main = path.join(OUT, svc.name, 'main.js');
   const child = spawn(process.execPath, [main], {
     cwd: ROOT,
-    env: { ...process.env, NATS_URL, REDIS_URL, PORT: port, OUTBOX_DIR },
+    env: { ...process.env, NATS_URL, REDIS_URL, PORT: port, OUTBOX_DIR, ...(metricsPort ? { OTEL_METRICS_PORT: metricsPort } : {}) },
     stdio: ['ignore', 'pipe', 'pipe'],
     // Its own process group: Ctrl-C sends SIGINT to the whole foreground group, and the servers
     // would then die with the services still draining. Only run.js gets it, and orders the stop.
