@@ -2,6 +2,19 @@ import { ChildProcess, spawn } from 'node:child_process';
 import { join, resolve } from 'node:path';
 import { waitUntil } from '../harness/wait';
 
+/**
+ * Settings every e2e run of the sample pins, so a developer's own environment cannot change what
+ * a test expects: a cycle every 2 s, the seeded fleet with one big edge, and a fresh build.
+ */
+export const PINNED_SAMPLE_ENV: NodeJS.ProcessEnv = {
+  MONITOR_INTERVAL_MS: '2000',
+  SAMPLE_START_TIMEOUT_MS: '40000',
+  FLEET_SEED: '42',
+  BIG_EDGE_EVENTS: '8000',
+  RPC_TIMEOUT_MS: '10000',
+  SAMPLE_SKIP_BUILD: '',
+};
+
 /** One JSON log line of the sample (or `{ service: 'unparsed', msg }`). */
 export type Line = Record<string, any>;
 
@@ -65,4 +78,27 @@ export async function waitForLog<T>(
   await waitUntil(() => !!(found = check()) || (!!runner && runner.exitCode !== null), what, timeoutMs).catch(() => undefined);
   if (found) return found;
   throw new Error(`timed out waiting for ${what}; last log lines:\n${rawTail.slice(-40).join('\n')}`);
+}
+
+/** Wait for run.js to say every service answers /_health; building the library and the sample takes most of it on a slow machine. */
+export function waitUntilUp(runner: ChildProcess, lines: Line[], rawTail: string[]): Promise<Line> {
+  return waitForLog(
+    runner,
+    rawTail,
+    '"all services are up"',
+    () => lines.find((l) => l.service === 'run' && /^all services are up/.test(l.msg ?? '')),
+    110_000,
+  );
+}
+
+/** True while `runner` has neither exited nor been killed. */
+export const running = (runner: ChildProcess | undefined): runner is ChildProcess =>
+  !!runner && runner.exitCode === null && runner.signalCode === null;
+
+/** Only when a test failed half-way is run.js still running: SIGTERM, up to 20 s to stop, then SIGKILL. */
+export async function stopRunner(runner: ChildProcess | undefined, exited: Promise<unknown> | undefined): Promise<void> {
+  if (!running(runner)) return;
+  runner.kill('SIGTERM');
+  await Promise.race([exited, new Promise((r) => setTimeout(r, 20_000).unref())]);
+  if (running(runner)) runner.kill('SIGKILL');
 }

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
-import { Line, startSample, waitForLog } from './sample-log';
+import { Line, PINNED_SAMPLE_ENV, startSample, stopRunner, waitForLog, waitUntilUp } from './sample-log';
 import { freePort, NatsServer } from '../harness/local-servers';
 
 const SERVICES = ['sites-monitor', 'velocloud-bridge', 'notifier'] as const;
@@ -29,6 +29,7 @@ beforeAll(async () => {
   outboxDir = mkdtempSync(join(tmpdir(), 'eventbus-sample-os-outbox-'));
   const started = startSample(
     {
+      ...PINNED_SAMPLE_ENV,
       EVENTBUS_STORAGE: 'objectstore',
       NATS_URL: nats.url,
       REDIS_URL: `redis://127.0.0.1:${await freePort()}`,
@@ -36,29 +37,19 @@ beforeAll(async () => {
       VELOCLOUD_BRIDGE_PORT: String(ports['velocloud-bridge']),
       NOTIFIER_PORT: String(ports.notifier),
       OUTBOX_DIR: outboxDir,
-      MONITOR_INTERVAL_MS: '2000',
-      SAMPLE_START_TIMEOUT_MS: '40000',
-      FLEET_SEED: '42',
       FLEET_SIZE: '12',
-      BIG_EDGE_EVENTS: '8000',
       REPORT_EVERY_CYCLES: '12',
-      RPC_TIMEOUT_MS: '10000',
-      SAMPLE_SKIP_BUILD: '',
     },
     lines,
     rawTail,
   );
   runner = started.child;
   runnerExit = started.exited;
-  await waitFor('"all services are up"', () => lines.find((l) => l.service === 'run' && /^all services are up/.test(l.msg ?? '')), 110_000);
+  await waitUntilUp(runner, lines, rawTail);
 }, 130_000);
 
 afterAll(async () => {
-  if (runner && runner.exitCode === null && runner.signalCode === null) {
-    runner.kill('SIGTERM');
-    await Promise.race([runnerExit, new Promise((r) => setTimeout(r, 20_000).unref())]);
-  }
-  if (runner && runner.exitCode === null && runner.signalCode === null) runner.kill('SIGKILL');
+  await stopRunner(runner, runnerExit);
   await nats?.dispose();
   if (outboxDir) rmSync(outboxDir, { recursive: true, force: true });
 }, 40_000);

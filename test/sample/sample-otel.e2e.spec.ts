@@ -7,7 +7,7 @@ import { ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Line, startSample, waitForLog } from './sample-log';
+import { Line, PINNED_SAMPLE_ENV, startSample, stopRunner, waitForLog, waitUntilUp } from './sample-log';
 import { freePort, NatsServer, RedisServer } from '../harness/local-servers';
 
 const SERVICES = ['sites-monitor', 'velocloud-bridge', 'notifier'] as const;
@@ -46,6 +46,7 @@ beforeAll(async () => {
   outboxDir = mkdtempSync(join(tmpdir(), 'eventbus-sample-otel-outbox-'));
   const started = startSample(
     {
+      ...PINNED_SAMPLE_ENV,
       OTEL: '1',
       NATS_URL: nats.url,
       REDIS_URL: redis.url,
@@ -57,32 +58,22 @@ beforeAll(async () => {
       NOTIFIER_METRICS_PORT: String(metricsPorts.notifier),
       OTEL_METRICS_PORT: '',
       OUTBOX_DIR: outboxDir,
-      MONITOR_INTERVAL_MS: '2000',
       EVENTBUS_KEY_PREFIX: 'sample-otel-e2e:',
-      SAMPLE_START_TIMEOUT_MS: '40000',
       // The README's cycle: four edges, edge-001 OFFLINE with a big status and e-mail report.
-      FLEET_SEED: '42',
       FLEET_SIZE: '4',
-      BIG_EDGE_EVENTS: '8000',
       REPORT_EVERY_CYCLES: '12',
-      RPC_TIMEOUT_MS: '10000',
       EVENTBUS_STORAGE: 'redis',
-      SAMPLE_SKIP_BUILD: '',
     },
     lines,
     rawTail,
   );
   runner = started.child;
   runnerExit = started.exited;
-  await waitFor('"all services are up"', () => lines.find((l) => l.service === 'run' && /^all services are up/.test(l.msg ?? '')), 110_000);
+  await waitUntilUp(runner, lines, rawTail);
 }, 130_000);
 
 afterAll(async () => {
-  if (runner && runner.exitCode === null && runner.signalCode === null) {
-    runner.kill('SIGTERM');
-    await Promise.race([runnerExit, new Promise((r) => setTimeout(r, 20_000).unref())]);
-  }
-  if (runner && runner.exitCode === null && runner.signalCode === null) runner.kill('SIGKILL');
+  await stopRunner(runner, runnerExit);
   await Promise.all([nats?.dispose(), redis?.dispose()]);
   if (outboxDir) rmSync(outboxDir, { recursive: true, force: true });
 }, 40_000);

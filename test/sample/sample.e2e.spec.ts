@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect } from '@nats-io/transport-node';
 import { EventBus } from '../../lib';
-import { Line, startSample, waitForLog } from './sample-log';
+import { Line, PINNED_SAMPLE_ENV, startSample, stopRunner, waitForLog, waitUntilUp } from './sample-log';
 import { freePort, NatsServer, RedisServer } from '../harness/local-servers';
 import { waitUntil } from '../harness/wait';
 
@@ -60,47 +60,36 @@ beforeAll(async () => {
   outboxDir = mkdtempSync(join(tmpdir(), 'eventbus-sample-outbox-'));
   const started = startSample(
     {
+      ...PINNED_SAMPLE_ENV,
       NATS_URL: nats.url,
       REDIS_URL: redis.url,
       SITES_MONITOR_PORT: String(ports['sites-monitor']),
       VELOCLOUD_BRIDGE_PORT: String(ports['velocloud-bridge']),
       NOTIFIER_PORT: String(ports.notifier),
       OUTBOX_DIR: outboxDir,
-      MONITOR_INTERVAL_MS: '2000',
       EVENTBUS_KEY_PREFIX: 'sample-e2e:',
-      SAMPLE_START_TIMEOUT_MS: '40000',
-      // Pinned, so a developer's own settings cannot change what the test expects.
-      FLEET_SEED: '42',
       FLEET_SIZE: '12',
-      BIG_EDGE_EVENTS: '8000',
       // An e-mail (claim-checked) every other cycle, so some are published while the notifier is down.
       REPORT_EVERY_CYCLES: '2',
-      RPC_TIMEOUT_MS: '10000',
       // A killed notifier's unfinished message comes back after 5 s, not the default 30 s.
       NOTIFIER_ACK_WAIT_MS: '5000',
       // Each handler waits this long after writing: the window in which the test kills the notifier.
       NOTIFIER_CONFIRM_DELAY_MS: '1500',
       // Down long enough for two monitoring cycles to publish to nobody.
       SAMPLE_RESTART_DELAY_MS: '4000',
-      SAMPLE_SKIP_BUILD: '',
     },
     lines,
     rawTail,
   );
   runner = started.child;
   runnerExit = started.exited;
-  // Building the library and the sample takes most of this on a slow machine.
-  await waitFor('"all services are up"', () => lines.find((l) => l.service === 'run' && /^all services are up/.test(l.msg ?? '')), 110_000);
+  await waitUntilUp(runner, lines, rawTail);
 }, 130_000);
 
 afterAll(async () => {
   // Only when the test failed half-way: nothing may outlive it.
-  if (runner && runner.exitCode === null && runner.signalCode === null) {
-    runner.kill('SIGTERM');
-    await within(runnerExit, 20_000);
-  }
+  await stopRunner(runner, runnerExit);
   for (const pid of startedPids()) if (alive(pid)) process.kill(pid, 'SIGKILL');
-  if (runner && runner.exitCode === null && runner.signalCode === null) runner.kill('SIGKILL');
   await Promise.all([nats?.dispose(), redis?.dispose()]);
   if (outboxDir) rmSync(outboxDir, { recursive: true, force: true });
 }, 40_000);
