@@ -148,14 +148,16 @@ async function withServers(fn, { jetstream = false } = {}) {
 }
 
 /**
- * Runs `runSide(side, round)` for each round and side, interleaved: A B C A B C ... With
+ * Runs `runSide(side, round)` for each round and side, interleaved and rotated: A B C, B C A, C A B ... With
  * `warmup`, one round first that is not counted: JIT and connection warm-up land there, so the
  * counted rounds measure the steady state a long-running service is in.
  */
 async function interleave(sides, runSide, rounds = ROUNDS, { warmup = false } = {}) {
   const perSide = Object.fromEntries(sides.map((s) => [s, []]));
   for (let r = warmup ? -1 : 0; r < rounds; r++) {
-    for (const side of sides) {
+    // Each round starts one side later: no side always runs first, or always right after the slowest.
+    const start = Math.max(r, 0) % sides.length;
+    for (const side of [...sides.slice(start), ...sides.slice(0, start)]) {
       const v = await runSide(side, r);
       log(`  ${r < 0 ? 'warm-up' : `round ${r + 1}`} ${side}: ${JSON.stringify(v)}`);
       if (r >= 0) perSide[side].push(v);
