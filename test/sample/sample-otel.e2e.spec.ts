@@ -29,6 +29,27 @@ const waitFor = <T>(what: string, check: () => T | undefined | false, timeoutMs:
 const spans = (traceId: string) => lines.filter((l) => l.hop === 'span' && l.trace_id === traceId);
 const span = (traceId: string, service: Service, name: string) => spans(traceId).filter((l) => l.service === service && l.msg === name);
 
+/** The trace as the README draws it: a span a line, under its parent, in start order. */
+function drawTrace(traceId: string): string {
+  const all = spans(traceId).sort((a, b) => a.start_ms - b.start_ms);
+  const out: string[] = [];
+  const draw = (parent: string | undefined, depth: number) => {
+    for (const s of all.filter((x) => x.parent_span_id === parent)) {
+      const a = s.attributes ?? {};
+      const bytes = a['eventbus.claimcheck.bytes'] ?? a['messaging.message.body.size'];
+      const group = a['messaging.consumer.group.name'];
+      const extra = [bytes !== undefined ? `${bytes} B` : '', group ? `group ${group}` : ''].filter(Boolean).join(', ');
+      const name = `${'  '.repeat(depth)}${s.msg}`.padEnd(48);
+      out.push(
+        `${name} ${String(s.kind).padEnd(8)} ${String(s.service).padEnd(16)} ${s.duration_ms.toFixed(2).padStart(8)} ms  ${extra}`.trimEnd(),
+      );
+      draw(s.span_id, depth + 1);
+    }
+  };
+  draw(undefined, 0);
+  return out.join('\n');
+}
+
 /** The value of the Prometheus sample `name` whose labels include `destination`, or undefined. */
 function sample(metrics: string, name: string, destination: string): number | undefined {
   const line = metrics
@@ -144,6 +165,11 @@ test('one monitoring cycle is one trace across the three services, claim-checked
   expect(emailRecover.attributes['eventbus.claimcheck.bytes']).toBe(emailStore.attributes['eventbus.claimcheck.bytes']);
   const [slack] = span(traceId, 'notifier', 'process notification.slack.request');
   expect(slack).toMatchObject({ kind: 'CONSUMER', attributes: { 'messaging.consumer.group.name': 'notifier-slack' } });
+
+  const slackSend = span(traceId, 'sites-monitor', 'send notification.slack.request')[0];
+  expect(slackSend).toMatchObject({ kind: 'PRODUCER', parent_span_id: cycle.span_id });
+  expect(slackSend.attributes['messaging.message.body.size']).toBeGreaterThan(0);
+  process.stdout.write(`[sample-otel] trace ${traceId}\n${drawTrace(traceId)}\n`);
 
   // The services' own log lines written while handling this cycle's messages carry the same id.
   for (const service of SERVICES) {
