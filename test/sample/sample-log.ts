@@ -1,5 +1,6 @@
 import { ChildProcess, spawn } from 'node:child_process';
 import { join, resolve } from 'node:path';
+import { freePort } from '../harness/local-servers';
 import { waitUntil } from '../harness/wait';
 
 /**
@@ -14,6 +15,27 @@ export const PINNED_SAMPLE_ENV: NodeJS.ProcessEnv = {
   RPC_TIMEOUT_MS: '10000',
   SAMPLE_SKIP_BUILD: '',
 };
+
+export const SAMPLE_SERVICES = ['sites-monitor', 'velocloud-bridge', 'notifier'] as const;
+export type SampleService = (typeof SAMPLE_SERVICES)[number];
+
+/** A free loopback port for each service. */
+export async function freeServicePorts(): Promise<Record<SampleService, number>> {
+  return { 'sites-monitor': await freePort(), 'velocloud-bridge': await freePort(), notifier: await freePort() };
+}
+
+/** What a test run of the sample always sets: the pinned settings, its servers, its ports and its outbox. */
+export function sampleEnv(natsUrl: string, redisUrl: string, ports: Record<SampleService, number>, outboxDir: string): NodeJS.ProcessEnv {
+  return {
+    ...PINNED_SAMPLE_ENV,
+    NATS_URL: natsUrl,
+    REDIS_URL: redisUrl,
+    SITES_MONITOR_PORT: String(ports['sites-monitor']),
+    VELOCLOUD_BRIDGE_PORT: String(ports['velocloud-bridge']),
+    NOTIFIER_PORT: String(ports.notifier),
+    OUTBOX_DIR: outboxDir,
+  };
+}
 
 /** One JSON log line of the sample (or `{ service: 'unparsed', msg }`). */
 export type Line = Record<string, any>;

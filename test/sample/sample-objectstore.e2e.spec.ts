@@ -7,14 +7,22 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
-import { Line, PINNED_SAMPLE_ENV, startSample, stopRunner, waitForLog, waitUntilUp } from './sample-log';
+import {
+  freeServicePorts,
+  Line,
+  SAMPLE_SERVICES,
+  SampleService,
+  sampleEnv,
+  startSample,
+  stopRunner,
+  waitForLog,
+  waitUntilUp,
+} from './sample-log';
 import { freePort, NatsServer } from '../harness/local-servers';
-
-const SERVICES = ['sites-monitor', 'velocloud-bridge', 'notifier'] as const;
 
 let nats: NatsServer;
 let outboxDir: string;
-let ports: Record<(typeof SERVICES)[number], number>;
+let ports: Record<SampleService, number>;
 let runner: ChildProcess | undefined;
 let runnerExit: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 const lines: Line[] = [];
@@ -25,18 +33,12 @@ const waitFor = <T>(what: string, check: () => T | undefined | false, timeoutMs:
 
 beforeAll(async () => {
   nats = await NatsServer.start({ jetstream: true });
-  ports = { 'sites-monitor': await freePort(), 'velocloud-bridge': await freePort(), notifier: await freePort() };
+  ports = await freeServicePorts();
   outboxDir = mkdtempSync(join(tmpdir(), 'eventbus-sample-os-outbox-'));
   const started = startSample(
     {
-      ...PINNED_SAMPLE_ENV,
+      ...sampleEnv(nats.url, `redis://127.0.0.1:${await freePort()}`, ports, outboxDir),
       EVENTBUS_STORAGE: 'objectstore',
-      NATS_URL: nats.url,
-      REDIS_URL: `redis://127.0.0.1:${await freePort()}`,
-      SITES_MONITOR_PORT: String(ports['sites-monitor']),
-      VELOCLOUD_BRIDGE_PORT: String(ports['velocloud-bridge']),
-      NOTIFIER_PORT: String(ports.notifier),
-      OUTBOX_DIR: outboxDir,
       FLEET_SIZE: '12',
       REPORT_EVERY_CYCLES: '12',
     },
@@ -56,7 +58,7 @@ afterAll(async () => {
 
 test('no Redis: /_health is up, and a cycle carries a large status reply and a large e-mail through the object store', async () => {
   expect(lines.some((l) => l.service === 'run' && /Redis is not used/.test(l.msg ?? ''))).toBe(true);
-  for (const name of SERVICES) {
+  for (const name of SAMPLE_SERVICES) {
     const res = await fetch(`http://127.0.0.1:${ports[name]}/_health`);
     expect({ name, status: res.status }).toEqual({ name, status: 200 });
     const body = (await res.json()) as { info: Record<string, { status: string }> };

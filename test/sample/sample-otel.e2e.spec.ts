@@ -7,17 +7,24 @@ import { ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Line, PINNED_SAMPLE_ENV, startSample, stopRunner, waitForLog, waitUntilUp } from './sample-log';
-import { freePort, NatsServer, RedisServer } from '../harness/local-servers';
-
-const SERVICES = ['sites-monitor', 'velocloud-bridge', 'notifier'] as const;
-type Service = (typeof SERVICES)[number];
+import {
+  freeServicePorts,
+  Line,
+  SAMPLE_SERVICES,
+  SampleService,
+  sampleEnv,
+  startSample,
+  stopRunner,
+  waitForLog,
+  waitUntilUp,
+} from './sample-log';
+import { NatsServer, RedisServer } from '../harness/local-servers';
 
 let nats: NatsServer;
 let redis: RedisServer;
 let outboxDir: string;
-const ports = {} as Record<Service, number>;
-const metricsPorts = {} as Record<Service, number>;
+let ports: Record<SampleService, number>;
+let metricsPorts: Record<SampleService, number>;
 let runner: ChildProcess | undefined;
 let runnerExit: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 const lines: Line[] = [];
@@ -27,7 +34,8 @@ const waitFor = <T>(what: string, check: () => T | undefined | false, timeoutMs:
   waitForLog(runner, rawTail, what, check, timeoutMs);
 
 const spans = (traceId: string) => lines.filter((l) => l.hop === 'span' && l.trace_id === traceId);
-const span = (traceId: string, service: Service, name: string) => spans(traceId).filter((l) => l.service === service && l.msg === name);
+const span = (traceId: string, service: SampleService, name: string) =>
+  spans(traceId).filter((l) => l.service === service && l.msg === name);
 
 /** The trace as the README draws it: a span a line, under its parent, in start order. */
 function drawTrace(traceId: string): string {
@@ -60,25 +68,17 @@ function sample(metrics: string, name: string, destination: string): number | un
 
 beforeAll(async () => {
   [nats, redis] = await Promise.all([NatsServer.start(), RedisServer.start()]);
-  for (const name of SERVICES) {
-    ports[name] = await freePort();
-    metricsPorts[name] = await freePort();
-  }
+  ports = await freeServicePorts();
+  metricsPorts = await freeServicePorts();
   outboxDir = mkdtempSync(join(tmpdir(), 'eventbus-sample-otel-outbox-'));
   const started = startSample(
     {
-      ...PINNED_SAMPLE_ENV,
+      ...sampleEnv(nats.url, redis.url, ports, outboxDir),
       OTEL: '1',
-      NATS_URL: nats.url,
-      REDIS_URL: redis.url,
-      SITES_MONITOR_PORT: String(ports['sites-monitor']),
-      VELOCLOUD_BRIDGE_PORT: String(ports['velocloud-bridge']),
-      NOTIFIER_PORT: String(ports.notifier),
       SITES_MONITOR_METRICS_PORT: String(metricsPorts['sites-monitor']),
       VELOCLOUD_BRIDGE_METRICS_PORT: String(metricsPorts['velocloud-bridge']),
       NOTIFIER_METRICS_PORT: String(metricsPorts.notifier),
       OTEL_METRICS_PORT: '',
-      OUTBOX_DIR: outboxDir,
       EVENTBUS_KEY_PREFIX: 'sample-otel-e2e:',
       // The README's cycle: four edges, edge-001 OFFLINE with a big status and e-mail report.
       FLEET_SIZE: '4',
@@ -172,14 +172,14 @@ test('one monitoring cycle is one trace across the three services, claim-checked
   process.stdout.write(`[sample-otel] trace ${traceId}\n${drawTrace(traceId)}\n`);
 
   // The services' own log lines written while handling this cycle's messages carry the same id.
-  for (const service of SERVICES) {
+  for (const service of SAMPLE_SERVICES) {
     const tagged = lines.filter((l) => l.service === service && l.hop !== 'span' && l.trace_id === traceId);
     expect({ service, tagged: tagged.length > 0 }).toEqual({ service, tagged: true });
   }
 });
 
 test('each service serves Prometheus /metrics with what its bus sent, consumed and claim-checked', async () => {
-  const scrape = async (service: Service) => {
+  const scrape = async (service: SampleService) => {
     const res = await fetch(`http://127.0.0.1:${metricsPorts[service]}/metrics`);
     expect({ service, status: res.status }).toEqual({ service, status: 200 });
     return res.text();

@@ -10,17 +10,26 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect } from '@nats-io/transport-node';
 import { EventBus } from '../../lib';
-import { Line, PINNED_SAMPLE_ENV, startSample, stopRunner, waitForLog, waitUntilUp } from './sample-log';
+import {
+  freeServicePorts,
+  Line,
+  SAMPLE_SERVICES,
+  SampleService,
+  sampleEnv,
+  startSample,
+  stopRunner,
+  waitForLog,
+  waitUntilUp,
+} from './sample-log';
 import { freePort, NatsServer, RedisServer } from '../harness/local-servers';
 import { waitUntil } from '../harness/wait';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
-const SERVICES = ['sites-monitor', 'velocloud-bridge', 'notifier'] as const;
 
 let nats: NatsServer;
 let redis: RedisServer;
 let outboxDir: string;
-let ports: Record<(typeof SERVICES)[number], number>;
+let ports: Record<SampleService, number>;
 let runner: ChildProcess | undefined;
 let runnerExit: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 const lines: Line[] = [];
@@ -56,17 +65,11 @@ const startedPids = () =>
 
 beforeAll(async () => {
   [nats, redis] = await Promise.all([NatsServer.start(), RedisServer.start()]);
-  ports = { 'sites-monitor': await freePort(), 'velocloud-bridge': await freePort(), notifier: await freePort() };
+  ports = await freeServicePorts();
   outboxDir = mkdtempSync(join(tmpdir(), 'eventbus-sample-outbox-'));
   const started = startSample(
     {
-      ...PINNED_SAMPLE_ENV,
-      NATS_URL: nats.url,
-      REDIS_URL: redis.url,
-      SITES_MONITOR_PORT: String(ports['sites-monitor']),
-      VELOCLOUD_BRIDGE_PORT: String(ports['velocloud-bridge']),
-      NOTIFIER_PORT: String(ports.notifier),
-      OUTBOX_DIR: outboxDir,
+      ...sampleEnv(nats.url, redis.url, ports, outboxDir),
       EVENTBUS_KEY_PREFIX: 'sample-e2e:',
       FLEET_SIZE: '12',
       // An e-mail (claim-checked) every other cycle, so some are published while the notifier is down.
@@ -95,7 +98,7 @@ afterAll(async () => {
 }, 40_000);
 
 test('every service answers /_health with 200 on its configured port', async () => {
-  for (const name of SERVICES) {
+  for (const name of SAMPLE_SERVICES) {
     const res = await fetch(`http://127.0.0.1:${ports[name]}/_health`);
     expect({ name, status: res.status }).toEqual({ name, status: 200 });
     const body = (await res.json()) as { status: string; info: Record<string, { status: string }> };
@@ -107,7 +110,7 @@ test('every service answers /_health with 200 on its configured port', async () 
     else expect(body.info.jetstream).toEqual({ status: 'up' });
   }
   // Each service says where it listens (0.0.0.0 and the port from the environment).
-  for (const name of SERVICES) {
+  for (const name of SAMPLE_SERVICES) {
     const listening = lines.find((l) => l.service === name && l.hop === 'listening');
     expect(listening).toMatchObject({ port: ports[name] });
     expect(listening!.msg).toContain('0.0.0.0');
@@ -189,7 +192,8 @@ test('one full monitoring cycle: list, statuses (a large one through claim-check
 
   // Nothing went wrong anywhere.
   const errors = lines.filter(
-    (l) => (SERVICES as readonly string[]).includes(l.service) && (l.level === 'error' || l.level === 'fatal' || l.level === 'stderr'),
+    (l) =>
+      (SAMPLE_SERVICES as readonly string[]).includes(l.service) && (l.level === 'error' || l.level === 'fatal' || l.level === 'stderr'),
   );
   expect(errors).toEqual([]);
 });
@@ -334,7 +338,7 @@ test('SIGTERM stops every service cleanly and leaves no process behind', async (
   runner!.kill('SIGTERM');
   const exit = await within(runnerExit, 30_000);
   expect(exit).toEqual({ code: 0, signal: null });
-  for (const name of SERVICES) {
+  for (const name of SAMPLE_SERVICES) {
     expect(lines.some((l) => l.service === 'run' && l.msg === `${name} stopped`)).toBe(true);
   }
   // The monitor let its running cycle finish before its bus closed.
@@ -380,12 +384,14 @@ test('Ctrl-C (SIGINT to the whole process group) with servers of its own: servic
     const after = own.slice(shutdownFrom);
     const at = (msg: string) => after.findIndex((l) => l.service === 'run' && l.msg === msg);
     // Every service stopped before either server did.
-    const lastService = Math.max(...SERVICES.map((s) => at(`${s} stopped`)));
-    expect(Math.min(...SERVICES.map((s) => at(`${s} stopped`)))).toBeGreaterThanOrEqual(0);
+    const lastService = Math.max(...SAMPLE_SERVICES.map((s) => at(`${s} stopped`)));
+    expect(Math.min(...SAMPLE_SERVICES.map((s) => at(`${s} stopped`)))).toBeGreaterThanOrEqual(0);
     expect(at('nats-server stopped')).toBeGreaterThan(lastService);
     expect(at('redis-server stopped')).toBeGreaterThan(lastService);
     // The servers were there while the services drained: none of them saw NATS or Redis go away.
-    const lostServer = after.filter((l) => SERVICES.includes(l.service) && /disconnected from|Redis connection error/.test(l.msg ?? ''));
+    const lostServer = after.filter(
+      (l) => SAMPLE_SERVICES.includes(l.service) && /disconnected from|Redis connection error/.test(l.msg ?? ''),
+    );
     expect(lostServer).toEqual([]);
     for (const pid of pids) expect({ pid, alive: alive(pid) }).toEqual({ pid, alive: false });
     // It started with a fresh outbox: the first run's (same OUTBOX_DIR) was moved aside, whole.
