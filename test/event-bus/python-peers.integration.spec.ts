@@ -19,16 +19,27 @@ describe('mixed fleets: running beside the Python services (legacy keyPrefix "")
     return (await buses.withRedis(nats.url, redisServer.url, '', opts)).bus;
   }
 
+  /**
+   * The Python service is another process, with its own CPU: here it shares this test's one event
+   * loop with the publisher and the subscriber, where parsing or hashing a 1.5 MiB body elsewhere
+   * can hold our subscriber's callback for milliseconds while the peer's GET and DEL go through
+   * (that failed about one run in ten). Its GET therefore leaves a few ms after the envelope
+   * arrives, as a remote service's would; bodies that wait for a handler slot still wait hundreds of ms.
+   */
+  const PEER_LATENCY_MS = 10;
+
   /** What the Python subscriber did with a stored message: GET the bare token, then DEL it. */
   function deleteOnReadPeer(subject: string): { reads: number; stop: () => void } {
     const state = { reads: 0, stop: () => sub.unsubscribe() };
     const sub = raw.subscribe(subject, {
       callback: (_e, m) => {
         const envelope = JSON.parse(m.string()) as { token: string; is_stored: boolean };
-        void redis.getBuffer(envelope.token).then(async (body) => {
-          if (body) state.reads++;
-          await redis.del(envelope.token);
-        });
+        setTimeout(() => {
+          void redis.getBuffer(envelope.token).then(async (body) => {
+            if (body) state.reads++;
+            await redis.del(envelope.token);
+          });
+        }, PEER_LATENCY_MS);
       },
     });
     return state;
