@@ -7,7 +7,7 @@ import { waitUntil } from '../harness/wait';
  * Settings every e2e run of the sample pins, so a developer's own environment cannot change what
  * a test expects: a cycle every 2 s, the seeded fleet with one big edge, and a fresh build.
  */
-export const PINNED_SAMPLE_ENV: NodeJS.ProcessEnv = {
+const PINNED_SAMPLE_ENV: NodeJS.ProcessEnv = {
   MONITOR_INTERVAL_MS: '2000',
   SAMPLE_START_TIMEOUT_MS: '40000',
   FLEET_SEED: '42',
@@ -114,7 +114,7 @@ export function waitUntilUp(runner: ChildProcess, lines: Line[], rawTail: string
 }
 
 /** True while `runner` has neither exited nor been killed. */
-export const running = (runner: ChildProcess | undefined): runner is ChildProcess =>
+const running = (runner: ChildProcess | undefined): runner is ChildProcess =>
   !!runner && runner.exitCode === null && runner.signalCode === null;
 
 /** Only when a test failed half-way is run.js still running: SIGTERM, up to 20 s to stop, then SIGKILL. */
