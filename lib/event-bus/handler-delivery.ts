@@ -65,7 +65,7 @@ export class HandlerDelivery {
       return this.badInput(subject, reply, err, `dropped message on "${subject}"`);
     }
     if (!decoded.envelope)
-      return this.run(handler, decoded.payload, { subject, reply, headers: msg.headers, recovered: false, ...durable });
+      return this.run(handler, decoded.payload, new MessageContext({ subject, reply, headers: msg.headers, recovered: false, ...durable }));
     const envelope = decoded.envelope;
     // Recovery on receipt already fetched it (or is fetching it).
     if (held?.prefetched) return this.recover(msg, handler, subject, reply, envelope, held, durable);
@@ -95,7 +95,11 @@ export class HandlerDelivery {
         } catch (err) {
           return this.badInput(subject, reply, err, `dropped message on "${subject}" (token ${envelope.token})`);
         }
-        return this.run(handler, payload, { subject, reply, headers: msg.headers, recovered: true, token: envelope.token, ...durable });
+        return this.run(
+          handler,
+          payload,
+          new MessageContext({ subject, reply, headers: msg.headers, recovered: true, token: envelope.token, ...durable }),
+        );
       },
       (err) =>
         this.badInput(

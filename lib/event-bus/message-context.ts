@@ -1,7 +1,26 @@
 import type { MsgHdrs } from '../nats/bus-connection';
 
-/** What a handler learns about the message besides its payload. */
-export interface MessageContext {
+/** The fields of a `MessageContext`, as the bus (or a test) gives them. */
+export interface MessageContextInit {
+  subject: string;
+  reply?: string;
+  headers?: MsgHdrs;
+  recovered: boolean;
+  token?: string;
+  deliveryCount?: number;
+  stream?: string;
+  seq?: number;
+}
+
+/**
+ * What a handler learns about the message besides its payload.
+ *
+ * A class, not an interface, as Nest's own `NatsContext` is: a type in a decorated signature must
+ * be a value under `isolatedModules` + `emitDecoratorMetadata` (what `nest new` generates), so
+ * `ctx: MessageContext` on a `@Subscribe` method compiles with a plain `import`. Tests of a handler
+ * can build one: `new MessageContext({ subject: 'edge.list.request', recovered: false })`.
+ */
+export class MessageContext {
   /** The subject the message arrived on. */
   subject: string;
   /** The reply inbox when the message is a request; the handler's return value is sent there. */
@@ -18,6 +37,18 @@ export interface MessageContext {
   stream?: string;
   /** Durable subscriptions: the message's sequence number in `stream`. */
   seq?: number;
+
+  constructor(init: MessageContextInit) {
+    this.subject = init.subject;
+    this.recovered = init.recovered;
+    // Only the fields that apply, so a logged or compared context shows no empty keys.
+    if (init.reply !== undefined) this.reply = init.reply;
+    if (init.headers !== undefined) this.headers = init.headers;
+    if (init.token !== undefined) this.token = init.token;
+    if (init.deliveryCount !== undefined) this.deliveryCount = init.deliveryCount;
+    if (init.stream !== undefined) this.stream = init.stream;
+    if (init.seq !== undefined) this.seq = init.seq;
+  }
 }
 
 /** A message handler: plain or async. For a request, the return value is the reply. */
