@@ -34,8 +34,18 @@ export type RedisConnectionOptions =
  * own, it need not be installed.
  */
 function loadIoredis(): typeof import('ioredis') {
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
-  return require('ioredis');
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    return require('ioredis');
+  } catch (err) {
+    // Only ioredis itself missing gets the hint; a broken install of it fails as it is.
+    if ((err as { code?: string }).code !== 'MODULE_NOT_FOUND' || !/'ioredis'/.test((err as Error).message)) throw err;
+    throw new InvalidOptionsError(
+      'storage.redis',
+      'needs the ioredis package, which is not installed: run `npm install ioredis` (or use storage.objectStore, which needs no Redis)',
+      { cause: err },
+    );
+  }
 }
 
 function createRedisConnection(o: RedisConnectionOptions): Redis | Cluster {

@@ -16,7 +16,7 @@ import {
 } from '@nats-io/jetstream';
 import { errors as natsErrors, nanos, type MsgHdrs, type NatsConnection } from '@nats-io/transport-node';
 import { InvalidOptionsError, NotConnectedError, NotPersistedError } from '../errors/event-bus.errors';
-import { retryWhenTimedOut } from './nats-errors';
+import { replicasRefusal, retryWhenTimedOut } from './nats-errors';
 
 /** What the stream said when it stored a persisted publish. */
 export interface PersistAck {
@@ -120,6 +120,8 @@ export class JetStreamLink {
       return await retryWhenTimedOut(() => this.reconcileStream(spec, wanted, true));
     } catch (err) {
       if (err instanceof JetStreamApiError) {
+        const replicas = replicasRefusal(err, `jetstream.streams (${spec.name}).replicas`, spec.replicas ?? 1);
+        if (replicas) throw replicas;
         throw new InvalidOptionsError(`jetstream.streams (${spec.name})`, `the server refused the stream: ${err.message}`, { cause: err });
       }
       throw asNotConnected(`could not ensure stream ${spec.name}`, err);

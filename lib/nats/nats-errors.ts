@@ -48,3 +48,21 @@ export async function retryWhenTimedOut<T>(op: () => Promise<T>, attempts = CREA
     }
   }
 }
+
+// JetStream's "replicas > 1 not supported in non-clustered mode" (and "insufficient resources" on
+// a cluster smaller than the replica count).
+const REPLICAS_REFUSED = new Set([10074, 10023]);
+
+/**
+ * For a create that JetStream refused because it cannot place `replicas` copies: what to change,
+ * naming the option. Undefined for any other refusal.
+ */
+export function replicasRefusal(err: unknown, option: string, replicas: number): InvalidOptionsError | undefined {
+  const apiError = (err as { apiError?: () => { err_code?: number; description?: string } }).apiError?.();
+  if (!apiError?.err_code || !REPLICAS_REFUSED.has(apiError.err_code)) return undefined;
+  return new InvalidOptionsError(
+    option,
+    `is ${replicas}, which the server cannot place (JetStream ${apiError.err_code}: ${apiError.description}); a single nats-server keeps 1 replica, so use 1 there and 3 only on a cluster of 3 or more`,
+    { cause: err },
+  );
+}

@@ -8,7 +8,7 @@ import { nanos } from '@nats-io/transport-node';
 import { InvalidOptionsError, MessageStorageError } from '../errors/event-bus.errors';
 import { withTimeout } from '../shared/deadline';
 import type { BusConnection } from './bus-connection';
-import { retryWhenTimedOut } from './nats-errors';
+import { replicasRefusal, retryWhenTimedOut } from './nats-errors';
 
 // Node's crypto hashes several times faster than the pure-JS default; process-wide, set once.
 setSha256Backend('native');
@@ -85,6 +85,8 @@ export class ObjectStoreBucket {
       return new ObjectStoreBucket(store, jsm, config);
     } catch (err) {
       if (err instanceof InvalidOptionsError) throw err;
+      const replicas = replicasRefusal(err, 'storage.objectStore.replicas', config.replicas);
+      if (replicas) throw replicas;
       const message = describe(err);
       const hint = NO_JETSTREAM.test(message) ? ' (is JetStream enabled on the server? nats-server -js)' : '';
       throw new MessageStorageError(`could not create or update object store bucket "${config.bucket}": ${message}${hint}`, { cause: err });

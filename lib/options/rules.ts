@@ -52,11 +52,23 @@ export function storageManager<T>(option: string, value: unknown): T {
 export function knownKeys(where: string, value: object, known: readonly string[]): void {
   for (const key of Object.keys(value)) {
     if (known.includes(key)) continue;
-    const closest = known.reduce((best, k) => (distance(key, k) < distance(key, best) ? k : best), known[0]);
     const option = where ? `${where}.${key}` : key;
-    const hint = distance(key, closest) <= Math.max(2, Math.floor(closest.length / 3)) ? `; did you mean "${closest}"?` : '';
+    const closest = suggestion(key, known);
+    const hint = closest ? `; did you mean "${closest}"?` : '';
     throw new InvalidOptionsError(option, `is not an option${hint} (known: ${known.join(', ')})`);
   }
+}
+
+/**
+ * The known key a typo most likely meant: one that differs by a unit suffix (`ttl` for
+ * `ttlSeconds`, `timeout` for `timeoutMs`), else the nearest by edit distance, if near enough.
+ */
+function suggestion(key: string, known: readonly string[]): string | undefined {
+  const lower = key.toLowerCase();
+  const unitless = known.find((k) => /(Ms|Seconds)$/.test(k) && k.replace(/(Ms|Seconds)$/, '').toLowerCase() === lower);
+  if (unitless) return unitless;
+  const closest = known.reduce((best, k) => (distance(key, k) < distance(key, best) ? k : best), known[0]);
+  return distance(key, closest) <= Math.max(2, Math.floor(closest.length / 3)) ? closest : undefined;
 }
 
 // Edit distance, for the suggestion only (option names are short).

@@ -122,6 +122,27 @@ describe('EventBusModule with storage: { objectStore } (no Redis)', () => {
     expect((err as InvalidOptionsError).option).toBe(option);
   });
 
+  // Issue 25: the production snippet's replicas: 3 on a single dev server named JetStream 10074 only.
+  it('replicas the server cannot place fail bootstrap naming storage.objectStore.replicas and what to use', async () => {
+    const err = await bootError({ nats: { servers: nats.url }, storage: { objectStore: { bucket: 'osm-r3', replicas: 3 } } });
+    expect(err).toBeInstanceOf(InvalidOptionsError);
+    expect(err).toMatchObject({ code: 'INVALID_OPTIONS', option: 'storage.objectStore.replicas' });
+    expect((err as Error).message).toMatch(
+      /is 3, which the server cannot place \(JetStream 10074: .*non-clustered.*\); a single nats-server keeps 1 replica/,
+    );
+  });
+
+  it("stream replicas the server cannot place fail bootstrap naming the stream's replicas", async () => {
+    const err = await bootError({
+      nats: { servers: nats.url },
+      storage: { objectStore: { bucket: 'osm-r1', ttlSeconds: 600 } },
+      jetstream: { streams: [{ name: 'OSM_R3', subjects: ['osm.r3.>'], maxAgeSeconds: 60, replicas: 3 }] },
+    });
+    expect(err).toBeInstanceOf(InvalidOptionsError);
+    expect((err as InvalidOptionsError).option).toBe('jetstream.streams (OSM_R3).replicas');
+    expect((err as Error).message).toMatch(/JetStream 10074/);
+  });
+
   it('the ioredis trap is live: a Redis storage form does load it', async () => {
     const err = await bootError({ nats: { servers: nats.url }, storage: { redis: { url: 'redis://127.0.0.1:1' } } });
     expect(String((err as Error)?.message)).toMatch(/ioredis was loaded/);

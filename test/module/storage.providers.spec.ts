@@ -77,3 +77,32 @@ describe('storage provider factory paths', () => {
     expect(() => toRedisModuleOptions({ redis: {} })).toThrow(/storage\.redis/);
   });
 });
+
+describe('storage.redis without ioredis installed', () => {
+  afterEach(() => jest.dontMock('ioredis'));
+
+  it('fails bootstrap with InvalidOptionsError naming storage.redis and how to install it', () => {
+    jest.isolateModules(() => {
+      // As Node fails a require of a package that is not installed.
+      jest.doMock('ioredis', () => {
+        throw Object.assign(new Error("Cannot find module 'ioredis'"), { code: 'MODULE_NOT_FOUND' });
+      });
+      // eslint-disable-next-line @typescript-eslint/no-require-imports
+      const isolated = require('../../lib/module/storage.providers') as typeof import('../../lib/module/storage.providers');
+      // eslint-disable-next-line @typescript-eslint/no-require-imports
+      const errors = require('../../lib/errors/event-bus.errors') as typeof import('../../lib/errors/event-bus.errors');
+      const make = (isolated.redisConnectionProvider as { useFactory: (o: EventBusModuleOptions) => unknown }).useFactory;
+      let err: unknown;
+      try {
+        make({ nats, storage: { redis: { url: 'redis://127.0.0.1:6379' } } } as EventBusModuleOptions);
+      } catch (e) {
+        err = e;
+      }
+      expect(err).toBeInstanceOf(errors.InvalidOptionsError);
+      expect(err).toMatchObject({ code: 'INVALID_OPTIONS', option: 'storage.redis' });
+      expect((err as Error).message).toMatch(/needs the ioredis package.*npm install ioredis.*storage\.objectStore/);
+      // Without Redis storage, ioredis is never asked for.
+      expect(make({ nats, storage: { objectStore: {} } } as EventBusModuleOptions)).toBeNull();
+    });
+  });
+});

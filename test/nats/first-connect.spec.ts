@@ -44,15 +44,31 @@ describe('first connect: waiting for a NATS that starts late', () => {
     }
   });
 
-  it('gives up after firstConnectTimeoutMs with NotConnectedError naming the option', async () => {
-    const bus = busOn(await freePort(), 1000);
+  it('gives up after firstConnectTimeoutMs with NotConnectedError naming the address tried and the option', async () => {
+    const port = await freePort();
+    const bus = busOn(port, 1000);
     const started = Date.now();
     const err = await bus.connect().catch((e: unknown) => e);
     const elapsed = Date.now() - started;
     expect(err).toBeInstanceOf(NotConnectedError);
-    expect((err as Error).message).toMatch(/could not connect to NATS.*"nats".*refused/);
+    expect((err as Error).message).toBe(
+      `could not connect to NATS at nats://127.0.0.1:${port} (option "nats.servers"): connection refused`,
+    );
     expect(elapsed).toBeGreaterThanOrEqual(600);
     expect(elapsed).toBeLessThan(3000);
+  });
+
+  it('names every server tried, without the credentials in their URLs', async () => {
+    const [a, b] = [await freePort(), await freePort()];
+    const bus = new EventBus({
+      nats: { servers: [`nats://app:s3cret@127.0.0.1:${a}`, `127.0.0.1:${b}`], pass: 'other-secret' },
+      firstConnectTimeoutMs: 0,
+    });
+    buses.push(bus);
+    const err = (await bus.connect().catch((e: unknown) => e)) as Error;
+    expect(err).toBeInstanceOf(NotConnectedError);
+    expect(err.message).toContain(`at nats://***@127.0.0.1:${a}, 127.0.0.1:${b} (option "nats.servers")`);
+    expect(err.message).not.toMatch(/s3cret|other-secret|app:/);
   });
 
   it('firstConnectTimeoutMs: 0 tries once and fails at once', async () => {

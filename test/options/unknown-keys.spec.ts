@@ -42,10 +42,12 @@ describe('options: unknown keys and wrong types are refused', () => {
     expect(
       refusal(() => EventBusModule.forRoot({ nats: { servers: nats.url }, health: { path: 'h', timeoutMS: 5 } as never })).option,
     ).toBe('health.timeoutMS');
-    for (const [options, option] of [
-      [{ nats: { servers: nats.url }, storage: { redis: { url: 'redis://127.0.0.1:1' }, ttl: 5 } }, 'storage.ttl'],
-      [{ nats: { servers: nats.url }, storage: { useFactory: () => null, injects: [] } }, 'storage.injects'],
-      [{ nats: { servers: nats.url }, rpcTimeout: 5 }, 'rpcTimeout'],
+    for (const [options, option, hint] of [
+      // A key without its unit suffix gets the suffixed one suggested (issue 25).
+      [{ nats: { servers: nats.url }, storage: { redis: { url: 'redis://127.0.0.1:1' }, ttl: 5 } }, 'storage.ttl', 'ttlSeconds'],
+      [{ nats: { servers: nats.url }, storage: { useFactory: () => null, injects: [] } }, 'storage.injects', 'inject'],
+      [{ nats: { servers: nats.url }, rpcTimeout: 5 }, 'rpcTimeout', 'rpcTimeoutMs'],
+      [{ nats: { servers: nats.url }, shutdownTimeout: 5 }, 'shutdownTimeout', 'shutdownTimeoutMs'],
     ] as const) {
       @Module({ imports: [EventBusModule.forRoot(options as never)] })
       class AppModule {}
@@ -65,6 +67,7 @@ describe('options: unknown keys and wrong types are refused', () => {
         .catch((e: unknown) => e);
       expect(err).toBeInstanceOf(InvalidOptionsError);
       expect((err as InvalidOptionsError).option).toBe(option);
+      expect((err as InvalidOptionsError).message).toContain(`is not an option; did you mean "${hint}"?`);
     }
   });
 });
