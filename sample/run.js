@@ -39,6 +39,12 @@ function log(level, msg, fields = {}) {
 const children = new Map(); // name -> ChildProcess
 const servers = []; // servers this script started
 let shuttingDown = null;
+// JetStream streams the services create on a NATS this script did not start: removed at the stop,
+// so the sample's NOTIFICATIONS stream (it captures notification.>) does not go on capturing a
+// user's own publishes there. SAMPLE_KEEP_STREAMS=1 keeps them.
+const SAMPLE_STREAMS = ['NOTIFICATIONS', 'OBJ_eventbus-sample'];
+const KEEP_STREAMS = env('SAMPLE_KEEP_STREAMS', '') === '1';
+let streamsToRemove = [];
 
 /** Newest modification time (ms) of the files under `dir` whose names pass `filter`. */
 function newest(dir, filter) {
@@ -106,13 +112,16 @@ function answers(url, timeoutMs = 1000) {
 
 const LOCAL_HOSTS = new Set(['127.0.0.1', 'localhost', '::1', '[::1]']);
 
-/** Use the server at `rawUrl`, or start a local one on its port when nothing answers there. */
+/**
+ * Use the server at `rawUrl`, or start a local one on its port when nothing answers there.
+ * Resolves true when it started one.
+ */
 async function ensureServer(kind, rawUrl, defaultPort) {
   const url = new URL(rawUrl);
   if (!url.port) url.port = String(defaultPort);
   if (await answers(url)) {
     log('log', `${kind} answers at ${rawUrl}; using it`);
-    return;
+    return false;
   }
   if (!LOCAL_HOSTS.has(url.hostname))
     throw new Error(
@@ -127,6 +136,60 @@ async function ensureServer(kind, rawUrl, defaultPort) {
   servers.push(server);
   await server.start();
   log('log', `started a local ${server.name} for ${rawUrl}`, { pid: server.child && server.child.pid, port: server.port });
+  return true;
+}
+
+/** With a JetStream manager on NATS_URL, `fn(jsm)`; the connection is closed afterwards. */
+async function withJetStream(fn) {
+  const { connect } = require('@nats-io/transport-node');
+  const { jetstreamManager } = require('@nats-io/jetstream');
+  const nc = await connect({ servers: NATS_URL, timeout: 3000 });
+  try {
+    return await fn(await jetstreamManager(nc, { timeout: 3000 }));
+  } finally {
+    await nc.close();
+  }
+}
+
+/** The sample's streams that the server does not have yet: the services will create them, and the stop removes them. */
+async function noteNewStreams() {
+  if (KEEP_STREAMS) return;
+  try {
+    streamsToRemove = await withJetStream(async (jsm) => {
+      const missing = [];
+      for (const name of SAMPLE_STREAMS) {
+        const exists = await jsm.streams.info(name).then(
+          () => true,
+          (err) => (/stream not found/i.test(err.message) ? false : Promise.reject(err)),
+        );
+        if (!exists) missing.push(name);
+      }
+      return missing;
+    });
+  } catch (err) {
+    // A NATS without JetStream: the durable services will say so at their bootstrap.
+    log('warn', `could not list JetStream streams at NATS_URL (${err.message}); none will be removed at the stop`);
+  }
+}
+
+async function removeNewStreams() {
+  if (streamsToRemove.length === 0) return;
+  try {
+    const removed = await withJetStream(async (jsm) => {
+      const gone = [];
+      for (const name of streamsToRemove) {
+        if (await jsm.streams.delete(name).catch(() => false)) gone.push(name);
+      }
+      return gone;
+    });
+    if (removed.length > 0) {
+      log('log', `removed the streams this run created on a NATS it did not start (SAMPLE_KEEP_STREAMS=1 keeps them)`, {
+        streams: removed,
+      });
+    }
+  } catch (err) {
+    log('warn', `could not remove the sample's streams (${err.message}); remove them with: nats stream rm ${streamsToRemove.join(' ')}`);
+  }
 }
 
 function pipeLines(stream, onLine) {
@@ -251,6 +314,7 @@ function shutdown(code) {
     const monitor = children.get('sites-monitor');
     if (monitor) await stopChild('sites-monitor', monitor);
     await Promise.all([...children.entries()].map(([name, child]) => stopChild(name, child)));
+    await removeNewStreams();
     for (const server of servers.reverse()) {
       await server.dispose().catch((err) => log('error', `could not stop ${server.name}: ${err.message}`));
       log('log', `${server.name} stopped`, { port: server.port });
@@ -299,7 +363,7 @@ async function main() {
     return shutdown(1);
   }
   try {
-    await ensureServer('nats', NATS_URL, 4222);
+    if (!(await ensureServer('nats', NATS_URL, 4222))) await noteNewStreams();
     // With the object store, large bodies stay on NATS (JetStream): no Redis at all.
     if (STORAGE === 'redis') await ensureServer('redis', REDIS_URL, 6379);
     else log('log', 'EVENTBUS_STORAGE=objectstore: large bodies go to the JetStream object store; Redis is not used');

@@ -8,6 +8,7 @@ import { ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
 import { EventBus } from '../../lib';
 import {
@@ -346,6 +347,18 @@ test('SIGTERM stops every service cleanly and leaves no process behind', async (
   for (const pid of [...pids, runnerPid]) expect({ pid, alive: alive(pid) }).toEqual({ pid, alive: false });
   // The servers the test started were left alone.
   expect(nats.running && redis.running).toBe(true);
+  // But not the stream the run created there (issue 25): NOTIFICATIONS captures notification.>, and
+  // would go on capturing a user's own publishes on a NATS the sample did not start.
+  const removed = lines.find((l) => l.service === 'run' && /^removed the streams this run created/.test(l.msg ?? ''));
+  expect(removed?.streams).toEqual(['NOTIFICATIONS']);
+  const nc = await connect({ servers: nats.url });
+  try {
+    const names: string[] = [];
+    for await (const name of (await jetstreamManager(nc)).streams.names()) names.push(name);
+    expect(names).toEqual([]);
+  } finally {
+    await nc.close();
+  }
 }, 40_000);
 
 test('Ctrl-C (SIGINT to the whole process group) with servers of its own: services stop first, then the servers; no process left', async () => {
