@@ -12,10 +12,22 @@ import {
 } from '../../lib';
 import { nonEmptyString, storageManager, string, wholeNumber } from '../../lib/options/rules';
 
-/** The README's options table: option name → the literal its "default" column gives. */
-function readmeDefaults(): Map<string, string> {
-  const readme = fs.readFileSync(path.resolve(__dirname, '..', '..', 'README.md'), 'utf8');
-  const section = readme.slice(readme.indexOf('## Options'), readme.indexOf('### Handlers'));
+const ROOT = path.resolve(__dirname, '..', '..');
+
+/** The options tables of the docs: the README's main options, and docs/options.md's every option. */
+const OPTION_TABLES: Array<{ file: string; from: string; to?: string }> = [
+  { file: 'README.md', from: '## Options', to: '<!-- /section:options -->' },
+  { file: 'docs/options.md', from: '# Options' },
+];
+
+/** One options table: option name → the literal its "default" column gives. */
+function tableDefaults(table: { file: string; from: string; to?: string }): Map<string, string> {
+  const text = fs.readFileSync(path.join(ROOT, table.file), 'utf8');
+  const start = text.indexOf(table.from);
+  if (start < 0) throw new Error(`${table.file} has no "${table.from}"`);
+  const end = table.to === undefined ? text.length : text.indexOf(table.to, start);
+  if (end < 0) throw new Error(`${table.file} has no "${table.to}" after "${table.from}"`);
+  const section = text.slice(start, end);
   const out = new Map<string, string>();
   for (const line of section.split('\n')) {
     const cells = line.split('|').map((c) => c.trim());
@@ -31,7 +43,7 @@ function readmeDefaults(): Map<string, string> {
   return out;
 }
 
-/** Where an option of the README lives in DEFAULTS. */
+/** Where an option of the docs lives in DEFAULTS. */
 function defaultOf(option: string): unknown {
   const [head, ...rest] = option.split('.');
   const key = rest.join('.');
@@ -46,18 +58,30 @@ function defaultOf(option: string): unknown {
 }
 
 describe('options: one defaults object', () => {
-  it('the README options table states the defaults the code uses', () => {
-    const table = readmeDefaults();
-    const checked: string[] = [];
-    for (const [option, literal] of table) {
+  /** Checks each row of a table against DEFAULTS; returns the options whose default it states. */
+  function checkTable(table: { file: string; from: string; to?: string }): Set<string> {
+    const checked = new Set<string>();
+    for (const [option, literal] of tableDefaults(table)) {
       const actual = defaultOf(option);
       if (actual === undefined) continue; // e.g. `storage.redis.url`: no default
       const shown = typeof actual === 'string' ? `'${actual}'` : Array.isArray(actual) ? `[${actual.join(', ')}]` : String(actual);
-      expect({ option, literal }).toEqual({ option, literal: shown });
-      checked.push(option);
+      expect({ file: table.file, option, literal }).toEqual({ file: table.file, option, literal: shown });
+      checked.add(option);
     }
+    return checked;
+  }
+
+  it("the README's main options state the defaults the code uses", () => {
+    const checked = checkTable(OPTION_TABLES[0]);
+    // The main ones are there (a table that lost its rows would pass the loop above).
+    for (const option of ['nats.name', 'storage.ttlSeconds', 'storage.keyPrefix', 'rpcTimeoutMs', 'firstConnectTimeoutMs', 'telemetry']) {
+      expect(checked).toContain(option);
+    }
+  });
+
+  it('docs/options.md states every default the code uses', () => {
+    const documented = checkTable(OPTION_TABLES[1]);
     // Every default the library sets for these options appears in the table.
-    const documented = new Set(checked);
     for (const key of Object.keys(DEFAULTS.bus)) expect(documented).toContain(key);
     for (const key of Object.keys(DEFAULTS.storage)) expect(documented).toContain(`storage.${key}`);
     for (const key of Object.keys(DEFAULTS.health)) expect(documented).toContain(`health.${key}`);
