@@ -68,9 +68,13 @@ export class Durability {
     // Without storage the codec refuses at once (PayloadTooLargeError), before any stream lookup.
     if (!this.codec.hasStorage) this.codec.toWire(topic, body, producer.maxPayload, undefined, headerBytes);
     const stream = await this.streamFor(link, topic);
-    if (!stream) throw new NotPersistedError(topic, 'no stream captures the subject (nothing was stored)');
+    if (!stream) throw new NotPersistedError(topic, 'no_stream', 'no stream captures the subject (nothing was stored)');
     if (!stream.maxAgeSeconds) {
-      throw new NotPersistedError(topic, `stream ${stream.name} has no age limit, and a stored body would expire before its message`);
+      throw new NotPersistedError(
+        topic,
+        'no_age_limit',
+        `stream ${stream.name} has no age limit, and a stored body would expire before its message`,
+      );
     }
     const envelope = await this.codec.toWire(
       topic,

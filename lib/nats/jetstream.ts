@@ -15,7 +15,7 @@ import {
   type StreamConfig,
 } from '@nats-io/jetstream';
 import { errors as natsErrors, nanos, type MsgHdrs, type NatsConnection } from '@nats-io/transport-node';
-import { InvalidOptionsError, NotConnectedError, NotPersistedError } from '../errors/event-bus.errors';
+import { InvalidOptionsError, NotConnectedError, NotPersistedError, type NotPersistedReason } from '../errors/event-bus.errors';
 import { replicasRefusal, retryWhenTimedOut } from './nats-errors';
 
 /** What the stream said when it stored a persisted publish. */
@@ -184,7 +184,43 @@ export class JetStreamLink {
       const ack = await this.js.publish(subject, data, { headers, msgID: msgId, timeout: timeoutMs });
       return { stream: ack.stream, seq: ack.seq, duplicate: ack.duplicate };
     } catch (err) {
-      throw new NotPersistedError(subject, persistFailure(err, timeoutMs), { cause: err });
+      const [reason, detail] = await this.refusal(subject, err, timeoutMs);
+      throw new NotPersistedError(subject, reason, detail, { cause: err });
+    }
+  }
+
+  /**
+   * Why a persisted publish failed, from what the server answered. nats.js 3.4 reports a publish
+   * that nobody answered as `JetStreamNotEnabled` ("jetstream is not enabled"), whatever the cause:
+   * the server's no-responders status is underneath, and one look-up then tells a missing stream,
+   * JetStream off, and a stream that exists but is between leaders apart.
+   */
+  private async refusal(subject: string, err: unknown, timeoutMs: number): Promise<[NotPersistedReason, string]> {
+    if (isNoResponders(err)) return this.whyUnanswered(subject);
+    const api = apiErrorIn(err);
+    if (api) return [apiRefusal(api), api.message];
+    if (err instanceof natsErrors.TimeoutError) return ['timeout', `the stream did not acknowledge within ${timeoutMs} ms`];
+    if (err instanceof natsErrors.ClosedConnectionError || err instanceof natsErrors.DrainingConnectionError) {
+      return ['closed', 'the connection closed before the stream answered'];
+    }
+    return ['other', (err as Error)?.message ?? String(err)];
+  }
+
+  private async whyUnanswered(subject: string): Promise<[NotPersistedReason, string]> {
+    try {
+      const name = await this.jsm.streams.find(subject);
+      return ['unavailable', `stream ${name} captures the subject but did not answer (no leader yet?)`];
+    } catch (err) {
+      if (isApiError(err, JetStreamApiCodes.StreamNotFound) || /no stream matches subject/i.test((err as Error)?.message ?? '')) {
+        return ['no_stream', 'no stream captures the subject'];
+      }
+      if (isNoResponders(err) || isApiError(apiErrorIn(err), JetStreamApiCodes.JetStreamNotEnabledForAccount)) {
+        return ['jetstream_disabled', 'the server has no JetStream for this account'];
+      }
+      return [
+        'unavailable',
+        `nobody answered, and JetStream could not say which stream captures the subject: ${(err as Error)?.message ?? String(err)}`,
+      ];
     }
   }
 
@@ -286,25 +322,58 @@ function toDurableMessage(m: JsMsg): DurableMessage {
   };
 }
 
-/** A persisted publish whose ack did not come may still have been stored; one that no stream took was not. */
+/** A persisted publish whose ack did not come may still have been stored; one that a stream refused, or none answered, was not. */
 export function mayHaveBeenStored(err: unknown): boolean {
-  const cause = (err as { cause?: unknown })?.cause;
-  return !(
-    cause instanceof natsErrors.NoRespondersError ||
-    cause instanceof natsErrors.ClosedConnectionError ||
-    cause instanceof JetStreamApiError
-  );
+  if (err instanceof NotPersistedError) return err.reason === 'timeout' || (err.reason === 'other' && !apiErrorIn(err.cause));
+  return true;
+}
+
+/** No-responders, as nats.js reports it: bare, inside a RequestError, or wrapped as `JetStreamNotEnabled`. */
+function isNoResponders(err: unknown): boolean {
+  for (let e = err, depth = 0; e && depth < 4; e = (e as { cause?: unknown }).cause, depth++) {
+    if (e instanceof natsErrors.NoRespondersError || (e instanceof natsErrors.RequestError && e.isNoResponders())) return true;
+  }
+  return false;
+}
+
+/** The server's own refusal, possibly wrapped by nats.js (10039 comes inside `JetStreamNotEnabled`). */
+function apiErrorIn(err: unknown): JetStreamApiError | undefined {
+  for (let e = err, depth = 0; e && depth < 4; e = (e as { cause?: unknown }).cause, depth++) {
+    if (e instanceof JetStreamApiError) return e;
+  }
+  return undefined;
+}
+
+/** Server error codes of a refused publish (nats-server errors.json), by what they mean to the caller. */
+function apiRefusal(err: JetStreamApiError): NotPersistedReason {
+  switch (err.code) {
+    case JetStreamApiCodes.StreamNotFound:
+      return 'no_stream';
+    case JetStreamApiCodes.JetStreamNotEnabledForAccount:
+      return 'jetstream_disabled';
+    // JSStreamMessageExceedsMaximumErr, JSStreamHeaderExceedsMaximumErr.
+    case 10054:
+    case 10097:
+      return 'message_too_large';
+    case JetStreamApiCodes.StreamWrongLastSequence:
+    case JetStreamApiCodes.StreamWrongLastSequenceUnknown:
+      return 'wrong_last_sequence';
+    // JSStreamWrongLastMsgIDErrF.
+    case 10070:
+      return 'wrong_last_msg_id';
+    // JSStreamNotMatchErr ("expected stream does not match").
+    case 10060:
+      return 'wrong_stream';
+  }
+  // JSStreamStoreFailedF carries the store's own text: the limits of a stream that discards new messages.
+  if (/maximum messages/i.test(err.message)) return 'max_messages';
+  if (/maximum bytes/i.test(err.message)) return 'max_bytes';
+  // 503: insufficient resources, no cluster leader, a store that failed for a moment.
+  return err.status === 503 ? 'unavailable' : 'other';
 }
 
 function isApiError(err: unknown, code: number): boolean {
   return err instanceof JetStreamApiError && err.code === code;
-}
-
-function persistFailure(err: unknown, timeoutMs: number): string {
-  if (err instanceof natsErrors.NoRespondersError) return 'no stream captures the subject';
-  if (err instanceof natsErrors.TimeoutError) return `the stream did not acknowledge within ${timeoutMs} ms`;
-  if (err instanceof natsErrors.ClosedConnectionError) return 'the connection is closed';
-  return (err as Error)?.message ?? String(err);
 }
 
 function asNotConnected(what: string, err: unknown): NotConnectedError {
