@@ -115,7 +115,14 @@ export class Durability {
     }
     await link.ensureConsumer({ stream: stream.name, durable: settings.durable, filterSubject: topic, ackWaitMs: settings.ackWaitMs });
     const deadLetterStream = settings.deadLetter ? await link.streamFor(settings.deadLetter) : undefined;
-    const deadLetters = new DeadLetters(client, link, settings.deadLetter, !!deadLetterStream, this.apiTimeoutMs, this.logger);
+    const deadLetters = new DeadLetters(
+      client,
+      link,
+      { subject: settings.deadLetter, durable: settings.durable, streamMaxAgeSeconds: deadLetterStream?.maxAgeSeconds },
+      this.codec,
+      this.apiTimeoutMs,
+      this.logger,
+    );
     const subscription = new DurableSubscription({ topic, handler, limits, settings }, delivery, deadLetters, this.logger);
     subscription.start(await link.pull(stream.name, settings.durable, limits.maxConcurrent));
     return subscription;

@@ -48,6 +48,11 @@ export class DurableSubscription {
     );
   }
 
+  /** Messages terminated without a dead letter, because publishing it kept failing. */
+  get deadLettersFailed(): number {
+    return this.deadLetters.failedCount;
+  }
+
   start(pull: DurablePull): void {
     // A handler running longer than the ack wait keeps its message: tell the server it is still being worked on.
     const every = Math.max(250, Math.floor(this.spec.settings.ackWaitMs / 3));
@@ -93,6 +98,9 @@ export class DurableSubscription {
   private async run(m: DurableMessage, held: HeldBytes): Promise<void> {
     this.running.add(m);
     try {
+      // Its dead letter failed to go out before: the handler already had its deliveries, try the dead letter again.
+      const unsent = this.deadLetters.unsent(m);
+      if (unsent) return await this.deadLetter(m, unsent.reason, unsent.error);
       // No reply inbox: the message's own reply subject is its ack subject, not a requester.
       const msg = { subject: m.subject, data: m.data, headers: m.headers, reply: '' } as unknown as Msg;
       // Inside a process span whose parent is the trace the publisher's headers carry.
@@ -118,8 +126,11 @@ export class DurableSubscription {
     const retry = () => m.nak(backoffFor(settings, m.deliveryCount));
     if (outcome.kind === 'unavailable') return retry();
     if (outcome.kind === 'handler' && m.deliveryCount < settings.maxDeliver) return retry();
-    const reason = outcome.kind === 'handler' ? 'max_deliver' : outcome.reason;
-    if (await this.deadLetters.send(m, reason, outcome.error)) m.term(reason);
-    else retry();
+    await this.deadLetter(m, outcome.kind === 'handler' ? 'max_deliver' : outcome.reason, outcome.error);
+  }
+
+  private async deadLetter(m: DurableMessage, reason: string, error: unknown): Promise<void> {
+    if (await this.deadLetters.send(m, reason, error)) m.term(reason);
+    else m.nak(backoffFor(this.spec.settings, m.deliveryCount));
   }
 }

@@ -13,6 +13,8 @@ interface ActiveSubscription {
   queue?: string;
   durable?: string;
   consumer: string;
+  /** A durable subscription's messages terminated without the dead letter that could not be published. */
+  deadLettersFailed?: () => number;
   /** Stop receiving and wait (bounded) for handlers; false when they were still running at the deadline. */
   stop(timeoutMs: number): Promise<boolean>;
 }
@@ -36,6 +38,8 @@ export interface SubscriptionStats {
   dropped: number;
   /** Messages shed because the byte budget was spent. */
   shed: number;
+  /** Durable only: messages terminated without a dead letter, after publishing it failed `DEAD_LETTER_TRIES` times. */
+  deadLettersFailed?: number;
 }
 
 /** What the bus needs to start one subscription. */
@@ -99,6 +103,7 @@ export class Subscriptions {
       subject: topic,
       durable: name,
       consumer,
+      deadLettersFailed: () => durable.deadLettersFailed,
       stop: (timeoutMs) => durable.stop(timeoutMs),
     };
     this.active.add(entry);
@@ -112,7 +117,7 @@ export class Subscriptions {
 
   /** What each live subscription holds and has dropped. */
   stats(): SubscriptionStats[] {
-    return [...this.active].map(({ subject, queue, durable, consumer, dispatcher: d }) => ({
+    return [...this.active].map(({ subject, queue, durable, consumer, dispatcher: d, deadLettersFailed }) => ({
       subject,
       ...(queue !== undefined ? { queue } : {}),
       ...(durable !== undefined ? { durable } : {}),
@@ -123,6 +128,7 @@ export class Subscriptions {
       maxHeldBytes: d.maxHeldBytes,
       dropped: d.droppedCount,
       shed: d.shedCount,
+      ...(deadLettersFailed ? { deadLettersFailed: deadLettersFailed() } : {}),
     }));
   }
 

@@ -27,6 +27,7 @@ import {
   METRIC_PROCESS_DURATION,
   METRIC_SENT,
   METRIC_SHED,
+  METRIC_DEAD_LETTERS_FAILED,
 } from './semconv';
 
 /** The instrumentation scope name of the library's tracer and meter. */
@@ -41,6 +42,7 @@ export interface LossStats {
   queue?: string;
   dropped: number;
   shed: number;
+  deadLettersFailed?: number;
 }
 
 // Seconds, as the messaging conventions advise for both duration histograms.
@@ -81,9 +83,11 @@ class Instrumentation {
   readonly bytes: Counter;
   readonly dropped: ObservableCounter;
   readonly shed: ObservableCounter;
-  private readonly observe: (result: ObservableResult, kind: 'dropped' | 'shed') => void;
+  readonly deadLettersFailed: ObservableCounter;
+  private readonly observe: (result: ObservableResult, kind: 'dropped' | 'shed' | 'deadLettersFailed') => void;
   private readonly onDropped = (r: ObservableResult) => this.observe(r, 'dropped');
   private readonly onShed = (r: ObservableResult) => this.observe(r, 'shed');
+  private readonly onDeadLettersFailed = (r: ObservableResult) => this.observe(r, 'deadLettersFailed');
 
   constructor(
     readonly api: Otel,
@@ -105,13 +109,17 @@ class Instrumentation {
     this.bytes = meter.createCounter(METRIC_CLAIMCHECK_BYTES, { unit: 'By', description: 'Bytes stored and recovered by claim-check' });
     this.dropped = meter.createObservableCounter(METRIC_DROPPED, { unit: '{message}', description: 'Messages dropped: too many waiting' });
     this.shed = meter.createObservableCounter(METRIC_SHED, { unit: '{message}', description: 'Messages shed: byte budget spent' });
+    this.deadLettersFailed = meter.createObservableCounter(METRIC_DEAD_LETTERS_FAILED, {
+      unit: '{message}',
+      description: 'Durable messages terminated without a dead letter: publishing it kept failing',
+    });
     this.observe = (result, kind) => {
       // Several subscriptions may share a subject and queue: one sum per attribute set.
       const sums = new Map<string, { attrs: Attributes; value: number }>();
       for (const s of losses?.() ?? []) {
         const key = `${s.subject}\u0000${s.queue ?? ''}`;
         const entry = sums.get(key) ?? { attrs: destinationAttrs(s.subject, s.queue), value: 0 };
-        entry.value += s[kind];
+        entry.value += s[kind] ?? 0;
         sums.set(key, entry);
       }
       for (const { attrs, value } of sums.values()) result.observe(value, attrs);
@@ -119,12 +127,14 @@ class Instrumentation {
     if (losses) {
       this.dropped.addCallback(this.onDropped);
       this.shed.addCallback(this.onShed);
+      this.deadLettersFailed.addCallback(this.onDeadLettersFailed);
     }
   }
 
   release(): void {
     this.dropped.removeCallback(this.onDropped);
     this.shed.removeCallback(this.onShed);
+    this.deadLettersFailed.removeCallback(this.onDeadLettersFailed);
   }
 }
 
