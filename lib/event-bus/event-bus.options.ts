@@ -85,7 +85,10 @@ export interface PublishOptions {
 export interface PersistOptions extends PublishOptions {
   /** Resolve only once a stream stored the message (`{ stream, seq, duplicate }`); `NotPersistedError` otherwise. */
   persist: true;
-  /** Deduplication id: a repeat within the stream's duplicate window is stored once (`duplicate: true`). */
+  /**
+   * Deduplication id: a repeat within the stream's duplicate window is stored once (`duplicate: true`).
+   * No control characters, no leading or trailing whitespace, no lone surrogates (`InvalidOptionsError`).
+   */
   msgId?: string;
 }
 

@@ -10,7 +10,7 @@ import { Durability } from '../durable/durability';
 import { durableSettings } from '../durable/durable.options';
 import type { PersistAck } from '../nats/jetstream';
 import { checkQueue, checkTopic } from '../nats/subjects';
-import { BusConnection, ConnectionStatus, createHeaders, headersSize, Msg, MsgHdrs } from '../nats/bus-connection';
+import { BusConnection, checkHeaderValue, ConnectionStatus, createHeaders, headersSize, Msg, MsgHdrs } from '../nats/bus-connection';
 import { withTimeout } from '../shared/deadline';
 import { InFlight } from './in-flight';
 import { NATS_CONNECTION_DEFAULTS, NatsConnectionOptions } from '../nats/bus-connection.options';
@@ -403,7 +403,18 @@ function persistOptions(opts: PublishOptions | PersistOptions | undefined): Pers
   }
   if (o.persist !== true) throw new InvalidOptionsError('persist', `must be true or false, got ${typeof o.persist}`);
   nonEmptyString('msgId', o.msgId);
+  if (o.msgId !== undefined) checkMsgId(o.msgId as string);
   return o as PersistOptions;
+}
+
+/**
+ * A `msgId` travels as the `Nats-Msg-Id` header: what a header value may not hold is refused, and
+ * control characters too (an id is never meant to carry them), so two ids never arrive as one.
+ */
+function checkMsgId(id: string): void {
+  checkHeaderValue('msgId', id);
+  // eslint-disable-next-line no-control-regex -- control characters are what this looks for
+  if (/[\u0000-\u001f\u007f]/.test(id)) throw new InvalidOptionsError('msgId', 'must not contain control characters');
 }
 
 /** What is left of `timeout` ms since `started`; at least 1 ms, so the last step still gets its try. */

@@ -40,10 +40,7 @@ export function createHeaders(record?: Record<string, string>): MsgHdrs {
   for (const [k, v] of Object.entries(record)) {
     if (!/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/.test(k)) throw new InvalidOptionsError(`headers.${k}`, 'is not a valid header name');
     if (typeof v !== 'string') throw new InvalidOptionsError(`headers.${k}`, `must be a string, got ${typeof v}`);
-    if (/[\r\n]/.test(v)) throw new InvalidOptionsError(`headers.${k}`, 'must not contain CR or LF');
-    // nats.js trims values when it sets and when it reads them: refuse what would arrive changed.
-    if (v !== v.trim()) throw new InvalidOptionsError(`headers.${k}`, 'must not start or end with whitespace (NATS would trim it)');
-    if (LONE_SURROGATE.test(v)) throw new InvalidOptionsError(`headers.${k}`, 'must be well-formed Unicode (it has a lone surrogate)');
+    checkHeaderValue(`headers.${k}`, v);
     try {
       h.set(k, v);
     } catch (err) {
@@ -51,6 +48,15 @@ export function createHeaders(record?: Record<string, string>): MsgHdrs {
     }
   }
   return h;
+}
+
+/** A header value that NATS carries unchanged, or `InvalidOptionsError` naming `option`. */
+export function checkHeaderValue(option: string, v: string): void {
+  if (/[\r\n]/.test(v)) throw new InvalidOptionsError(option, 'must not contain CR or LF');
+  // nats.js trims values when it sets and when it reads them: refuse what would arrive changed.
+  if (v !== v.trim()) throw new InvalidOptionsError(option, 'must not start or end with whitespace (NATS would trim it)');
+  // A lone surrogate becomes U+FFFD in UTF-8: two different values would arrive as one.
+  if (LONE_SURROGATE.test(v)) throw new InvalidOptionsError(option, 'must be well-formed Unicode (it has a lone surrogate)');
 }
 
 /**
