@@ -55,7 +55,7 @@ export interface EventBusCoreOptions {
   jetstream?: JetStreamOptions;
   /**
    * Trace and count through `@opentelemetry/api` when the app has it installed and has registered
-   * an SDK before the app starts (see README "Telemetry"). `false` turns it off. Default `true`.
+   * an SDK before the app starts (see docs/telemetry.md). `false` turns it off. Default `true`.
    */
   telemetry?: boolean;
 }

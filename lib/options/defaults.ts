@@ -1,6 +1,7 @@
 /**
- * Every default of the library, in one object. The README's options table is checked against it
- * (test/options/defaults.spec.ts); the named exports below are its parts, under the names users know.
+ * Every default of the library, in one object. The options tables of the README and docs/options.md
+ * are checked against it (test/options/defaults.spec.ts); the named exports below are its parts,
+ * under the names users know.
  */
 export const DEFAULTS = {
   /** `EventBusModule` / `EventBus` options. */
