@@ -27,6 +27,8 @@ export interface DurableSubscriptionSpec {
 export class DurableSubscription {
   readonly dispatcher: BoundedDispatcher<DurableMessage>;
   private readonly running = new Set<DurableMessage>();
+  // Deliveries per message that failed because storage was down: they do not count against maxDeliver.
+  private readonly storageFailures = new Map<string, number>();
   private readonly literalSubject?: string;
   private stopping = false;
   private ticker?: NodeJS.Timeout;
@@ -121,11 +123,24 @@ export class DurableSubscription {
   }
 
   private async settle(m: DurableMessage, outcome: DeliveryOutcome): Promise<void> {
-    if (!outcome) return m.ack();
+    const key = `${m.stream}:${m.seq}`;
+    const storageFailures = this.storageFailures.get(key) ?? 0;
+    if (!outcome) {
+      this.storageFailures.delete(key);
+      return m.ack();
+    }
     const settings = this.spec.settings;
-    const retry = () => m.nak(backoffFor(settings, m.deliveryCount));
-    if (outcome.kind === 'unavailable') return retry();
-    if (outcome.kind === 'handler' && m.deliveryCount < settings.maxDeliver) return retry();
+    if (outcome.kind === 'unavailable') {
+      // Bounded: a long outage over many messages must not grow the map without end.
+      if (this.storageFailures.size >= 10_000) this.storageFailures.clear();
+      this.storageFailures.set(key, storageFailures + 1);
+      // The backoff follows the outage's own count, so a long one is retried at the slowest step.
+      return m.nak(backoffFor(settings, storageFailures + 1));
+    }
+    // Deliveries that reached the handler (or could have): those the storage failed are not counted.
+    const attempts = m.deliveryCount - storageFailures;
+    if (outcome.kind === 'handler' && attempts < settings.maxDeliver) return m.nak(backoffFor(settings, attempts));
+    this.storageFailures.delete(key);
     await this.deadLetter(m, outcome.kind === 'handler' ? 'max_deliver' : outcome.reason, outcome.error);
   }
 

@@ -64,6 +64,13 @@ export class MessageStorageError extends EventBusError {
   readonly code = EventBusErrorCode.MessageStorage;
 }
 
+/**
+ * The stored body is there but damaged (its size or digest differs from what was written): reading
+ * it again will not help. Still a `MessageStorageError`; a durable subscription dead-letters it at
+ * once with the reason `corrupt`. A custom store may throw it too.
+ */
+export class StoredMessageCorruptError extends MessageStorageError {}
+
 /** The envelope's token is unknown to the storage: never stored, or expired by TTL. */
 export class StoredMessageNotFoundError extends EventBusError {
   readonly code = EventBusErrorCode.StoredMessageNotFound;

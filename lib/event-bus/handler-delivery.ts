@@ -9,7 +9,12 @@ import { createHeaders, headerText, Msg, SERVICE_ERROR_CODE_HEADER, SERVICE_ERRO
 import { MessageContext, MessageHandler } from './message-context';
 import { HeldBytes } from '../delivery/byte-budget';
 import { StoredMessageEnvelope } from '../claim-check/envelope';
-import { InvalidMessageError, MessageStorageError, StoredMessageNotFoundError } from '../errors/event-bus.errors';
+import {
+  InvalidMessageError,
+  MessageStorageError,
+  StoredMessageCorruptError,
+  StoredMessageNotFoundError,
+} from '../errors/event-bus.errors';
 import { isForgedToken } from '../claim-check/envelope';
 
 /**
@@ -17,7 +22,7 @@ import { isForgedToken } from '../claim-check/envelope';
  * subscriptions have nothing to settle and ignore it.
  * - `handler`: the handler (or a pipe, guard or interceptor) threw;
  * - `unavailable`: the storage could not give the body back now; a retry may succeed;
- * - `poison`: the message can never succeed (not JSON, a forged or unknown token).
+ * - `poison`: the message can never succeed (not JSON, a forged or unknown token, a damaged body).
  */
 export interface DeliveryFailure {
   kind: 'handler' | 'unavailable' | 'poison';
@@ -214,6 +219,8 @@ export class HandlerDelivery {
 /** What a failure to decode or recover a message means for a retry. */
 function failureOf(err: unknown): DeliveryFailure {
   if (err instanceof StoredMessageNotFoundError) return { kind: 'poison', reason: 'not_found', error: err };
+  // Present but damaged: a retry reads the same bytes.
+  if (err instanceof StoredMessageCorruptError) return { kind: 'poison', reason: 'corrupt', error: err };
   if (err instanceof InvalidMessageError)
     return { kind: 'poison', reason: isForgedToken(err) ? 'forbidden' : 'invalid_message', error: err };
   if (err instanceof MessageStorageError) return { kind: 'unavailable', reason: 'storage_unavailable', error: err };

@@ -5,7 +5,7 @@ import { createHash } from 'node:crypto';
 import { jetstream, JetStreamApiError, jetstreamManager, StorageType, type JetStreamManager, type StreamConfig } from '@nats-io/jetstream';
 import { Objm, setSha256Backend, type ObjectStore } from '@nats-io/obj';
 import { nanos } from '@nats-io/transport-node';
-import { InvalidOptionsError, MessageStorageError } from '../errors/event-bus.errors';
+import { InvalidOptionsError, MessageStorageError, StoredMessageCorruptError } from '../errors/event-bus.errors';
 import { withTimeout } from '../shared/deadline';
 import type { BusConnection } from './bus-connection';
 import { replicasRefusal, retryWhenTimedOut } from './nats-errors';
@@ -150,7 +150,7 @@ export class ObjectStoreBucket {
       }
       const digest = `${DIGEST_PREFIX}${hash.digest('base64url')}`;
       if (size !== info.size || !sameDigest(digest, info.digest)) {
-        throw new MessageStorageError(
+        throw new StoredMessageCorruptError(
           `object ${name} in bucket "${this.config.bucket}" is not whole: read ${size} of ${info.size} bytes, digest ${digest} instead of ${info.digest}`,
         );
       }
