@@ -97,6 +97,33 @@ export interface RpcRequestOptions extends PublishOptions {
   timeout?: number;
 }
 
+/**
+ * The keys each call takes. Anything else, a typo or a name a later version may add (`idempotent`,
+ * `partitionBy`, `batch`, `delayMs`, `notBefore`), is refused rather than ignored: a caller relying
+ * on it would otherwise get the plain behaviour without a word.
+ */
+export const SUBSCRIBE_KEYS = [
+  'queue',
+  'consumer',
+  'maxConcurrent',
+  'maxHeldBytes',
+  'recoverOnReceipt',
+  'durable',
+  'maxDeliver',
+  'backoffMs',
+  'ackWaitMs',
+  'deadLetter',
+] as const satisfies ReadonlyArray<keyof SubscribeOptions>;
+export const PUBLISH_KEYS = ['headers', 'persist', 'msgId'] as const satisfies ReadonlyArray<keyof PersistOptions>;
+export const RPC_REQUEST_KEYS = ['headers', 'timeout'] as const satisfies ReadonlyArray<keyof RpcRequestOptions>;
+
+/** A call's options object: absent, or an object with only `known` keys; else `InvalidOptionsError`. */
+export function checkCallOptions(value: unknown, known: readonly string[]): void {
+  if (value === undefined || value === null) return;
+  if (typeof value !== 'object' || Array.isArray(value)) throw new InvalidOptionsError('options', `must be an object, got ${typeof value}`);
+  knownKeys('', value, known);
+}
+
 /** Every key of `EventBusCoreOptions`; `storage` and `health` are the module's. */
 const CORE_KEYS = [
   'nats',

@@ -22,7 +22,11 @@ import { Subscriptions, SubscriptionStats } from './subscriptions';
 import { describeConnectError } from '../nats/connect-error';
 import { RateLimitedLog } from '../delivery/rate-limited-log';
 import {
+  checkCallOptions,
   EVENT_BUS_DEFAULTS,
+  PUBLISH_KEYS,
+  RPC_REQUEST_KEYS,
+  SUBSCRIBE_KEYS,
   validateCoreOptions,
   EventBusCoreOptions,
   PersistOptions,
@@ -142,6 +146,7 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
 
   private publishNow(topic: string, payload: unknown, opts?: PublishOptions | PersistOptions): Promise<void | PersistAck> {
     try {
+      if (opts !== undefined) checkCallOptions(opts, PUBLISH_KEYS);
       const producer = this.openProducer();
       this.checkPublishTopic(topic);
       // Everything that can be refused is checked before a large body is stored.
@@ -192,6 +197,7 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
     // No async frame on the small path: the request is sent at once and its reply parsed in one `.then`.
     try {
       const started = Date.now();
+      if (opts !== undefined) checkCallOptions(opts, RPC_REQUEST_KEYS);
       const producer = this.openProducer();
       const timeout = opts?.timeout ?? this.options.rpcTimeoutMs;
       wholeNumber('timeout', timeout, 1, 'milliseconds', MAX_TIMER_MS);
@@ -264,6 +270,7 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
    * request, the handler's return value is the reply and a throw becomes `RemoteHandlerError`.
    */
   async subscribe<T = any>(topic: string, handler: MessageHandler<T>, options?: SubscribeOptions): Promise<EventBusSubscription> {
+    checkCallOptions(options, SUBSCRIBE_KEYS);
     const opts = options ?? {};
     checkTopic(topic, 'subscribe');
     checkQueue(opts.queue, topic);

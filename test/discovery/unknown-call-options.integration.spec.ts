@@ -1,0 +1,95 @@
+import { Injectable, Module } from '@nestjs/common';
+import { Test } from '@nestjs/testing';
+import { connect, NatsConnection } from '@nats-io/transport-node';
+import { EventBus, EventBusModule, InvalidOptionsError, Subscribe } from '../../lib';
+import { NatsServer } from '../harness/local-servers';
+import { TestBuses } from '../harness/buses';
+import { sleep } from '../harness/wait';
+
+// Options a call does not know are refused, as module options are: at bootstrap for @Subscribe, at once for calls.
+describe('unknown keys in @Subscribe, publish and rpcRequest options', () => {
+  let nats: NatsServer;
+  let raw: NatsConnection;
+  const buses = new TestBuses();
+
+  beforeAll(async () => {
+    nats = await NatsServer.start();
+    raw = await connect({ servers: nats.url });
+  });
+  afterEach(() => buses.closeAll());
+  afterAll(async () => {
+    await raw?.close();
+    await nats?.dispose();
+  });
+
+  /** Bootstraps a Nest app with `handlers`; resolves with the bootstrap error (or undefined). */
+  async function bootstrapError(handlers: unknown): Promise<InvalidOptionsError | undefined> {
+    @Module({ imports: [EventBusModule.forRoot({ nats: { servers: nats.url } })], providers: [handlers as never] })
+    class AppModule {}
+    const app = (await Test.createTestingModule({ imports: [AppModule] }).compile()).createNestApplication({ logger: false });
+    try {
+      await app.init();
+      return undefined;
+    } catch (err) {
+      return err as InvalidOptionsError;
+    } finally {
+      await app.close().catch(() => undefined);
+    }
+  }
+
+  it('@Subscribe with a key a later version may add (idempotent, partitionBy, batch) stops bootstrap naming the key and the method', async () => {
+    for (const key of ['idempotent', 'partitionBy', 'batch']) {
+      @Injectable()
+      class Handlers {
+        @Subscribe('uk.later', { [key]: true } as never)
+        onLater() {}
+      }
+      const err = await bootstrapError(Handlers);
+      expect(err).toBeInstanceOf(InvalidOptionsError);
+      expect(err!.option).toBe(key);
+      expect(err!.message).toContain('Handlers.onLater');
+      expect(err!.message).toContain('is not an option');
+    }
+  });
+
+  it('@Subscribe with a typo gets a "did you mean"', async () => {
+    @Injectable()
+    class TypoHandlers {
+      @Subscribe('uk.typo', { durable: 'w', maxDelivery: 3 } as never)
+      onTypo() {}
+    }
+    const err = await bootstrapError(TypoHandlers);
+    expect(err).toBeInstanceOf(InvalidOptionsError);
+    expect(err!.option).toBe('maxDelivery');
+    expect(err!.message).toContain('did you mean "maxDeliver"');
+    expect(err!.message).toContain('TypoHandlers.onTypo');
+  });
+
+  it('publish with delayMs or notBefore, and rpcRequest with timeoutMs, are InvalidOptionsError at once; nothing is sent', async () => {
+    const bus = buses.track(new EventBus({ nats: { servers: nats.url } }));
+    await bus.connect();
+    const got: string[] = [];
+    raw.subscribe('uk.>', { callback: (_e, m) => void got.push(m.subject) });
+    await raw.flush();
+
+    const delayed = await bus.publish('uk.delayed', {}, { persist: true, delayMs: 2000 } as never).catch((e) => e);
+    expect(delayed).toBeInstanceOf(InvalidOptionsError);
+    expect(delayed.option).toBe('delayMs');
+    await expect(bus.publish('uk.later', {}, { notBefore: Date.now() + 1000 } as never)).rejects.toThrow(InvalidOptionsError);
+    await expect(bus.publish('uk.later', {}, { partitionBy: 'id' } as never)).rejects.toThrow(/partitionBy/);
+    const typo = await bus.rpcRequest<never>('uk.rpc', {}, { timeoutMs: 50 } as never).catch((e: InvalidOptionsError) => e);
+    expect(typo).toBeInstanceOf(InvalidOptionsError);
+    expect(typo.message).toContain('did you mean "timeout"');
+    await expect(bus.subscribe('uk.sub', () => undefined, { idempotent: true } as never)).rejects.toThrow(InvalidOptionsError);
+
+    // What each call does take still works.
+    await bus.publish('uk.ok', {}, { headers: { a: 'b' } });
+    await waitFor(() => got.includes('uk.ok'));
+    await sleep(100);
+    expect(got).toEqual(['uk.ok']);
+  });
+
+  const waitFor = async (check: () => boolean) => {
+    for (let i = 0; i < 100 && !check(); i++) await sleep(20);
+  };
+});
