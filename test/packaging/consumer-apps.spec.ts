@@ -18,8 +18,13 @@
  *    the library's own .d.ts fails (errors in other packages' .d.ts are only reported; see
  *    fixtures/tsconfig.json). TS 6 compiles the app; dist/esm-app.mjs and dist/cjs-app.cjs are run.
  *
+ * 5. The README's file blocks (README.md and docs/*.md) as a CommonJS Nest 11 app, the second case
+ *    beside the ES-module app of nest-new-app.spec.ts: its own install (Nest 11, Jest), compiled to
+ *    CommonJS, main.js run against the servers, and the README's test file run with Jest.
+ *
  * Nothing is cached between runs except npm's own cache. PACKAGING_KEEP=1 keeps the temp dirs;
- * PACKAGING_NEST_MAJOR overrides the Nest major read from the repo's node_modules.
+ * PACKAGING_NEST_MAJOR overrides the Nest major read from the repo's node_modules; PACKAGING_NODE
+ * picks the Node of every child process (see toolchain.ts).
  */
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -28,114 +33,25 @@ import * as path from 'node:path';
 import { connect } from '@nats-io/transport-node';
 import { freePort, NatsServer, RedisServer } from '../harness/local-servers';
 import { waitUntil } from '../harness/wait';
+import {
+  binOf,
+  buildAndPack,
+  cleanEnv,
+  copiesOf,
+  describeRun,
+  expectSuccess,
+  KEEP,
+  nodeUnderTest,
+  npmWarnings,
+  readJson,
+  readmeFiles,
+  REPO,
+  run,
+  STEP_TIMEOUT,
+  writeFileBlocks,
+} from './toolchain';
 
-const REPO = path.resolve(__dirname, '../..');
 const FIXTURES = path.join(__dirname, 'fixtures');
-const STEP_TIMEOUT = 240_000;
-const KEEP = process.env.PACKAGING_KEEP === '1';
-
-interface RunResult {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  stdout: string;
-  stderr: string;
-  ms: number;
-  timedOut: boolean;
-}
-
-/** Runs a command to completion (async, so the harness servers keep being served). */
-function run(cmd: string, args: string[], opts: { cwd: string; env?: NodeJS.ProcessEnv; timeoutMs?: number }): Promise<RunResult> {
-  const started = Date.now();
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { cwd: opts.cwd, env: opts.env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    let timedOut = false;
-    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-    const timer = setTimeout(
-      () => {
-        timedOut = true;
-        child.kill('SIGKILL');
-      },
-      opts.timeoutMs ?? STEP_TIMEOUT - 10_000,
-    );
-    child.on('error', (err) => {
-      clearTimeout(timer);
-      reject(err);
-    });
-    child.on('close', (code, signal) => {
-      clearTimeout(timer);
-      resolve({ code, signal, stdout, stderr, ms: Date.now() - started, timedOut });
-    });
-  });
-}
-
-function describeRun(what: string, r: RunResult): string {
-  const tail = (s: string) => (s.length > 6000 ? '…' + s.slice(-6000) : s);
-  return `${what}: exit ${r.code}${r.signal ? ` (${r.signal})` : ''}${r.timedOut ? ' TIMED OUT' : ''} after ${r.ms} ms\n--- stdout\n${tail(r.stdout)}\n--- stderr\n${tail(r.stderr)}`;
-}
-
-function expectSuccess(what: string, r: RunResult): void {
-  if (r.code !== 0) throw new Error(describeRun(what, r));
-}
-
-const readJson = (file: string) => JSON.parse(fs.readFileSync(file, 'utf8'));
-
-/**
- * Environment for the child npm: without the npm_* variables `npx jest`/`npm test` set (above all
- * npm_config_local_prefix, which would make `npm install` install into the repo) and NODE_ENV
- * (=production would skip devDependencies).
- */
-function cleanEnv(): NodeJS.ProcessEnv {
-  const keep = new Set([
-    'npm_config_cache',
-    'npm_config_userconfig',
-    'npm_config_globalconfig',
-    'npm_config_registry',
-    'npm_config_cafile',
-  ]);
-  const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) {
-    if (/^npm_/i.test(k) && !keep.has(k.toLowerCase())) continue;
-    if (k === 'NODE_ENV') continue;
-    env[k] = v;
-  }
-  return env;
-}
-
-/** A package's "bin" entry as an absolute path, and how to start it. */
-function binOf(appDir: string, pkg: string, name: string): { cmd: string; args: string[]; file: string } {
-  const pkgDir = path.join(appDir, 'node_modules', pkg);
-  const { bin } = readJson(path.join(pkgDir, 'package.json'));
-  const rel = typeof bin === 'string' ? bin : bin?.[name];
-  if (!rel) throw new Error(`${pkg} has no "${name}" bin (bin = ${JSON.stringify(bin)})`);
-  const file = path.join(pkgDir, rel);
-  const head = fs.readFileSync(file, 'utf8').slice(0, 200);
-  return /^#!.*\bnode\b/.test(head) || /\.(c|m)?js$/.test(file)
-    ? { cmd: process.execPath, args: [file], file }
-    : { cmd: file, args: [], file };
-}
-
-/** Every installed copy of `pkg` in the tree under `nodeModules`. */
-function copiesOf(nodeModules: string, pkg: string, found: string[] = []): string[] {
-  if (!fs.existsSync(nodeModules)) return found;
-  if (fs.existsSync(path.join(nodeModules, pkg, 'package.json'))) found.push(path.join(nodeModules, pkg));
-  for (const entry of fs.readdirSync(nodeModules)) {
-    if (entry.startsWith('.')) continue;
-    const dirs = entry.startsWith('@')
-      ? fs.readdirSync(path.join(nodeModules, entry)).map((e) => path.join(nodeModules, entry, e))
-      : [path.join(nodeModules, entry)];
-    for (const d of dirs) copiesOf(path.join(d, 'node_modules'), pkg, found);
-  }
-  return found;
-}
-
-/** The README's code blocks that stand for files: `<!-- file: src/main.ts -->` right above a ```ts block. */
-function readmeFiles(): Array<{ file: string; code: string }> {
-  const readme = fs.readFileSync(path.join(REPO, 'README.md'), 'utf8');
-  return [...readme.matchAll(/<!-- file: (\S+) -->\n```ts\n([\s\S]*?)\n```/g)].map((m) => ({ file: m[1], code: m[2] + '\n' }));
-}
 
 const notes: string[] = [];
 const note = (line: string) => notes.push(line);
@@ -154,12 +70,16 @@ describe('packed library in consumer apps (ESM + CJS, TS 6 + TS 7)', () => {
 
   beforeAll(async () => {
     workDir = fs.mkdtempSync(path.join(os.tmpdir(), 'eventbus-packaging-'));
+    const node = nodeUnderTest();
+    note(
+      `node: ${node.version} (${node.requested === 'jest' ? 'the one running jest' : `PACKAGING_NODE=${node.requested}, ${node.bin}, found in ${node.resolveMs} ms`})`,
+    );
     packDir = path.join(workDir, 'pack');
     appDir = path.join(workDir, 'app');
     fs.mkdirSync(packDir);
     fs.mkdirSync(appDir);
     [nats, redis] = await Promise.all([NatsServer.start(), RedisServer.start()]);
-  }, 60_000);
+  }, 240_000);
 
   afterAll(async () => {
     await Promise.allSettled([nats?.dispose(), redis?.dispose()]);
@@ -171,12 +91,8 @@ describe('packed library in consumer apps (ESM + CJS, TS 6 + TS 7)', () => {
   it(
     'builds and packs the library',
     async () => {
-      const build = await run('npm', ['run', 'build'], { cwd: REPO, env: cleanEnv() });
-      expectSuccess('npm run build', build);
-      const pack = await run('npm', ['pack', '--pack-destination', packDir, '--json'], { cwd: REPO, env: cleanEnv() });
-      expectSuccess('npm pack', pack);
-      const [info] = JSON.parse(pack.stdout.slice(pack.stdout.indexOf('[')));
-      const files = (info.files as Array<{ path: string }>).map((f) => f.path);
+      const packed = await buildAndPack(packDir);
+      const files = packed.files;
       for (const f of [
         'package.json',
         'dist/index.js',
@@ -189,9 +105,8 @@ describe('packed library in consumer apps (ESM + CJS, TS 6 + TS 7)', () => {
       // MIT says the licence text ships with the code; no source maps, which would point at lib/*.ts, not shipped.
       expect(files).toContain('LICENSE');
       expect(files.filter((f) => f.endsWith('.map'))).toEqual([]);
-      tarball = path.join(packDir, info.filename);
-      expect(fs.existsSync(tarball)).toBe(true);
-      note(`pack: ${info.filename}, ${files.length} files, ${info.size} bytes (build ${build.ms} ms, pack ${pack.ms} ms)`);
+      tarball = packed.tarball;
+      note(`pack (prepare builds): ${path.basename(tarball)}, ${files.length} files, ${packed.size} bytes, ${packed.packMs} ms`);
     },
     STEP_TIMEOUT,
   );
@@ -239,8 +154,8 @@ describe('packed library in consumer apps (ESM + CJS, TS 6 + TS 7)', () => {
       fs.cpSync(path.join(FIXTURES, 'src'), path.join(appDir, 'src'), { recursive: true });
       fs.copyFileSync(path.join(FIXTURES, 'tsconfig.json'), path.join(appDir, 'tsconfig.json'));
 
-      const install = await run('npm', ['install', '--no-audit', '--no-fund'], { cwd: appDir, env: cleanEnv() });
-      const warnings = install.stderr.split('\n').filter((l) => /npm warn/i.test(l));
+      const install = await run('npm', ['install', '--no-audit', '--no-fund'], { cwd: appDir });
+      const warnings = npmWarnings(install);
       note(`install: Nest ${nestMajor}, ${install.ms} ms, deps ${JSON.stringify(deps).replace(tarball, '<tarball>')}`);
       note(`install warnings (${warnings.length}):${warnings.map((w) => `\n  ${w}`).join('')}`);
       expectSuccess('npm install', install);
@@ -270,7 +185,7 @@ describe('packed library in consumer apps (ESM + CJS, TS 6 + TS 7)', () => {
       // @opentelemetry/api is an optional peer: the app did not install it, and the packed library
       // must not find another copy (this temp dir is outside the repo), so the apps below run without it.
       const libDist = path.join(appDir, 'node_modules', lib.name, 'dist');
-      const otel = await run(process.execPath, ['-e', `require.resolve('@opentelemetry/api', { paths: [${JSON.stringify(libDist)}] })`], {
+      const otel = await run('node', ['-e', `require.resolve('@opentelemetry/api', { paths: [${JSON.stringify(libDist)}] })`], {
         cwd: appDir,
         env: cleanEnv(),
       });
@@ -332,9 +247,9 @@ describe('packed library in consumer apps (ESM + CJS, TS 6 + TS 7)', () => {
     async (kind, entry) => {
       if (!compiled) throw new Error('skipped: the compile step failed');
       redis.cli('FLUSHALL');
-      const app = await run(process.execPath, [entry], {
+      const app = await run('node', [entry], {
         cwd: appDir,
-        env: { ...cleanEnv(), NATS_URL: nats.url, REDIS_URL: redis.url },
+        env: cleanEnv({ NATS_URL: nats.url, REDIS_URL: redis.url }),
         timeoutMs: 120_000,
       });
       const line = app.stdout
@@ -367,25 +282,54 @@ describe('packed library in consumer apps (ESM + CJS, TS 6 + TS 7)', () => {
   );
 
   it(
-    "the README's Quick start and test example compile, and run as a user app against the packed library",
+    "the README's file blocks as a CommonJS Nest 11 app: compile, main.js runs against the packed library, the test file passes under Jest",
     async () => {
-      if (!installed) throw new Error('skipped: the install step failed');
-      const dir = path.join(appDir, 'readme');
+      if (!tarball) throw new Error('skipped: the pack step failed');
+      const dir = path.join(workDir, 'readme-cjs');
       const files = readmeFiles();
-      expect(files.map((f) => f.file)).toEqual(['src/edge.handlers.ts', 'src/app.module.ts', 'src/main.ts', 'test/app.test.ts']);
-      for (const { file, code } of files) {
-        fs.mkdirSync(path.dirname(path.join(dir, file)), { recursive: true });
-        fs.writeFileSync(path.join(dir, file), code);
-      }
-      // What `nest new` gives, in short: CommonJS, decorators with metadata.
-      fs.writeFileSync(path.join(dir, 'package.json'), JSON.stringify({ name: 'readme-app', private: true, type: 'commonjs' }));
+      expect(files.map((f) => f.file)).toEqual(
+        expect.arrayContaining(['src/edge.handlers.ts', 'src/app.module.ts', 'src/main.ts', 'test/edge.handlers.spec.ts']),
+      );
+      writeFileBlocks(dir, files);
+      // The CommonJS app a Nest 11 user has, tested with Jest, whatever Nest major this repo has installed:
+      // Jest cannot require() Nest 12's ES modules in a CommonJS app before Node 24.9.
+      const pkg = {
+        name: 'readme-cjs-app',
+        version: '0.0.0',
+        private: true,
+        type: 'commonjs',
+        dependencies: {
+          'nestjs-nats-eventbus': `file:${tarball}`,
+          '@nestjs/common': '^11.0.0',
+          '@nestjs/core': '^11.0.0',
+          '@nestjs/terminus': '^11.0.0',
+          '@nestjs/platform-express': '^11.0.0',
+          ioredis: '^5.0.0',
+          'reflect-metadata': '^0.2.0',
+          rxjs: '^7.8.0',
+        },
+        devDependencies: {
+          '@nestjs/testing': '^11.0.0',
+          typescript: '~6.0.0',
+          '@types/node': '^20.0.0',
+          jest: '^30.0.0',
+          '@types/jest': '^30.0.0',
+        },
+      };
+      fs.writeFileSync(path.join(dir, 'package.json'), JSON.stringify(pkg, null, 2) + '\n');
+      const install = await run('npm', ['install', '--no-audit', '--no-fund'], { cwd: dir });
+      expectSuccess('npm install (readme-cjs)', install);
+      const nest = readJson(path.join(dir, 'node_modules/@nestjs/core/package.json')).version;
+      expect(nest).toMatch(/^11\./);
+
       const tsconfig = {
         compilerOptions: {
           module: 'nodenext',
           moduleResolution: 'nodenext',
           target: 'ES2022',
-          types: ['node'],
+          types: ['node', 'jest'],
           strict: true,
+          isolatedModules: true,
           experimentalDecorators: true,
           emitDecoratorMetadata: true,
           skipLibCheck: true,
@@ -396,18 +340,20 @@ describe('packed library in consumer apps (ESM + CJS, TS 6 + TS 7)', () => {
         include: ['src/**/*.ts', 'test/**/*.ts'],
       };
       fs.writeFileSync(path.join(dir, 'tsconfig.json'), JSON.stringify(tsconfig, null, 2));
-      const tsc = binOf(appDir, 'typescript', 'tsc');
+      const tsc = binOf(dir, 'typescript', 'tsc');
       const build = await run(tsc.cmd, [...tsc.args, '-p', 'tsconfig.json'], { cwd: dir });
-      expectSuccess('tsc -p readme/tsconfig.json', build);
+      expectSuccess('tsc -p readme-cjs/tsconfig.json', build);
+      // CommonJS output, as the app's package.json says: no ES module syntax in the compiled main.
+      expect(fs.readFileSync(path.join(dir, 'dist/src/main.js'), 'utf8')).toMatch(/require\("@nestjs\/core"\)/);
 
       // main.ts: boots, answers its own request, publishes the result, and stops cleanly on SIGTERM.
       const nc = await connect({ servers: nats.url });
       const published: string[] = [];
       const sub = nc.subscribe('notification.slack.request', { callback: (_e, m) => void published.push(m.string()) });
       await nc.flush();
-      const child = spawn(process.execPath, ['dist/src/main.js'], {
+      const child = spawn(nodeUnderTest().bin, ['dist/src/main.js'], {
         cwd: dir,
-        env: { ...cleanEnv(), NATS_URL: nats.url, REDIS_URL: redis.url, PORT: '0' },
+        env: cleanEnv({ NATS_URL: nats.url, REDIS_URL: redis.url, PORT: '0' }),
         stdio: ['ignore', 'pipe', 'pipe'],
       });
       let output = '';
@@ -429,21 +375,26 @@ describe('packed library in consumer apps (ESM + CJS, TS 6 + TS 7)', () => {
           code === 0 ? { code: 0, signal: null, output: '' } : { code: null, signal: 'SIGTERM', output: '' },
         );
       } finally {
-        if (child.exitCode === null) child.kill('SIGKILL');
+        if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
         sub.unsubscribe();
         await nc.close();
       }
 
-      // The test example: in-memory storage, so Redis is not needed (REDIS_URL points at nothing).
+      // The test file, unchanged, under Jest (its globals describe/it/expect), on the compiled CommonJS.
+      // In-memory storage, so Redis is not needed (REDIS_URL points at nothing).
       const deadRedis = `redis://127.0.0.1:${await freePort()}`;
-      const test = await run(process.execPath, ['--test', 'dist/test/app.test.js'], {
+      const jest = binOf(dir, 'jest', 'jest');
+      const test = await run(jest.cmd, [...jest.args, '--ci', '--rootDir', 'dist', '--testMatch', '**/*.spec.js'], {
         cwd: dir,
-        env: { ...cleanEnv(), NATS_URL: nats.url, REDIS_URL: deadRedis },
+        env: cleanEnv({ NATS_URL: nats.url, REDIS_URL: deadRedis }),
         timeoutMs: 120_000,
       });
-      note(`readme: compiled ${files.length} files in ${build.ms} ms; test example exit ${test.code} in ${test.ms} ms`);
-      expectSuccess('node --test dist/test/app.test.js', test);
-      expect(test.stdout).toMatch(/# pass 1/);
+      note(
+        `readme-cjs: Nest ${nest}, install ${install.ms} ms, compiled ${files.length} files in ${build.ms} ms; jest exit ${test.code} in ${test.ms} ms`,
+      );
+      expectSuccess('jest on dist/test/edge.handlers.spec.js', test);
+      expect(test.stderr).toMatch(/PASS .*test\/edge\.handlers\.spec\.js/);
+      expect(test.stderr).toMatch(/Tests: {7}1 passed, 1 total/);
     },
     STEP_TIMEOUT,
   );
