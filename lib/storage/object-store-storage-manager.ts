@@ -24,6 +24,9 @@ export interface ObjectStoreStorageOptions {
 
 export const OBJECT_STORE_STORAGE_DEFAULTS = DEFAULTS.objectStore;
 
+// JetStream refuses stream names over 255 characters (API error 10052), and the bucket's stream is "OBJ_" + bucket.
+const MAX_BUCKET_NAME_LENGTH = 255 - 'OBJ_'.length;
+
 const OPTION_KEYS = ['bucket', 'ttlSeconds', 'replicas', 'storage', 'maxBytes', 'operationTimeoutMs'] as const;
 
 /** Largest chunk: a JetStream message each; never above the server's max_payload. */
@@ -60,6 +63,12 @@ export class ObjectStoreStorageManager extends MessageStorageManager {
     this.operationTimeoutMs = options.operationTimeoutMs ?? d.operationTimeoutMs;
     if (typeof this.bucketName !== 'string' || !BUCKET_NAME.test(this.bucketName))
       throw new InvalidOptionsError('storage.objectStore.bucket', 'must be a non-empty string of letters, digits, "-" and "_"');
+    if (this.bucketName.length > MAX_BUCKET_NAME_LENGTH) {
+      throw new InvalidOptionsError(
+        'storage.objectStore.bucket',
+        `must be at most ${MAX_BUCKET_NAME_LENGTH} characters, got ${this.bucketName.length} (its stream is named "OBJ_<bucket>", and JetStream allows 255)`,
+      );
+    }
     wholeNumber('storage.objectStore.ttlSeconds', this.ttlSeconds, 1, 'seconds');
     wholeNumber('storage.objectStore.replicas', this.replicas, 1, '', 5);
     if (this.storageType !== 'file' && this.storageType !== 'memory')
