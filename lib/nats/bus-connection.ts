@@ -3,7 +3,6 @@
 // errors in connect-error.ts.
 import { Logger } from '@nestjs/common';
 import {
-  connect,
   createInbox,
   errors,
   headers as natsHeaders,
@@ -18,6 +17,7 @@ import { toBusError } from './nats-errors';
 import { LONE_SURROGATE } from './subjects';
 import { NATS_CONNECTION_DEFAULTS, NatsConnectionOptions } from './bus-connection.options';
 import { ReconnectHold } from './reconnect-hold';
+import { dialNats } from './dial';
 import { settleWithin } from '../shared/deadline';
 import { DEFAULTS } from '../options/defaults';
 
@@ -169,7 +169,7 @@ export class BusConnection implements ConnectionStatus {
     const deadline = Date.now() + firstConnectTimeoutMs;
     for (let attempt = 1; ; attempt++) {
       try {
-        this.nc = await connect(options);
+        this.nc = await dialNats(options);
         break;
       } catch (err) {
         const waitMs = options.reconnectTimeWait ?? 1000;
