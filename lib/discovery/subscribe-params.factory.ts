@@ -9,7 +9,7 @@ export const SubscribeParamtype = { PAYLOAD: 3, CONTEXT: 6 } as const;
 /** Where the decorated parameters of a `@Subscribe` method are read from (Nest's own key). */
 export const SUBSCRIBE_ARGS_METADATA = ROUTE_ARGS_METADATA;
 
-/** The parameters of a method without parameter decorators: `(payload, ctx)`, pipes on both. */
+/** The parameters of a method without parameter decorators: `(payload, ctx)`; pipes apply to the payload only. */
 export const DEFAULT_SUBSCRIBE_ARGS = {
   [`${SubscribeParamtype.PAYLOAD}:0`]: { index: 0, data: undefined, pipes: [] },
   [`${SubscribeParamtype.CONTEXT}:1`]: { index: 1, data: undefined, pipes: [] },

@@ -2,7 +2,7 @@ import { EXCEPTION_FILTERS_METADATA, GUARDS_METADATA, INTERCEPTORS_METADATA, PIP
 import { ApplicationConfig, ExternalContextCreator } from '@nestjs/core';
 import { isObservable, lastValueFrom } from 'rxjs';
 import { MessageContext, MessageHandler } from '../event-bus/message-context';
-import { DEFAULT_SUBSCRIBE_ARGS, SUBSCRIBE_ARGS_METADATA, SubscribeParamsFactory } from './subscribe-params.factory';
+import { DEFAULT_SUBSCRIBE_ARGS, SUBSCRIBE_ARGS_METADATA, SubscribeParamsFactory, SubscribeParamtype } from './subscribe-params.factory';
 
 // Where the defaults of methods without parameter decorators are kept: a key of ours, so that
 // Nest's own metadata on the user's class is never written to.
@@ -17,7 +17,11 @@ const DEFAULTED_ARGS_METADATA = 'nestjs-nats-eventbus:subscribe-args';
 export class SubscriberEnhancers {
   private readonly params = new SubscribeParamsFactory();
 
-  constructor(private readonly contextCreator: ExternalContextCreator) {}
+  private readonly contextCreator: ExternalContextCreator;
+
+  constructor(contextCreator: ExternalContextCreator) {
+    this.contextCreator = payloadOnlyPipes(contextCreator);
+  }
 
   /** The function the bus calls for each message of `instance[method]`. */
   callable(instance: Record<string, any>, method: string): MessageHandler {
@@ -72,4 +76,22 @@ export class SubscriberEnhancers {
   private applicationConfig(): ApplicationConfig | undefined {
     return (this.contextCreator as unknown as { container?: { applicationConfig?: ApplicationConfig } }).container?.applicationConfig;
   }
+}
+
+/**
+ * Nest's context creator with the pipes bound on the method, the class or the app applied to the
+ * payload only, as with `@MessagePattern`: left to itself it runs them on every parameter, so a
+ * pipe that returns undefined wiped the `MessageContext`. A `@Ctx(pipe)` keeps the pipes it names.
+ */
+function payloadOnlyPipes(creator: ExternalContextCreator): ExternalContextCreator {
+  const own = creator.createPipesFn as ExternalContextCreator['createPipesFn'] | undefined;
+  // Nest 11 and 12 both have it; should a later Nest not, its own behaviour stands.
+  if (typeof own !== 'function') return creator;
+  const scoped = Object.create(creator) as ExternalContextCreator;
+  scoped.createPipesFn = function (pipes, params) {
+    const payload = (type: unknown) => Number(type) === SubscribeParamtype.PAYLOAD;
+    const moved = params.map((p) => (payload(p.type) ? { ...p, pipes: [...pipes, ...p.pipes] } : p));
+    return own.call(this, [], moved);
+  };
+  return scoped;
 }
