@@ -110,7 +110,8 @@ export class BoundedDispatcher<M> {
 
   private roomWaiter?: { bytes: number; resolve: () => void };
 
-  private hasRoomFor(bytes: number): boolean {
+  /** Whether a message of `bytes` would start at once (see `whenRoomFor`). */
+  hasRoomFor(bytes: number): boolean {
     return this.active < this.limits.maxConcurrent && this.pending === 0 && this.budget.fits(bytes);
   }
 

@@ -1,14 +1,14 @@
 import { Logger } from '@nestjs/common';
 import { ClaimCheckCodec } from '../claim-check/claim-check.codec';
-import { InvalidOptionsError, NotPersistedError } from '../errors/event-bus.errors';
+import { InvalidOptionsError, NotConnectedError, NotPersistedError } from '../errors/event-bus.errors';
 import { HandlerDelivery } from '../event-bus/handler-delivery';
 import { MessageHandler } from '../event-bus/message-context';
 import { DispatchLimits } from '../delivery/bounded-dispatcher';
 import { BusConnection, headersSize, MsgHdrs } from '../nats/bus-connection';
-import { JetStreamLink, mayHaveBeenStored, PersistAck, StreamLimits } from '../nats/jetstream';
+import { DurableConsumerSpec, DurablePull, JetStreamLink, mayHaveBeenStored, PersistAck, StreamLimits } from '../nats/jetstream';
 import { DEFAULTS } from '../options/defaults';
 import { DeadLetters } from './dead-letters';
-import { DurableSubscription } from './durable-subscription';
+import { DurablePullSource, DurableSubscription } from './durable-subscription';
 import { DurableSettings, JetStreamOptions } from './durable.options';
 
 /** Seconds a stored body outlives the stream's own limit, so a message read at the last moment still finds it. */
@@ -113,7 +113,8 @@ export class Durability {
         `no JetStream stream captures "${topic}" (durable "${settings.durable}"); list one in jetstream.streams or create it`,
       );
     }
-    await link.ensureConsumer({ stream: stream.name, durable: settings.durable, filterSubject: topic, ackWaitMs: settings.ackWaitMs });
+    const consumer = { stream: stream.name, durable: settings.durable, filterSubject: topic, ackWaitMs: settings.ackWaitMs };
+    await link.ensureConsumer(consumer);
     const deadLetterStream = settings.deadLetter ? await link.streamFor(settings.deadLetter) : undefined;
     const deadLetters = new DeadLetters(
       client,
@@ -124,13 +125,63 @@ export class Durability {
       this.logger,
     );
     const subscription = new DurableSubscription({ topic, handler, limits, settings }, delivery, deadLetters, this.logger);
-    subscription.start(await link.pull(stream.name, settings.durable, limits.maxConcurrent));
+    const first = await link.pull(stream.name, settings.durable);
+    subscription.start(this.pullSource(link, consumer, topic, first));
     return subscription;
   }
 
-  /** Throws when JetStream does not answer on `client` (for `/_health`). */
+  /** Throws when JetStream does not answer on `client`, or a durable cannot pull (for `/_health`). */
   async ping(client: BusConnection): Promise<void> {
     await (await this.linkFor(client)).ping();
+    const [broken] = this.broken;
+    if (broken) throw new NotConnectedError(`durable ${broken} cannot pull`);
+  }
+
+  // Durables that cannot pull and whose consumer could not be re-created: `/_health` reports them.
+  private readonly broken = new Set<string>();
+
+  /**
+   * The pull of one durable subscription. When a pull fails because the consumer is gone (an
+   * operator's `consumer rm`, a re-created stream), the consumer is re-created with a warning;
+   * when it cannot be, JetStream health goes down and one error line says why, until it can.
+   */
+  private pullSource(link: JetStreamLink, consumer: DurableConsumerSpec, topic: string, first: DurablePull): DurablePullSource {
+    const name = `"${consumer.durable}" on ${consumer.stream} ("${topic}")`;
+    let pull: DurablePull | undefined = first;
+    let failing = false;
+    return {
+      open: async () => {
+        const opened = pull ?? (await link.pull(consumer.stream, consumer.durable));
+        pull = undefined;
+        return opened;
+      },
+      failed: async (err) => {
+        const what = `pulling failed: ${(err as Error)?.message ?? String(err)}`;
+        try {
+          if ((await link.ensureConsumer(consumer)) === 'created') {
+            // Created afresh it starts at the stream's first message: those still kept are delivered again.
+            this.logger.warn(`durable ${name}: its consumer was gone (${what}); re-created it`);
+          } else if (!failing) {
+            // The consumer is there (a lost connection, a leader election): pulling is retried each second.
+            this.logger.warn(`durable ${name}: ${what}; retrying`);
+          }
+          failing = true;
+        } catch (ensureErr) {
+          if (this.broken.has(name)) return;
+          failing = true;
+          this.broken.add(name);
+          this.logger.error(
+            `durable ${name} cannot pull (${what}) and its consumer could not be re-created: ${(ensureErr as Error).message}; /_health reports JetStream down until it can`,
+          );
+        }
+      },
+      pulled: () => {
+        if (!failing) return;
+        failing = false;
+        this.broken.delete(name);
+        this.logger.log(`durable ${name} pulls again`);
+      },
+    };
   }
 
   /** Whether the bus uses JetStream: configured, or opened by a durable subscription or a persisted publish. */

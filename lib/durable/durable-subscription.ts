@@ -4,10 +4,23 @@ import { HeldBytes } from '../delivery/byte-budget';
 import { DeliveryOutcome, HandlerDelivery } from '../event-bus/handler-delivery';
 import { MessageHandler } from '../event-bus/message-context';
 import { Msg } from '../nats/bus-connection';
-import { DurableMessage, DurablePull } from '../nats/jetstream';
+import { DurableBatch, DurableMessage, DurablePull } from '../nats/jetstream';
 import { settleWithin } from '../shared/deadline';
 import { DeadLetters } from './dead-letters';
 import { backoffFor, DurableSettings } from './durable.options';
+
+/** Pause between tries while a durable cannot pull. */
+const PULL_RETRY_MS = 1000;
+
+/** Where a durable subscription gets its pull, and who hears how pulling goes. */
+export interface DurablePullSource {
+  /** A pull on the durable consumer. */
+  open(): Promise<DurablePull>;
+  /** A pull failed: find out why, re-create the consumer when it is gone (or report that it cannot be). */
+  failed(err: unknown): Promise<void>;
+  /** A pull worked (after failures: the durable is healthy again). */
+  pulled(): void;
+}
 
 /** What one durable subscription needs besides its pull. */
 export interface DurableSubscriptionSpec {
@@ -55,45 +68,97 @@ export class DurableSubscription {
     return this.deadLetters.failedCount;
   }
 
-  start(pull: DurablePull): void {
-    // A handler running longer than the ack wait keeps its message: tell the server it is still being worked on.
+  start(source: DurablePullSource): void {
+    // A handler running longer than the ack wait keeps its message, and so does one taken but still
+    // waiting for room in the byte budget: tell the server they are still being worked on.
     const every = Math.max(250, Math.floor(this.spec.settings.ackWaitMs / 3));
-    this.ticker = setInterval(() => this.running.forEach((m) => m.working()), every);
+    this.ticker = setInterval(() => {
+      this.running.forEach((m) => m.working());
+      this.taken.forEach((m) => m.working());
+    }, every);
     this.ticker.unref();
-    this.loop = this.take(pull);
-    this.pull = pull;
+    this.loop = this.take(source);
   }
 
-  private pull?: DurablePull;
-
-  /** Stop pulling, let running handlers finish and settle their messages (bounded). */
+  /** Stop pulling, hand back what was taken but not started, let running handlers finish and settle (bounded). */
   async stop(timeoutMs: number): Promise<boolean> {
     this.stopping = true;
-    // Stopping the pull waits for the messages already taken to be handed back, which waits for a
-    // free slot: both run within the one deadline.
-    const [, idle] = await Promise.all([
-      this.pull ? settleWithin(this.pull.stop(), timeoutMs) : true,
-      settleWithin(this.dispatcher.whenIdle(), timeoutMs),
-    ]);
+    this.batch?.stop();
+    this.wake?.();
+    // Taken but not started: another instance may have them at once, not after the ack wait.
+    for (const m of this.taken.splice(0)) m.nak(0);
+    const idle = await settleWithin(this.dispatcher.whenIdle(), timeoutMs);
     clearInterval(this.ticker);
     await settleWithin(this.loop ?? Promise.resolve(), 100);
     return idle;
   }
 
-  private async take(pull: DurablePull): Promise<void> {
-    try {
-      for await (const m of pull) {
-        if (!this.stopping) {
-          const room = this.dispatcher.whenRoomFor(m.data.byteLength);
-          if (room) await room;
+  /**
+   * Ask for messages only when a handler slot is free, as many as there are free slots; a message
+   * that must still wait for room in the byte budget is kept in progress. A pull that fails (the
+   * consumer deleted, JetStream gone) goes to the source to be repaired, then pulling resumes.
+   */
+  private async take(source: DurablePullSource): Promise<void> {
+    let pull: DurablePull | undefined;
+    while (!this.stopping) {
+      const slot = this.dispatcher.whenRoomFor(0);
+      if (slot) await slot;
+      if (this.stopping) break;
+      try {
+        pull ??= await source.open();
+        const batch = await pull.fetch(Math.max(1, this.spec.limits.maxConcurrent - this.dispatcher.inFlight));
+        this.batch = batch;
+        if (this.stopping) batch.stop();
+        let pulled = false;
+        for await (const m of batch) {
+          // A message came: the durable works (again), without waiting for the batch to end.
+          if (!pulled) source.pulled();
+          pulled = true;
+          this.hold(m);
         }
-        // Taken after shutdown began: another instance may have it at once.
-        if (this.stopping) m.nak(0);
-        else this.dispatcher.push(m);
+        await this.feeding;
+        if (!pulled) source.pulled();
+      } catch (err) {
+        if (this.stopping) break;
+        pull = undefined;
+        await source.failed(err);
+        // One try a second while it stays broken, not a busy loop.
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, PULL_RETRY_MS);
+          this.wake = () => {
+            clearTimeout(timer);
+            resolve();
+          };
+        });
+      } finally {
+        this.batch = undefined;
       }
-    } catch (err) {
-      if (!this.stopping)
-        this.logger.error(`durable "${this.spec.settings.durable}" on "${this.spec.topic}" stopped pulling: ${(err as Error).message}`);
+    }
+  }
+
+  private batch?: DurableBatch;
+  private wake?: () => void;
+  // Taken from the server, waiting for room in the byte budget; kept in progress by the ticker.
+  private readonly taken: DurableMessage[] = [];
+  private feeding?: Promise<void>;
+
+  /** Start `m` now, or keep it in progress until the byte budget has room. */
+  private hold(m: DurableMessage): void {
+    // Taken after shutdown began: another instance may have it at once.
+    if (this.stopping) return m.nak(0);
+    if (this.taken.length === 0 && this.dispatcher.hasRoomFor(m.data.byteLength)) return this.dispatcher.push(m);
+    this.taken.push(m);
+    this.feeding ??= this.feed().finally(() => (this.feeding = undefined));
+  }
+
+  private async feed(): Promise<void> {
+    while (this.taken.length && !this.stopping) {
+      const room = this.dispatcher.whenRoomFor(this.taken[0].data.byteLength);
+      if (room) await room;
+      const m = this.taken.shift();
+      if (!m) return;
+      if (this.stopping) m.nak(0);
+      else this.dispatcher.push(m);
     }
   }
 

@@ -8,6 +8,7 @@ import {
   JetStreamApiError,
   jetstreamManager,
   StorageType,
+  type Consumer,
   type ConsumerMessages,
   type JetStreamClient,
   type JetStreamManager,
@@ -66,9 +67,15 @@ export interface DurableMessage {
   term(reason: string): void;
 }
 
-/** A running pull: messages as an async iterable, and a way to stop pulling. */
-export interface DurablePull extends AsyncIterable<DurableMessage> {
-  stop(): Promise<void>;
+/** One pull request's messages as an async iterable, and a way to stop waiting for more. */
+export interface DurableBatch extends AsyncIterable<DurableMessage> {
+  stop(): void;
+}
+
+/** A durable pull consumer: messages are taken only when asked for, a batch at a time. */
+export interface DurablePull {
+  /** Ask for up to `max` messages; the batch ends when they came or the pull request expired (5 s). */
+  fetch(max: number): Promise<DurableBatch>;
 }
 
 /** What a stream keeps, for deciding how long a claim-checked body must live. */
@@ -224,10 +231,10 @@ export class JetStreamLink {
     }
   }
 
-  /** Create the durable pull consumer when missing, update its ack wait when it differs. */
-  async ensureConsumer(spec: DurableConsumerSpec): Promise<void> {
+  /** Create the durable pull consumer when missing, update its ack wait when it differs. Says whether it had to create it. */
+  async ensureConsumer(spec: DurableConsumerSpec): Promise<'created' | 'existed'> {
     try {
-      await retryWhenTimedOut(() => this.reconcileConsumer(spec, true));
+      return await retryWhenTimedOut(() => this.reconcileConsumer(spec, true));
     } catch (err) {
       if (err instanceof InvalidOptionsError) throw err;
       if (err instanceof JetStreamApiError) {
@@ -239,7 +246,7 @@ export class JetStreamLink {
     }
   }
 
-  private async reconcileConsumer(spec: DurableConsumerSpec, mayRace: boolean): Promise<void> {
+  private async reconcileConsumer(spec: DurableConsumerSpec, mayRace: boolean): Promise<'created' | 'existed'> {
     const ackWait = nanos(spec.ackWaitMs);
     let current;
     try {
@@ -256,7 +263,7 @@ export class JetStreamLink {
           // Retries and the dead letter are the bus's (it counts deliveries): the server never gives up on a message.
           max_deliver: -1,
         });
-        return;
+        return 'created';
       } catch (addErr) {
         // Another instance sharing the durable may have created it a moment ago. Compare with that.
         if (mayRace && addErr instanceof JetStreamApiError) return this.reconcileConsumer(spec, false);
@@ -270,26 +277,37 @@ export class JetStreamLink {
       );
     }
     if (current.config.ack_wait !== ackWait) await this.jsm.consumers.update(spec.stream, spec.durable, { ack_wait: ackWait });
+    return 'existed';
   }
 
-  /** Pull from a durable, keeping up to `maxMessages` on their way at once. */
-  async pull(stream: string, durable: string, maxMessages: number): Promise<DurablePull> {
-    let messages: ConsumerMessages;
+  /**
+   * Pull from a durable on demand. Unlike nats.js's `consume()`, which pulls again as soon as its
+   * messages arrive, however many still wait to be handled, a message is asked for only when the
+   * caller has room for it, so none waits unseen while its ack wait runs.
+   */
+  async pull(stream: string, durable: string): Promise<DurablePull> {
+    let consumer: Consumer;
     try {
-      const consumer = await this.js.consumers.get(stream, durable);
-      // Pulls expire every 5 s (heartbeat 2.5 s): when the consumer's leader dies, the pull is
-      // re-issued after two missed heartbeats, about 5 s, not the 30–45 s of the 30 s default.
-      messages = await consumer.consume({ max_messages: maxMessages, expires: PULL_EXPIRES_MS });
+      consumer = await this.js.consumers.get(stream, durable);
     } catch (err) {
       throw asNotConnected(`could not pull from ${stream}/${durable}`, err);
     }
     return {
-      stop: async () => {
-        messages.stop();
-        await messages.closed().catch(() => undefined);
-      },
-      [Symbol.asyncIterator]: async function* () {
-        for await (const m of messages) yield toDurableMessage(m);
+      fetch: async (max) => {
+        let messages: ConsumerMessages;
+        try {
+          // Pull requests expire every 5 s (heartbeat 2.5 s): when the consumer's leader dies, the
+          // next one goes out within about 5 s, not the 30–45 s of the 30 s default.
+          messages = await consumer.fetch({ max_messages: max, expires: PULL_EXPIRES_MS });
+        } catch (err) {
+          throw asNotConnected(`could not pull from ${stream}/${durable}`, err);
+        }
+        return {
+          stop: () => messages.stop(),
+          [Symbol.asyncIterator]: async function* () {
+            for await (const m of messages) yield toDurableMessage(m);
+          },
+        };
       },
     };
   }
