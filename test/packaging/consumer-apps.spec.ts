@@ -291,8 +291,12 @@ describe('packed library in consumer apps (ESM + CJS, TS 6 + TS 7)', () => {
         expect.arrayContaining(['src/edge.handlers.ts', 'src/app.module.ts', 'src/main.ts', 'test/edge.handlers.spec.ts']),
       );
       writeFileBlocks(dir, files);
-      // The CommonJS app a Nest 11 user has, tested with Jest, whatever Nest major this repo has installed:
-      // Jest cannot require() Nest 12's ES modules in a CommonJS app before Node 24.9.
+      // The README's advice for Jest: map a relative import's .js to its .ts source.
+      const mapper = /moduleNameMapper: \{ '([^']+)': '([^']+)' \}/.exec(fs.readFileSync(path.join(REPO, 'README.md'), 'utf8'));
+      if (!mapper) throw new Error("README.md no longer gives Jest's moduleNameMapper for .js imports");
+      const unescape = (js: string) => js.replace(/\\\\/g, '\\');
+      // The CommonJS app a Nest 11 user has, tested with Jest and ts-jest, whatever Nest major this repo has
+      // installed: Jest cannot require() Nest 12's ES modules in a CommonJS app before Node 24.9.
       const pkg = {
         name: 'readme-cjs-app',
         version: '0.0.0',
@@ -314,6 +318,16 @@ describe('packed library in consumer apps (ESM + CJS, TS 6 + TS 7)', () => {
           '@types/node': '^20.0.0',
           jest: '^30.0.0',
           '@types/jest': '^30.0.0',
+          'ts-jest': '^29.4.0',
+        },
+        // Nest 11's generated Jest config (rootDir '.' so that test/ is included), plus the README's mapping.
+        jest: {
+          moduleFileExtensions: ['js', 'json', 'ts'],
+          rootDir: '.',
+          testRegex: '.*\\.spec\\.ts$',
+          transform: { '^.+\\.(t|j)s$': 'ts-jest' },
+          testEnvironment: 'node',
+          moduleNameMapper: { [unescape(mapper[1])]: unescape(mapper[2]) },
         },
       };
       fs.writeFileSync(path.join(dir, 'package.json'), JSON.stringify(pkg, null, 2) + '\n');
@@ -380,20 +394,20 @@ describe('packed library in consumer apps (ESM + CJS, TS 6 + TS 7)', () => {
         await nc.close();
       }
 
-      // The test file, unchanged, under Jest (its globals describe/it/expect), on the compiled CommonJS.
+      // The test file, unchanged, under Jest (its globals describe/it/expect) with ts-jest on the .ts source.
       // In-memory storage, so Redis is not needed (REDIS_URL points at nothing).
       const deadRedis = `redis://127.0.0.1:${await freePort()}`;
       const jest = binOf(dir, 'jest', 'jest');
-      const test = await run(jest.cmd, [...jest.args, '--ci', '--rootDir', 'dist', '--testMatch', '**/*.spec.js'], {
+      const test = await run(jest.cmd, [...jest.args, '--ci'], {
         cwd: dir,
         env: cleanEnv({ NATS_URL: nats.url, REDIS_URL: deadRedis }),
         timeoutMs: 120_000,
       });
       note(
-        `readme-cjs: Nest ${nest}, install ${install.ms} ms, compiled ${files.length} files in ${build.ms} ms; jest exit ${test.code} in ${test.ms} ms`,
+        `readme-cjs: Nest ${nest}, install ${install.ms} ms, compiled ${files.length} files in ${build.ms} ms; jest (ts-jest, moduleNameMapper ${JSON.stringify(pkg.jest.moduleNameMapper)}) exit ${test.code} in ${test.ms} ms`,
       );
-      expectSuccess('jest on dist/test/edge.handlers.spec.js', test);
-      expect(test.stderr).toMatch(/PASS .*test\/edge\.handlers\.spec\.js/);
+      expectSuccess('jest on test/edge.handlers.spec.ts', test);
+      expect(test.stderr).toMatch(/PASS test\/edge\.handlers\.spec\.ts/);
       expect(test.stderr).toMatch(/Tests: {7}1 passed, 1 total/);
     },
     STEP_TIMEOUT,
