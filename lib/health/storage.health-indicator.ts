@@ -3,7 +3,7 @@ import { HealthIndicatorService } from '@nestjs/terminus';
 import { MESSAGE_STORAGE_MANAGER, MessageStorageManager } from '../storage/message-storage-manager';
 import { withTimeout } from '../shared/deadline';
 
-/** Up when the message storage answers its ping (Redis PING); up when no storage is configured. */
+/** Up when the message storage answers its ping (Redis: takes a small write); up when no storage is configured. */
 @Injectable()
 export class StorageHealthIndicator {
   constructor(
@@ -18,9 +18,10 @@ export class StorageHealthIndicator {
     try {
       await withTimeout(this.storage.ping(), timeoutMs, () => new Error(`no answer within ${timeoutMs} ms`));
       return session.up();
-    } catch {
-      // The error text can carry hosts; the body of /_health never does.
-      return session.down({ message: 'storage is not answering' });
+    } catch (err) {
+      // The error text can carry hosts; the body of /_health never does, only which of the two it is.
+      const refuses = /refuses writes/.test((err as Error)?.message ?? '');
+      return session.down({ message: refuses ? 'storage refuses writes' : 'storage is not answering' });
     }
   }
 }

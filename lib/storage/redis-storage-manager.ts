@@ -32,6 +32,10 @@ export const REDIS_CLIENT_DEFAULTS = DEFAULTS.redisClient;
  * Messages are not deleted on recovery, so every subscriber of a fan-out can read them;
  * they expire by TTL. Only keys under the prefix with a valid token shape are ever read.
  */
+/** The key `ping()` writes (under the prefix): no token has this shape, so no envelope can name it. */
+const HEALTH_PROBE_KEY = 'eventbus-health-probe';
+const HEALTH_PROBE_TTL_MS = 60_000;
+
 export class RedisStorageManager extends MessageStorageManager {
   readonly ttlSeconds: number;
   readonly keyPrefix: string;
@@ -150,11 +154,17 @@ export class RedisStorageManager extends MessageStorageManager {
     }
   }
 
+  /**
+   * Throws unless Redis takes a write: a PING is answered by a Redis that refuses every SET
+   * (maxmemory with noeviction: OOM; min-replicas-to-write: NOREPLICAS; a failed snapshot: MISCONF;
+   * a replica: READONLY), so one tiny key under the prefix is written, with a short expiry.
+   */
   async ping(): Promise<void> {
     try {
-      await this.timed(this.client.ping(), 'PING');
+      await this.timed(this.client.set(this.keyPrefix + HEALTH_PROBE_KEY, '1', 'PX', HEALTH_PROBE_TTL_MS), 'SET');
     } catch (err) {
-      throw new MessageStorageError(`Redis is not answering: ${describe(err)}`, { cause: err });
+      const refused = /^(OOM|NOREPLICAS|MISCONF|READONLY)\b/.test((err as Error)?.message ?? '');
+      throw new MessageStorageError(`Redis ${refused ? 'refuses writes' : 'is not answering'}: ${describe(err)}`, { cause: err });
     }
   }
 
