@@ -13,6 +13,12 @@ import { DurableSettings, JetStreamOptions } from './durable.options';
 
 /** Seconds a stored body outlives the stream's own limit, so a message read at the last moment still finds it. */
 const BODY_MARGIN_SECONDS = 60;
+/**
+ * How long a stream's limits are trusted: another deployment may raise its age at any time, and
+ * bodies stored with the old one would expire before their messages. One lookup a second per topic
+ * is little beside storing a large body.
+ */
+const STREAM_LIMITS_MAX_AGE_MS = 1000;
 
 /**
  * JetStream for one bus: the streams it ensures at bootstrap, persisted publishes (large bodies
@@ -20,8 +26,8 @@ const BODY_MARGIN_SECONDS = 60;
  */
 export class Durability {
   private readonly links = new WeakMap<BusConnection, Promise<JetStreamLink>>();
-  // Which stream keeps a topic's messages, for the TTL of stored bodies; a service publishes to few topics.
-  private readonly limits = new Map<string, Promise<StreamLimits | undefined>>();
+  // Which stream keeps a topic's messages, for the TTL of stored bodies, and when that was read; a service publishes to few topics.
+  private readonly limits = new Map<string, { at: number; found: Promise<StreamLimits | undefined> }>();
   private readonly apiTimeoutMs: number;
 
   constructor(
@@ -87,6 +93,8 @@ export class Durability {
     try {
       ack = await link.publish(topic, envelope, hdrs, msgId, this.apiTimeoutMs);
     } catch (err) {
+      // The stream may have changed (deleted, re-created, other limits): look it up afresh next time.
+      this.limits.delete(topic);
       // An ack that did not come may still have been stored: then the body is needed; the TTL removes it otherwise.
       if (!mayHaveBeenStored(err)) this.codec.discard(envelope);
       throw err;
@@ -95,6 +103,34 @@ export class Durability {
     if (ack.duplicate) this.codec.discard(envelope);
     return ack;
   }
+
+  /**
+   * A large body published without `persist` to `topic` was stored with the storage's own TTL. When
+   * a stream captures the topic it keeps the message longer than that, and a durable reading it
+   * late finds no body (a `not_found` dead letter): warn once per topic, naming the stream. Only on
+   * a bus that uses JetStream, so that a core-only bus makes no JetStream calls.
+   */
+  noteStoredWithoutPersist(producer: BusConnection, topic: string, storageTtlSeconds: number | undefined): void {
+    if (!this.inUse || this.warnedTopics.has(topic)) return;
+    if (this.warnedTopics.size >= 1024) this.warnedTopics.clear();
+    this.warnedTopics.add(topic);
+    this.linkFor(producer)
+      .then((link) => this.streamFor(link, topic))
+      .then((stream) => {
+        if (!stream) return;
+        const ttl = storageTtlSeconds === undefined ? 'the storage TTL' : `${storageTtlSeconds} s`;
+        const age = stream.maxAgeSeconds ? `${stream.maxAgeSeconds} s` : 'with no age limit';
+        if (stream.maxAgeSeconds && storageTtlSeconds !== undefined && stream.maxAgeSeconds <= storageTtlSeconds) return;
+        this.logger.warn(
+          `a large message on "${topic}" was published without persist: true, so its stored body lives ${ttl}, but stream ${stream.name} keeps the message ${age}: a durable reading it later finds no body. Publish it with persist: true (said once per topic)`,
+        );
+      })
+      // Not knowing is no reason to warn; the next publish to the topic does not ask again.
+      .catch(() => undefined);
+  }
+
+  // Topics already checked by `noteStoredWithoutPersist`.
+  private readonly warnedTopics = new Set<string>();
 
   /** Start a durable subscription on `client`: bind to the stream that captures the topic, ensure the consumer, pull. */
   async subscribe(
@@ -204,16 +240,13 @@ export class Durability {
   }
 
   private streamFor(link: JetStreamLink, topic: string): Promise<StreamLimits | undefined> {
-    let found = this.limits.get(topic);
-    if (!found) {
-      if (this.limits.size >= 1024) this.limits.clear();
-      found = link.streamFor(topic);
-      found.then(
-        (s) => s ?? this.limits.delete(topic),
-        () => this.limits.delete(topic),
-      );
-      this.limits.set(topic, found);
-    }
-    return found;
+    const cached = this.limits.get(topic);
+    if (cached && Date.now() - cached.at < STREAM_LIMITS_MAX_AGE_MS) return cached.found;
+    if (this.limits.size >= 1024) this.limits.clear();
+    const entry = { at: Date.now(), found: link.streamFor(topic) };
+    const forget = () => this.limits.get(topic) === entry && this.limits.delete(topic);
+    entry.found.then((s) => s ?? forget(), forget);
+    this.limits.set(topic, entry);
+    return entry.found;
   }
 }

@@ -164,6 +164,8 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
         producer.publish(topic, wire, hdrs);
         return Promise.resolve();
       }
+      // A stream that captures the topic would keep the message longer than its body: warned once per topic.
+      this.durability.noteStoredWithoutPersist(producer, topic, this.storageTtlSeconds());
       // close() waits for a publish whose body is being stored, so that it still goes out.
       return this.inFlight.publish(wire.then((envelope) => this.publishStored(producer, topic, envelope, hdrs)));
     } catch (err) {
@@ -377,6 +379,12 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
   /** The delivery path of a subscription on `client`: replies go out on the connection the request came in on. */
   private deliveryFor(client: BusConnection): HandlerDelivery {
     return new HandlerDelivery(new ClaimCheckDelivery(this.codec, client, this.logger, this.telemetry), this.logger, this.badInputLog);
+  }
+
+  /** How long the storage keeps a body by default, when it says (the Redis and object stores do). */
+  private storageTtlSeconds(): number | undefined {
+    const ttl = (this.storage as { ttlSeconds?: unknown } | null)?.ttlSeconds;
+    return typeof ttl === 'number' ? ttl : undefined;
   }
 
   /** The bus-wide default: on in legacy mode (bare-token keys, where Python peers may delete on read). */
