@@ -61,6 +61,7 @@ export class InProcessBroker {
   private readonly clients = new Set<ClientConnection>();
   private readonly observers: PublishObserver[] = [];
   private readonly extensions: BrokerExtension[] = [];
+  private readonly closers: Array<() => void> = [];
   private unregister?: () => void;
 
   constructor(options: InProcessBrokerOptions = {}) {
@@ -150,6 +151,23 @@ export class InProcessBroker {
     return chosen.length;
   }
 
+  /** Deliver `message` (its subject unchanged) to what subscribes to `target`: a pull request's inbox. */
+  routeTo(target: string, message: BrokerMessage): number {
+    const tokens = target.split('.');
+    let n = 0;
+    for (const s of this.subs) {
+      if (!matches(s.tokens, tokens)) continue;
+      n++;
+      s.owner.deliver(message, s.sid);
+    }
+    return n;
+  }
+
+  /** Run `stop` when the broker closes (JetStream's timers). */
+  onClose(stop: () => void): void {
+    this.closers.push(stop);
+  }
+
   /** Whether anything is subscribed to `subject`. */
   hasInterest(subject: string): boolean {
     const tokens = subject.split('.');
@@ -162,6 +180,7 @@ export class InProcessBroker {
     this.unregister?.();
     this.unregister = undefined;
     for (const c of [...this.clients]) c.close();
+    for (const stop of this.closers.splice(0)) stop();
   }
 }
 

@@ -110,8 +110,11 @@ export class TestEventBus implements OnApplicationShutdown {
    * delivered now, and ack waits run out. Resolves once the broker has sent them.
    */
   async advance(ms: number): Promise<void> {
+    // What the handlers sent (a nak with its delay) must reach the broker before its clock moves.
+    await settle();
+    await Promise.all([...this.bus.connections().values()].map((c) => c.flush().catch(() => undefined)));
     this.jetStream?.advance(ms);
-    await new Promise((r) => setImmediate(r));
+    await settle();
   }
 
   /** Runs after the bus closed its connections (`onModuleDestroy`). */
@@ -227,6 +230,8 @@ function runOf(subscription: string, payload: unknown, ctx: MessageContext): Han
   if (ctx.seq !== undefined) Object.defineProperty(run, 'seq', { value: ctx.seq, enumerable: false });
   return run;
 }
+
+const settle = () => new Promise<void>((r) => setImmediate(r));
 
 function matchesTopic(pattern: string, subject: string): boolean {
   return pattern === subject || subjectMatches(pattern, subject);

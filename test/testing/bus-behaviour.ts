@@ -11,6 +11,7 @@ import {
   EventBusModuleOptions,
   InMemoryStorageManager,
   InvalidSubjectError,
+  NotPersistedError,
   MessageContext,
   NoRespondersError,
   PayloadTooLargeError,
@@ -91,6 +92,112 @@ class Handlers {
     await sleep(1500);
     return 'late';
   }
+}
+
+/** Runs of the durable handlers, per test. */
+const durableRuns: Array<{ payload: { id: string; failTimes?: number }; deliveryCount?: number; at: number }> = [];
+
+@Injectable()
+class DurableHandlers {
+  @Subscribe('behaviour.orders.*', {
+    durable: 'behaviour-billing',
+    maxDeliver: 3,
+    backoffMs: [150, 300],
+    deadLetter: 'behaviour-dead.orders',
+  })
+  bill(payload: { id: string; failTimes?: number }, ctx: MessageContext) {
+    durableRuns.push({ payload, deliveryCount: ctx.deliveryCount, at: Date.now() });
+    if ((ctx.deliveryCount ?? 1) <= (payload.failTimes ?? 0)) throw new Error(`bill ${payload.id} failed`);
+  }
+}
+
+/** The durable behaviours (JetStream): persisted publishes, dedupe, ack, backoff, maxDeliver and the dead letter. */
+function describeDurableBehaviour(name: string, makeApp: MakeApp): void {
+  describe(`durable behaviour: ${name}`, () => {
+    let started: AppUnderTest;
+    let bus: EventBus;
+    const dead: Array<{ payload: unknown; headers: Record<string, string> }> = [];
+
+    beforeAll(async () => {
+      const options: BehaviourOptions = {
+        health: { enabled: false },
+        storage: { useFactory: () => new InMemoryStorageManager() },
+        jetstream: {
+          streams: [
+            { name: 'BEHAVIOUR_ORDERS', subjects: ['behaviour.orders.>'], maxAgeSeconds: 600, storage: 'memory' },
+            { name: 'BEHAVIOUR_DEAD', subjects: ['behaviour-dead.>'], maxAgeSeconds: 600, storage: 'memory' },
+          ],
+        },
+      };
+      const Bus = EventBusModule.forRoot({ nats: { servers: 'nats://unused.invalid' }, ...options });
+      @Module({ imports: [Bus], providers: [DurableHandlers] })
+      class AppModule {}
+      started = await makeApp(AppModule, Bus, options);
+      bus = started.bus;
+      await bus.subscribe('behaviour-dead.>', (payload, ctx) => {
+        const headers: Record<string, string> = {};
+        for (const [k, v] of ctx.headers ?? []) headers[k] = v[0];
+        dead.push({ payload, headers });
+      });
+    });
+
+    afterAll(() => started?.close());
+
+    beforeEach(() => {
+      durableRuns.length = 0;
+      dead.length = 0;
+    });
+
+    it('a persisted publish resolves with its stream and sequence; a repeated msgId is a duplicate of the same sequence', async () => {
+      const first = await bus.publish('behaviour.orders.dedupe', { id: 'd1' }, { persist: true, msgId: 'order-d1' });
+      expect(first).toMatchObject({ stream: 'BEHAVIOUR_ORDERS', duplicate: false });
+      const again = await bus.publish('behaviour.orders.dedupe', { id: 'd1' }, { persist: true, msgId: 'order-d1' });
+      expect(again).toEqual({ stream: 'BEHAVIOUR_ORDERS', seq: first.seq, duplicate: true });
+      await waitUntil(() => durableRuns.length >= 1, 'the message handled');
+      await sleep(200);
+      expect(durableRuns.map((r) => r.payload.id)).toEqual(['d1']);
+    });
+
+    it('a persisted publish no stream captures is NotPersistedError (no_stream)', async () => {
+      const err = await bus.publish('behaviour.unstored', 1, { persist: true }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(NotPersistedError);
+      expect((err as NotPersistedError).reason).toBe('no_stream');
+    });
+
+    it('a handler that succeeds acks its message: it runs once, with deliveryCount 1', async () => {
+      await bus.publish('behaviour.orders.ok', { id: 'ok1' }, { persist: true });
+      await waitUntil(() => durableRuns.length === 1, 'handled');
+      await sleep(400);
+      expect(durableRuns.map((r) => r.deliveryCount)).toEqual([1]);
+    });
+
+    it('a failing handler is redelivered after each backoff step with ctx.deliveryCount counting up', async () => {
+      await bus.publish('behaviour.orders.retry', { id: 'r1', failTimes: 2 }, { persist: true });
+      await waitUntil(() => durableRuns.length === 3, 'three deliveries', 10_000);
+      expect(durableRuns.map((r) => r.deliveryCount)).toEqual([1, 2, 3]);
+      expect(durableRuns[1].at - durableRuns[0].at).toBeGreaterThanOrEqual(140);
+      expect(durableRuns[2].at - durableRuns[1].at).toBeGreaterThanOrEqual(290);
+      await sleep(200);
+      expect(dead).toEqual([]);
+    });
+
+    it('after maxDeliver failures the message goes to the dead letter with its Eventbus-Dead-* headers', async () => {
+      await bus.publish('behaviour.orders.poison', { id: 'p1', failTimes: 99 }, { persist: true });
+      await waitUntil(() => dead.length === 1, 'the dead letter', 10_000);
+      expect(durableRuns.map((r) => r.deliveryCount)).toEqual([1, 2, 3]);
+      expect(dead[0].payload).toEqual({ id: 'p1', failTimes: 99 });
+      expect(dead[0].headers).toMatchObject({
+        'Eventbus-Dead-Reason': 'max_deliver',
+        'Eventbus-Dead-Subject': 'behaviour.orders.poison',
+        'Eventbus-Dead-Stream': 'BEHAVIOUR_ORDERS',
+        'Eventbus-Dead-Durable': 'behaviour-billing',
+        'Eventbus-Dead-Deliveries': '3',
+        'Eventbus-Dead-Error': 'bill p1 failed',
+      });
+      await sleep(500);
+      expect(durableRuns).toHaveLength(3);
+    });
+  });
 }
 
 /** The behaviours of the bus an app relies on, against the implementation `makeApp` gives. */
@@ -233,4 +340,6 @@ export function describeBusBehaviour(name: string, makeApp: MakeApp): void {
       expect(got).toBe(1);
     });
   });
+
+  describeDurableBehaviour(name, makeApp);
 }
