@@ -65,7 +65,13 @@ export class Durability {
     hdrs: MsgHdrs | undefined,
     msgId: string | undefined,
   ): Promise<PersistAck> {
-    const link = await this.linkFor(producer);
+    const link = await this.linkFor(producer).catch((err: unknown) => {
+      // A call, not a bootstrap: the caller gets the publish's own error, with the server's answer as cause.
+      if (err instanceof InvalidOptionsError && err.option === 'jetstream') {
+        throw new NotPersistedError(topic, 'jetstream_disabled', 'the server has no JetStream for this account', { cause: err });
+      }
+      throw err;
+    });
     const headerBytes = hdrs ? headersSize(hdrs) : 0;
     if (this.codec.fitsInline(body, producer.maxPayload, headerBytes)) {
       const bytes = this.codec.toWire(topic, body, producer.maxPayload, undefined, headerBytes) as Uint8Array;

@@ -1,9 +1,15 @@
 import { connect, NatsConnection } from '@nats-io/transport-node';
 import { DiscardPolicy, jetstreamManager, JetStreamManager } from '@nats-io/jetstream';
-import { NotPersistedError, RETRYABLE_NOT_PERSISTED_REASONS } from '../../lib';
+import { EventBus, NotPersistedError, RETRYABLE_NOT_PERSISTED_REASONS } from '../../lib';
 import { NatsServer, RedisServer } from '../harness/local-servers';
 import { TestBuses } from '../harness/buses';
 import { bigPayload, MiB, sleep } from '../harness/wait';
+
+const refusal = (p: Promise<unknown>) =>
+  p.then(
+    () => undefined as unknown as NotPersistedError,
+    (e: NotPersistedError) => e,
+  );
 
 // Persisted publishes that a real nats-server (JetStream on) refuses: each failure says why, as the server answered.
 describe('persisted publish failures (reason, retryable, no body left behind)', () => {
@@ -97,5 +103,25 @@ describe('persisted publish failures (reason, retryable, no body left behind)', 
     expect([err.reason, err.retryable]).toEqual(['max_messages', true]);
     await sleep(200);
     expect(keys('pf4:')).toEqual([]);
+  });
+});
+
+describe('persisted publish on a server without JetStream', () => {
+  let nats: NatsServer;
+  const buses = new TestBuses();
+  beforeAll(async () => {
+    nats = await NatsServer.start({ jetstream: false });
+  });
+  afterAll(async () => {
+    await buses.closeAll();
+    await nats?.dispose();
+  });
+
+  it('rejects with NotPersistedError reason jetstream_disabled, not retryable', async () => {
+    const bus = buses.track(new EventBus({ nats: { servers: nats.url } }));
+    await bus.connect();
+    const err = await refusal(bus.publish('pfx.a', { x: 1 }, { persist: true }));
+    expect(err).toBeInstanceOf(NotPersistedError);
+    expect([err.reason, err.retryable]).toEqual(['jetstream_disabled', false]);
   });
 });
