@@ -1,6 +1,7 @@
 import { EventBus } from '../../lib';
 import { InProcessBroker } from '../../lib/testing';
 import { NatsServer } from '../harness/local-servers';
+import { captureLogs, LogCapture } from '../harness/log-capture';
 import { waitUntil } from '../harness/wait';
 
 // nats.js keeps one process-wide transport factory: an in-process broker in the same process must
@@ -10,8 +11,11 @@ describe('in-process broker beside a real server', () => {
   let nats: NatsServer;
   let broker: InProcessBroker;
   const buses: EventBus[] = [];
+  let logs: LogCapture;
 
   beforeAll(async () => {
+    // The restart's disconnect and reconnect lines are expected; kept out of the test output.
+    logs = captureLogs();
     nats = await NatsServer.start({ jetstream: false });
     broker = new InProcessBroker();
   });
@@ -20,6 +24,7 @@ describe('in-process broker beside a real server', () => {
     await Promise.all(buses.map((b) => b.close()));
     broker.close();
     await nats.dispose();
+    logs.restore();
   });
 
   it('a real bus and an in-process bus, connected at the same time, each reach only their own server', async () => {
