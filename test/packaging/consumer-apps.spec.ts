@@ -288,7 +288,13 @@ describe('packed library in consumer apps (ESM + CJS, TS 6 + TS 7)', () => {
       const dir = path.join(workDir, 'readme-cjs');
       const files = readmeFiles();
       expect(files.map((f) => f.file)).toEqual(
-        expect.arrayContaining(['src/edge.handlers.ts', 'src/app.module.ts', 'src/main.ts', 'test/edge.handlers.spec.ts']),
+        expect.arrayContaining([
+          'src/edge.handlers.ts',
+          'src/app.module.ts',
+          'src/main.ts',
+          'test/edge.handlers.spec.ts',
+          'test/bus-behaviours.spec.ts',
+        ]),
       );
       writeFileBlocks(dir, files);
       // The README's advice for Jest: map a relative import's .js to its .ts source.
@@ -394,13 +400,12 @@ describe('packed library in consumer apps (ESM + CJS, TS 6 + TS 7)', () => {
         await nc.close();
       }
 
-      // The test file, unchanged, under Jest (its globals describe/it/expect) with ts-jest on the .ts source.
-      // In-memory storage, so Redis is not needed (REDIS_URL points at nothing).
-      const deadRedis = `redis://127.0.0.1:${await freePort()}`;
+      // The test files, unchanged, under Jest (its globals describe/it/expect) with ts-jest on the .ts source.
+      // They use the testing module (issue 27): no NATS or Redis needed, so both URLs point at nothing.
       const jest = binOf(dir, 'jest', 'jest');
       const test = await run(jest.cmd, [...jest.args, '--ci'], {
         cwd: dir,
-        env: cleanEnv({ NATS_URL: nats.url, REDIS_URL: deadRedis }),
+        env: cleanEnv({ NATS_URL: `nats://127.0.0.1:${await freePort()}`, REDIS_URL: `redis://127.0.0.1:${await freePort()}` }),
         timeoutMs: 120_000,
       });
       note(
@@ -408,7 +413,8 @@ describe('packed library in consumer apps (ESM + CJS, TS 6 + TS 7)', () => {
       );
       expectSuccess('jest on test/edge.handlers.spec.ts', test);
       expect(test.stderr).toMatch(/PASS test\/edge\.handlers\.spec\.ts/);
-      expect(test.stderr).toMatch(/Tests: {7}1 passed, 1 total/);
+      expect(test.stderr).toMatch(/PASS test\/bus-behaviours\.spec\.ts/);
+      expect(test.stderr).toMatch(/Tests: {7}2 passed, 2 total/);
     },
     STEP_TIMEOUT,
   );
