@@ -5,7 +5,16 @@ import { HandlerDelivery } from '../event-bus/handler-delivery';
 import { MessageHandler } from '../event-bus/message-context';
 import { DispatchLimits } from '../delivery/bounded-dispatcher';
 import { BusConnection, headersSize, MsgHdrs } from '../nats/bus-connection';
-import { DurableConsumerSpec, DurablePull, JetStreamLink, mayHaveBeenStored, PersistAck, StreamLimits } from '../nats/jetstream';
+import {
+  DurableConsumerSpec,
+  DurablePull,
+  EnsureOptions,
+  EnsureResult,
+  JetStreamLink,
+  mayHaveBeenStored,
+  PersistAck,
+  StreamLimits,
+} from '../nats/jetstream';
 import { DEFAULTS } from '../options/defaults';
 import { DeadLetters } from './dead-letters';
 import { DurablePullSource, DurableSubscription } from './durable-subscription';
@@ -49,8 +58,9 @@ export class Durability {
           `stream ${spec.name} would keep messages with no age limit, but stored bodies of large messages expire; set maxAgeSeconds`,
         );
       }
-      const done = await link.ensureStream(spec);
-      if (done !== 'unchanged') this.logger.log(`JetStream stream ${spec.name} ${done} (${spec.subjects.join(', ')})`);
+      const done = await link.ensureStream(spec, this.ensureOptions);
+      if (done.outcome === 'created') this.logger.log(`JetStream stream ${spec.name} created (${spec.subjects.join(', ')})`);
+      if (done.outcome === 'updated') this.logger.log(`JetStream stream ${spec.name} updated: ${done.changes.join(', ')}`);
     }
   }
 
@@ -155,8 +165,15 @@ export class Durability {
         `no JetStream stream captures "${topic}" (durable "${settings.durable}"); list one in jetstream.streams or create it`,
       );
     }
-    const consumer = { stream: stream.name, durable: settings.durable, filterSubject: topic, ackWaitMs: settings.ackWaitMs };
-    await link.ensureConsumer(consumer);
+    const consumer: DurableConsumerSpec = {
+      stream: stream.name,
+      durable: settings.durable,
+      filterSubject: topic,
+      ackWaitMs: settings.ackWaitMs,
+      maxDeliver: settings.maxDeliver,
+      backoffMs: settings.backoffMs,
+    };
+    await this.ensureConsumer(link, consumer);
     const deadLetterStream = settings.deadLetter ? await link.streamFor(settings.deadLetter) : undefined;
     const deadLetters = new DeadLetters(
       client,
@@ -200,7 +217,7 @@ export class Durability {
       failed: async (err) => {
         const what = `pulling failed: ${(err as Error)?.message ?? String(err)}`;
         try {
-          if ((await link.ensureConsumer(consumer)) === 'created') {
+          if ((await this.ensureConsumer(link, consumer)) === 'created') {
             // Created afresh it starts at the stream's first message: those still kept are delivered again.
             this.logger.warn(`durable ${name}: its consumer was gone (${what}); re-created it`);
           } else if (!failing) {
@@ -224,6 +241,19 @@ export class Durability {
         this.logger.log(`durable ${name} pulls again`);
       },
     };
+  }
+
+  /** Ensure a durable's consumer, logging each setting changed on one that existed. */
+  private async ensureConsumer(link: JetStreamLink, consumer: DurableConsumerSpec): Promise<EnsureResult['outcome']> {
+    const done = await link.ensureConsumer(consumer, this.ensureOptions);
+    if (done.outcome === 'updated') {
+      this.logger.log(`JetStream consumer ${consumer.durable} on ${consumer.stream} updated: ${done.changes.join(', ')}`);
+    }
+    return done.outcome;
+  }
+
+  private get ensureOptions(): EnsureOptions {
+    return { allowDestructiveUpdates: this.options?.allowDestructiveUpdates ?? DEFAULTS.jetstream.allowDestructiveUpdates };
   }
 
   /** Whether the bus uses JetStream: configured, or opened by a durable subscription or a persisted publish. */

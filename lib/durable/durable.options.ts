@@ -7,13 +7,23 @@ import type { StreamSpec } from '../nats/jetstream';
 /** `jetstream` in the bus options: the streams the bus ensures, and how long it waits on JetStream. */
 export interface JetStreamOptions {
   /**
-   * Streams ensured at bootstrap: created when missing, updated when they differ, never deleted.
+   * Streams ensured at bootstrap: created when missing, updated when they differ (shrinking them
+   * only with `allowDestructiveUpdates`), never deleted.
    * Omit to bind durable topics to streams that operations manage. With message storage
    * configured, each stream needs `maxAgeSeconds`: stored bodies must live as long as its messages.
    */
   streams?: StreamSpec[];
   /** How long a persisted publish waits for the stream's acknowledgement, and JetStream API calls for an answer, in ms. Default 5000. */
   apiTimeoutMs?: number;
+  /**
+   * Let bootstrap shrink a stream (shorter `maxAgeSeconds` or `duplicateWindowSeconds`, fewer
+   * subjects or replicas) and change an existing durable consumer's `ackWaitMs`, `maxDeliver`,
+   * `backoffMs` or filter. Default false: such a difference fails bootstrap with
+   * `InvalidOptionsError` saying what differs, since other deployments may share the stream or
+   * consumer (a shorter age deletes their backlog, a shorter ack wait redelivers messages whose
+   * handlers still run). Growing a stream's limits is always allowed; every change made is logged.
+   */
+  allowDestructiveUpdates?: boolean;
 }
 
 /** The durable half of `SubscribeOptions`. */
@@ -48,7 +58,13 @@ const STREAM_KEYS = ['name', 'subjects', 'maxAgeSeconds', 'replicas', 'storage',
 export function validateJetStreamOptions(options: JetStreamOptions | undefined): void {
   if (options === undefined) return;
   if (!options || typeof options !== 'object') throw new InvalidOptionsError('jetstream', 'must be an object');
-  knownKeys('jetstream', options, ['streams', 'apiTimeoutMs']);
+  knownKeys('jetstream', options, ['streams', 'apiTimeoutMs', 'allowDestructiveUpdates']);
+  if (options.allowDestructiveUpdates !== undefined && typeof options.allowDestructiveUpdates !== 'boolean') {
+    throw new InvalidOptionsError(
+      'jetstream.allowDestructiveUpdates',
+      `must be true or false, got ${String(options.allowDestructiveUpdates)}`,
+    );
+  }
   wholeNumber('jetstream.apiTimeoutMs', options.apiTimeoutMs, 1, 'milliseconds', MAX_TIMER_MS);
   if (options.streams === undefined) return;
   if (!Array.isArray(options.streams)) throw new InvalidOptionsError('jetstream.streams', 'must be an array of { name, subjects, … }');

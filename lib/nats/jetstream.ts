@@ -9,6 +9,7 @@ import {
   jetstreamManager,
   StorageType,
   type Consumer,
+  type ConsumerConfig,
   type ConsumerMessages,
   type JetStreamClient,
   type JetStreamManager,
@@ -47,6 +48,20 @@ export interface DurableConsumerSpec {
   durable: string;
   filterSubject: string;
   ackWaitMs: number;
+  /** The bus's own retry settings (the server never gives up): recorded in the consumer's description to detect drift. */
+  maxDeliver?: number;
+  backoffMs?: readonly number[];
+}
+
+/** What ensuring a stream or consumer did, and each setting it changed (`name old → new`), for the log. */
+export interface EnsureResult {
+  outcome: 'created' | 'updated' | 'unchanged';
+  changes: string[];
+}
+
+/** Whether settings that can lose messages or redeliver running ones may be changed (`jetstream.allowDestructiveUpdates`). */
+export interface EnsureOptions {
+  allowDestructiveUpdates?: boolean;
 }
 
 /** One message of a durable consumer, as the delivery path sees it. */
@@ -114,8 +129,12 @@ export class JetStreamLink {
     }
   }
 
-  /** Create the stream when missing, update it when it differs; never delete. Returns what it did. */
-  async ensureStream(spec: StreamSpec): Promise<'created' | 'updated' | 'unchanged'> {
+  /**
+   * Create the stream when missing, update it when it differs; never delete. A change that shrinks
+   * it (shorter age, fewer subjects or replicas, a shorter duplicate window) is refused with
+   * `InvalidOptionsError` unless `allowDestructiveUpdates`: another deployment may share the stream.
+   */
+  async ensureStream(spec: StreamSpec, options: EnsureOptions = {}): Promise<EnsureResult> {
     const wanted: Partial<StreamConfig> = {
       subjects: spec.subjects,
       max_age: nanos((spec.maxAgeSeconds ?? 0) * 1000),
@@ -124,8 +143,9 @@ export class JetStreamLink {
       ...(spec.duplicateWindowSeconds !== undefined ? { duplicate_window: nanos(spec.duplicateWindowSeconds * 1000) } : {}),
     };
     try {
-      return await retryWhenTimedOut(() => this.reconcileStream(spec, wanted, true));
+      return await retryWhenTimedOut(() => this.reconcileStream(spec, wanted, options, true));
     } catch (err) {
+      if (err instanceof InvalidOptionsError) throw err;
       if (err instanceof JetStreamApiError) {
         const replicas = replicasRefusal(err, `jetstream.streams (${spec.name}).replicas`, spec.replicas ?? 1);
         if (replicas) throw replicas;
@@ -138,8 +158,9 @@ export class JetStreamLink {
   private async reconcileStream(
     spec: StreamSpec,
     wanted: Partial<StreamConfig>,
+    options: EnsureOptions,
     mayRace: boolean,
-  ): Promise<'created' | 'updated' | 'unchanged'> {
+  ): Promise<EnsureResult> {
     let current: StreamConfig;
     try {
       current = (await this.jsm.streams.info(spec.name)).config;
@@ -147,23 +168,30 @@ export class JetStreamLink {
       if (!isApiError(err, JetStreamApiCodes.StreamNotFound)) throw err;
       try {
         await this.jsm.streams.add({ name: spec.name, ...wanted });
-        return 'created';
+        return { outcome: 'created', changes: [] };
       } catch (addErr) {
         // Instances of a service start together: another may have created it a moment ago. Compare with that.
-        if (mayRace && addErr instanceof JetStreamApiError) return this.reconcileStream(spec, wanted, false);
+        if (mayRace && addErr instanceof JetStreamApiError) return this.reconcileStream(spec, wanted, options, false);
         throw addErr;
       }
     }
-    const differs =
-      [...current.subjects].sort().join(' ') !== [...spec.subjects].sort().join(' ') ||
-      current.max_age !== wanted.max_age ||
-      current.num_replicas !== wanted.num_replicas ||
-      current.storage !== wanted.storage ||
-      (wanted.duplicate_window !== undefined && current.duplicate_window !== wanted.duplicate_window);
-    if (!differs) return 'unchanged';
+    const drift = streamDrift(spec, current, wanted);
+    if (drift.length === 0) return { outcome: 'unchanged', changes: [] };
+    const shrinking = drift.filter((d) => d.destructive);
+    if (shrinking.length > 0 && !options.allowDestructiveUpdates) {
+      throw new InvalidOptionsError(
+        `jetstream.streams (${spec.name}).${shrinking[0].option}`,
+        `stream ${spec.name} exists with ${shrinking.map((d) => d.why).join('; ')}. Shrinking a stream that other deployments may share is refused; keep its current value (or more), or set jetstream.allowDestructiveUpdates: true to apply it`,
+      );
+    }
+    const update = { ...current, ...wanted };
+    // The server refuses a duplicate window longer than the age; one the spec does not set follows the age down.
+    if (wanted.duplicate_window === undefined && update.max_age && update.duplicate_window > update.max_age) {
+      update.duplicate_window = update.max_age;
+    }
     // Storage type cannot change in place; the server says so, and we pass that on.
-    await this.jsm.streams.update(spec.name, { ...current, ...wanted });
-    return 'updated';
+    await this.jsm.streams.update(spec.name, update);
+    return { outcome: 'updated', changes: drift.map((d) => d.change) };
   }
 
   /** The stream that captures `subject`, or undefined when none does. */
@@ -231,10 +259,14 @@ export class JetStreamLink {
     }
   }
 
-  /** Create the durable pull consumer when missing, update its ack wait when it differs. Says whether it had to create it. */
-  async ensureConsumer(spec: DurableConsumerSpec): Promise<'created' | 'existed'> {
+  /**
+   * Create the durable pull consumer when missing. One that exists with other settings (ack wait,
+   * filter, the bus's maxDeliver and backoff) is refused with `InvalidOptionsError` unless
+   * `allowDestructiveUpdates`: instances sharing it still run with the old ones.
+   */
+  async ensureConsumer(spec: DurableConsumerSpec, options: EnsureOptions = {}): Promise<EnsureResult> {
     try {
-      return await retryWhenTimedOut(() => this.reconcileConsumer(spec, true));
+      return await retryWhenTimedOut(() => this.reconcileConsumer(spec, options, true));
     } catch (err) {
       if (err instanceof InvalidOptionsError) throw err;
       if (err instanceof JetStreamApiError) {
@@ -246,11 +278,12 @@ export class JetStreamLink {
     }
   }
 
-  private async reconcileConsumer(spec: DurableConsumerSpec, mayRace: boolean): Promise<'created' | 'existed'> {
+  private async reconcileConsumer(spec: DurableConsumerSpec, options: EnsureOptions, mayRace: boolean): Promise<EnsureResult> {
     const ackWait = nanos(spec.ackWaitMs);
-    let current;
+    const description = retryDescription(spec);
+    let current: ConsumerConfig;
     try {
-      current = await this.jsm.consumers.info(spec.stream, spec.durable);
+      current = (await this.jsm.consumers.info(spec.stream, spec.durable)).config;
     } catch (err) {
       if (!isApiError(err, JetStreamApiCodes.ConsumerNotFound)) throw err;
       try {
@@ -262,22 +295,37 @@ export class JetStreamLink {
           ack_wait: ackWait,
           // Retries and the dead letter are the bus's (it counts deliveries): the server never gives up on a message.
           max_deliver: -1,
+          ...(description !== undefined ? { description } : {}),
         });
-        return 'created';
+        return { outcome: 'created', changes: [] };
       } catch (addErr) {
         // Another instance sharing the durable may have created it a moment ago. Compare with that.
-        if (mayRace && addErr instanceof JetStreamApiError) return this.reconcileConsumer(spec, false);
+        if (mayRace && addErr instanceof JetStreamApiError) return this.reconcileConsumer(spec, options, false);
         throw addErr;
       }
     }
-    if (current.config.filter_subject !== spec.filterSubject) {
+    const drift = consumerDrift(spec, current, ackWait, description);
+    if (drift.length === 0) return { outcome: 'unchanged', changes: [] };
+    const live = drift.filter((d) => d.destructive);
+    if (live.length > 0 && !options.allowDestructiveUpdates) {
+      const [first] = live;
+      const advice =
+        first.option === 'filter'
+          ? 'give each durable topic its own durable name'
+          : `subscribe with the same ${live.map((d) => d.option).join(' and ')}, or under a durable name of its own`;
       throw new InvalidOptionsError(
-        'durable',
-        `"${spec.durable}" on stream ${spec.stream} already filters "${current.config.filter_subject ?? '>'}", not "${spec.filterSubject}"; give each durable topic its own durable name`,
+        first.option === 'filter' ? 'durable' : first.option,
+        `durable "${spec.durable}" on stream ${spec.stream} already exists with ${live.map((d) => d.why).join('; ')}. Instances sharing it would run with settings they did not ask for (a shorter ack wait redelivers messages whose handlers still run); ${advice}, or set jetstream.allowDestructiveUpdates: true to change it`,
       );
     }
-    if (current.config.ack_wait !== ackWait) await this.jsm.consumers.update(spec.stream, spec.durable, { ack_wait: ackWait });
-    return 'existed';
+    // An operator's own description is left as it is.
+    const ours = description !== undefined && (!current.description || RETRY_DESCRIPTION.test(current.description));
+    await this.jsm.consumers.update(spec.stream, spec.durable, {
+      ack_wait: ackWait,
+      filter_subject: spec.filterSubject,
+      ...(ours ? { description } : {}),
+    });
+    return { outcome: 'updated', changes: drift.map((d) => d.change) };
   }
 
   /**
@@ -338,6 +386,122 @@ function toDurableMessage(m: JsMsg): DurableMessage {
     // pending, so it came back each ack wait. The reason travels in the dead letter's headers and the log.
     term: () => m.term(),
   };
+}
+
+/** One setting that differs between what a stream or consumer has and what is asked for. */
+interface Drift {
+  /** The option that asks for it. */
+  option: string;
+  /** `name old → new`, for the log. */
+  change: string;
+  /** What exists and what was asked, for a refusal. */
+  why: string;
+  /** Whether applying it can lose messages, or redeliver ones still being handled. */
+  destructive: boolean;
+}
+
+const seconds = (ns: number | undefined) => (ns ? `${Math.round(ns / NS_PER_SECOND)} s` : 'no limit');
+
+/** How `wanted` differs from the stream's `current` config; growing a limit is not destructive, shrinking one is. */
+function streamDrift(spec: StreamSpec, current: StreamConfig, wanted: Partial<StreamConfig>): Drift[] {
+  const drift: Drift[] = [];
+  const had = [...current.subjects].sort();
+  const want = [...spec.subjects].sort();
+  if (had.join(' ') !== want.join(' ')) {
+    const removed = had.filter((s) => !want.includes(s));
+    drift.push({
+      option: 'subjects',
+      change: `subjects [${had.join(', ')}] → [${want.join(', ')}]`,
+      why: `subjects [${had.join(', ')}], and this one lists [${want.join(', ')}] (removing ${removed.join(', ')}: their publishes would no longer be stored)`,
+      destructive: removed.length > 0,
+    });
+  }
+  const [oldAge, newAge] = [current.max_age ?? 0, wanted.max_age ?? 0];
+  if (oldAge !== newAge) {
+    drift.push({
+      option: 'maxAgeSeconds',
+      change: `max_age ${seconds(oldAge)} → ${seconds(newAge)}`,
+      why: `max age ${seconds(oldAge)}, and this one asks for ${seconds(newAge)} (messages older than that would be deleted at once)`,
+      destructive: newAge !== 0 && (oldAge === 0 || newAge < oldAge),
+    });
+  }
+  if (current.num_replicas !== wanted.num_replicas) {
+    drift.push({
+      option: 'replicas',
+      change: `replicas ${current.num_replicas} → ${wanted.num_replicas}`,
+      why: `${current.num_replicas} replicas, and this one asks for ${wanted.num_replicas} (fewer copies survive fewer lost servers)`,
+      destructive: (wanted.num_replicas ?? 1) < current.num_replicas,
+    });
+  }
+  if (current.storage !== wanted.storage) {
+    // The server refuses it in place; not ours to judge, its answer is passed on.
+    drift.push({ option: 'storage', change: `storage ${current.storage} → ${wanted.storage}`, why: '', destructive: false });
+  }
+  if (wanted.duplicate_window !== undefined && current.duplicate_window !== wanted.duplicate_window) {
+    drift.push({
+      option: 'duplicateWindowSeconds',
+      change: `duplicate_window ${seconds(current.duplicate_window)} → ${seconds(wanted.duplicate_window)}`,
+      why: `a duplicate window of ${seconds(current.duplicate_window)}, and this one asks for ${seconds(wanted.duplicate_window)} (a repeated msgId would be stored twice)`,
+      destructive: wanted.duplicate_window < current.duplicate_window,
+    });
+  }
+  return drift;
+}
+
+const RETRY_DESCRIPTION = /^nestjs-nats-eventbus maxDeliver=(\d+) backoffMs=([\d,]+)$/;
+
+/** The bus's retry settings as the consumer's description (nats-server 2.9 has no consumer metadata). */
+function retryDescription(spec: DurableConsumerSpec): string | undefined {
+  if (spec.maxDeliver === undefined || spec.backoffMs === undefined) return undefined;
+  return `nestjs-nats-eventbus maxDeliver=${spec.maxDeliver} backoffMs=${spec.backoffMs.join(',')}`;
+}
+
+/** How the consumer's `current` config differs from `spec`; any change to a consumer in use is destructive. */
+function consumerDrift(spec: DurableConsumerSpec, current: ConsumerConfig, ackWait: number, description: string | undefined): Drift[] {
+  const drift: Drift[] = [];
+  const filter = current.filter_subject ?? '>';
+  if (filter !== spec.filterSubject) {
+    drift.push({
+      option: 'filter',
+      change: `filter ${filter} → ${spec.filterSubject}`,
+      why: `filter "${filter}", not "${spec.filterSubject}"`,
+      destructive: true,
+    });
+  }
+  if (current.ack_wait !== ackWait) {
+    const ms = (ns: number | undefined) => Math.round((ns ?? 0) / 1_000_000);
+    drift.push({
+      option: 'ackWaitMs',
+      change: `ackWaitMs ${ms(current.ack_wait)} → ${spec.ackWaitMs}`,
+      why: `ackWaitMs ${ms(current.ack_wait)}, and this subscription asks for ${spec.ackWaitMs}`,
+      destructive: true,
+    });
+  }
+  if (description === undefined || current.description === description) return drift;
+  const recorded = RETRY_DESCRIPTION.exec(current.description ?? '');
+  if (!recorded) {
+    // Created before the settings were recorded (or described by an operator): record ours only where nothing is written.
+    if (!current.description) drift.push({ option: 'description', change: `recorded ${description}`, why: '', destructive: false });
+    return drift;
+  }
+  const [, maxDeliver, backoffMs] = recorded;
+  if (Number(maxDeliver) !== spec.maxDeliver) {
+    drift.push({
+      option: 'maxDeliver',
+      change: `maxDeliver ${maxDeliver} → ${spec.maxDeliver}`,
+      why: `maxDeliver ${maxDeliver}, and this subscription asks for ${spec.maxDeliver}`,
+      destructive: true,
+    });
+  }
+  if (backoffMs !== spec.backoffMs!.join(',')) {
+    drift.push({
+      option: 'backoffMs',
+      change: `backoffMs [${backoffMs}] → [${spec.backoffMs!.join(',')}]`,
+      why: `backoffMs [${backoffMs}], and this subscription asks for [${spec.backoffMs!.join(',')}]`,
+      destructive: true,
+    });
+  }
+  return drift;
 }
 
 /** A persisted publish whose ack did not come may still have been stored; one that a stream refused, or none answered, was not. */

@@ -58,6 +58,8 @@ export const DEFAULTS = {
   /** `jetstream` (durable delivery). */
   jetstream: {
     apiTimeoutMs: 5000,
+    /** Shrinking a shared stream or changing a consumer in use is refused at bootstrap unless allowed. */
+    allowDestructiveUpdates: false,
   },
   /** `@Subscribe(topic, { durable, … })` and `subscribe(…, { durable, … })`. */
   durable: {

@@ -269,7 +269,8 @@ describe('durable delivery (JetStream)', () => {
         await sleep(800);
         finished++;
       },
-      { durable: 'jobs' },
+      // The same settings as the next instance below: a durable in use is not changed by another (issue 26 item 16).
+      { durable: 'jobs', ackWaitMs: 1000 },
     );
     await bus.publish(`${subject}.job`, { a: 1 }, { persist: true });
     await waitUntil(() => started === 1, 'the handler started');
