@@ -113,6 +113,12 @@ class ServerProcess {
 
   async start() {
     if (this.running) return this;
+    // Set by the unit lane (jest.config.js): a spec that needs a server belongs in *.integration.spec.ts.
+    if (process.env.EVENTBUS_TEST_LANE === 'unit') {
+      throw new Error(
+        `${this.name} started from the unit lane, which runs without servers: name the spec *.integration.spec.ts (see jest.config.js)`,
+      );
+    }
     // `detached`: a process group of its own, so a Ctrl-C to the terminal's group does not reach it
     // and whoever started it decides when it stops (the sample stops its services first).
     const child = spawn(this.binary, this.args(), { stdio: ['ignore', 'pipe', 'pipe'], detached: !!this.detached });
