@@ -111,7 +111,15 @@ export const storageProvider: Provider = {
     if (storage === undefined || storage === null) return null;
     if (typeof storage !== 'object') throw new InvalidOptionsError('storage', 'must be an object');
     if (isRedisStorage(storage)) {
-      knownKeys('storage', storage, ['redis', 'ttlSeconds', 'keyPrefix', 'operationTimeoutMs', 'replyTtlSeconds', 'connectTimeoutMs']);
+      knownKeys('storage', storage, [
+        'redis',
+        'ttlSeconds',
+        'keyPrefix',
+        'operationTimeoutMs',
+        'replyTtlSeconds',
+        'connectTimeoutMs',
+        'legacyShadowCopy',
+      ]);
       const manager = new RedisStorageManager(redis!, storage);
       try {
         wholeNumber('storage.connectTimeoutMs', storage.connectTimeoutMs, 1, 'milliseconds', MAX_TIMER_MS);

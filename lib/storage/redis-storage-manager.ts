@@ -4,7 +4,7 @@ import { isValidToken, StoredMessageEnvelope } from '../claim-check/envelope';
 import { InvalidMessageError, InvalidOptionsError, MessageStorageError, StoredMessageNotFoundError } from '../errors/event-bus.errors';
 import { MessageStorageManager, StoreHints } from './message-storage-manager';
 import { withTimeout } from '../shared/deadline';
-import { DEFAULTS } from '../options/defaults';
+import { DEFAULTS, deepFreeze } from '../options/defaults';
 import { string, MAX_TIMER_MS, wholeNumber } from '../options/rules';
 
 export interface RedisStorageOptions {
@@ -16,13 +16,20 @@ export interface RedisStorageOptions {
   operationTimeoutMs?: number;
   /** Seconds a stored *reply* lives (it has one reader, who reads it within its timeout). Default 60, at most `ttlSeconds`. */
   replyTtlSeconds?: number;
+  /**
+   * With `keyPrefix: ''` only: keep a second copy of each stored message under
+   * `eventbus:shadow:{<token>}`, a key the Python services do not know, with the same TTL, and read
+   * it when the bare-token key is gone (a Python subscriber deletes what it reads). Costs a second
+   * copy of each large body in Redis. Default: `true` with `keyPrefix: ''`, else `false`.
+   */
+  legacyShadowCopy?: boolean;
 }
 
-export const REDIS_STORAGE_DEFAULTS = {
+export const REDIS_STORAGE_DEFAULTS = deepFreeze({
   ttlSeconds: DEFAULTS.storage.ttlSeconds,
   keyPrefix: DEFAULTS.storage.keyPrefix,
   operationTimeoutMs: DEFAULTS.storage.operationTimeoutMs,
-} as const;
+} as const);
 
 /** ioredis options the bus uses for the connection it creates (see `DEFAULTS.redisClient`). */
 export const REDIS_CLIENT_DEFAULTS = DEFAULTS.redisClient;
@@ -35,12 +42,21 @@ export const REDIS_CLIENT_DEFAULTS = DEFAULTS.redisClient;
 /** The key `ping()` writes (under the prefix): no token has this shape, so no envelope can name it. */
 const HEALTH_PROBE_KEY = 'eventbus-health-probe';
 const HEALTH_PROBE_TTL_MS = 60_000;
+/**
+ * Where legacy mode keeps its second copy: a name the Python services never GET or DEL. The token
+ * in braces is the Redis Cluster hash tag, so the copy lives in the bare-token key's slot (COPY and
+ * MULTI need one slot). Only ever built from a token that passed `isValidToken`.
+ */
+const shadowKey = (prefix: string, token: string) => `${prefix}eventbus:shadow:{${token}}`;
 
 export class RedisStorageManager extends MessageStorageManager {
   readonly ttlSeconds: number;
   readonly keyPrefix: string;
   readonly operationTimeoutMs: number;
   readonly replyTtlSeconds: number;
+  readonly legacyShadowCopy: boolean;
+  // Redis before 6.2 has no COPY: the copy is then sent as a second SET.
+  private copyUnsupported = false;
 
   constructor(
     readonly client: Redis | Cluster,
@@ -57,6 +73,16 @@ export class RedisStorageManager extends MessageStorageManager {
     if (/[\s*?[\]]/.test(this.keyPrefix))
       throw new InvalidOptionsError('storage.keyPrefix', 'must be a string without spaces or glob characters (* ? [ ])');
     wholeNumber('storage.operationTimeoutMs', this.operationTimeoutMs, 1, 'milliseconds', MAX_TIMER_MS);
+    if (options.legacyShadowCopy !== undefined && typeof options.legacyShadowCopy !== 'boolean') {
+      throw new InvalidOptionsError('storage.legacyShadowCopy', `must be true or false, got ${typeof options.legacyShadowCopy}`);
+    }
+    if (options.legacyShadowCopy && this.keyPrefix !== '') {
+      throw new InvalidOptionsError(
+        'storage.legacyShadowCopy',
+        `applies to keyPrefix '' only (the Python services' bare-token keys); with keyPrefix ${JSON.stringify(this.keyPrefix)} no Python service reads or deletes the bodies`,
+      );
+    }
+    this.legacyShadowCopy = options.legacyShadowCopy ?? this.keyPrefix === '';
   }
 
   /** Wait until the client is ready. Rejects with `MessageStorageError` after `timeoutMs`. */
@@ -125,11 +151,38 @@ export class RedisStorageManager extends MessageStorageManager {
     const token = randomUUID();
     const ttl = hints?.reply ? this.replyTtlSeconds : Math.max(this.ttlSeconds, hints?.minTtlSeconds ?? 0);
     try {
-      await this.timed(this.client.set(this.keyPrefix + token, value, 'EX', ttl), 'SET');
+      // A reply has one reader, our own requester, which no Python service races.
+      if (this.legacyShadowCopy && !hints?.reply) await this.timed(this.setWithShadow(token, value, ttl), 'SET');
+      else await this.timed(this.client.set(this.keyPrefix + token, value, 'EX', ttl), 'SET');
     } catch (err) {
       throw new MessageStorageError(`could not store message in Redis: ${describe(err)}`, { cause: err });
     }
     return { token, is_stored: true };
+  }
+
+  /**
+   * The body and its shadow in one transaction, so that no Python reader can delete the body
+   * before the copy exists. COPY copies server-side (the body crosses the network once) and keeps
+   * the TTL.
+   */
+  private async setWithShadow(token: string, value: Buffer | string, ttl: number): Promise<void> {
+    const key = this.keyPrefix + token;
+    const shadow = shadowKey(this.keyPrefix, token);
+    if (!this.copyUnsupported) {
+      try {
+        const results = await this.client.multi().set(key, value, 'EX', ttl).copy(key, shadow).exec();
+        const failed = results?.find(([err]) => err)?.[0];
+        if (failed) throw failed;
+        return;
+      } catch (err) {
+        // The whole transaction was refused (EXECABORT), so nothing was written: send the copy as a second SET.
+        if (!/unknown command/i.test((err as Error)?.message ?? '')) throw err;
+        this.copyUnsupported = true;
+      }
+    }
+    const results = await this.client.multi().set(key, value, 'EX', ttl).set(shadow, value, 'EX', ttl).exec();
+    const failed = results?.find(([err]) => err)?.[0];
+    if (failed) throw failed;
   }
 
   async recoverMessage(envelope: StoredMessageEnvelope): Promise<Uint8Array> {
@@ -138,6 +191,10 @@ export class RedisStorageManager extends MessageStorageManager {
     let body: Buffer | null;
     try {
       body = await this.timed(this.client.getBuffer(this.keyPrefix + envelope.token), 'GET');
+      // A Python subscriber deletes the bare-token key on its first read; this library's copy is still there.
+      if (body === null && this.legacyShadowCopy) {
+        body = await this.timed(this.client.getBuffer(shadowKey(this.keyPrefix, envelope.token)), 'GET');
+      }
     } catch (err) {
       throw new MessageStorageError(`could not recover message ${envelope.token} from Redis: ${describe(err)}`, { cause: err });
     }
@@ -148,7 +205,10 @@ export class RedisStorageManager extends MessageStorageManager {
   async deleteMessage(envelope: StoredMessageEnvelope): Promise<void> {
     if (!isValidToken(envelope.token)) return;
     try {
-      await this.timed(this.client.del(this.keyPrefix + envelope.token), 'DEL');
+      const keys = [this.keyPrefix + envelope.token];
+      if (this.legacyShadowCopy) keys.push(shadowKey(this.keyPrefix, envelope.token));
+      // One DEL: the shadow's hash tag puts both keys in one Redis Cluster slot.
+      await this.timed(this.client.del(...keys), 'DEL');
     } catch {
       // Best effort: the TTL removes it anyway.
     }

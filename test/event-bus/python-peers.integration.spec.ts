@@ -1,6 +1,6 @@
 import Redis from 'ioredis';
 import { connect, NatsConnection } from '@nats-io/transport-node';
-import { EventBus, RemoteHandlerError } from '../../lib';
+import { EventBus, REDIS_CLIENT_DEFAULTS, RedisStorageManager, RemoteHandlerError } from '../../lib';
 import { TestBuses } from '../harness/buses';
 import { captureLogs } from '../harness/log-capture';
 import { NatsServer, RedisServer } from '../harness/local-servers';
@@ -15,8 +15,17 @@ describe('mixed fleets: running beside the Python services (legacy keyPrefix "")
   let redis: Redis;
   const buses = new TestBuses();
 
-  async function makeBus(opts: { recoverOnReceipt?: boolean } = {}) {
-    return (await buses.withRedis(nats.url, redisServer.url, '', opts)).bus;
+  const unshadowed: RedisStorageManager[] = [];
+
+  async function makeBus(opts: { recoverOnReceipt?: boolean; legacyShadowCopy?: boolean } = {}) {
+    const { legacyShadowCopy, ...busOptions } = opts;
+    if (legacyShadowCopy === undefined) return (await buses.withRedis(nats.url, redisServer.url, '', busOptions)).bus;
+    const storage = new RedisStorageManager(new Redis(redisServer.url, { ...REDIS_CLIENT_DEFAULTS }), { keyPrefix: '', legacyShadowCopy });
+    unshadowed.push(storage);
+    await storage.connect();
+    const bus = buses.track(new EventBus({ nats: { servers: nats.url }, ...busOptions }, storage));
+    await bus.connect();
+    return bus;
   }
 
   /**
@@ -53,6 +62,7 @@ describe('mixed fleets: running beside the Python services (legacy keyPrefix "")
 
   afterAll(async () => {
     await buses.closeAll();
+    await Promise.all(unshadowed.map((s) => s.disconnect()));
     redis?.disconnect();
     await raw?.close();
     await Promise.all([nats?.dispose(), redisServer?.dispose()]);
@@ -61,7 +71,7 @@ describe('mixed fleets: running beside the Python services (legacy keyPrefix "")
   const bodies = [0, 1, 2, 3, 4].map((i) => ({ i, text: String(i).repeat(1.5 * MiB) }));
 
   /** A subscriber (by default busy: one handler at a time, 300 ms each) in a fan-out with a delete-on-read peer. */
-  async function fanOutWithPythonPeer(subject: string, subscriber: EventBus, maxConcurrent = 1) {
+  async function fanOutWithPythonPeer(subject: string, subscriber: EventBus, maxConcurrent = 1, publisher?: EventBus) {
     const got: Array<{ i: number; sha: string }> = [];
     await subscriber.subscribe(
       subject,
@@ -73,7 +83,7 @@ describe('mixed fleets: running beside the Python services (legacy keyPrefix "")
     );
     const peer = deleteOnReadPeer(subject);
     await raw.flush();
-    const publisher = await makeBus();
+    publisher ??= await makeBus();
     // All at once: the envelopes arrive before the first body is back (no body size learnt yet).
     await Promise.all(bodies.map((b) => publisher.publish(subject, b)));
     await waitUntil(() => peer.reads === bodies.length, 'the Python peer read (and deleted) every body');
@@ -107,12 +117,26 @@ describe('mixed fleets: running beside the Python services (legacy keyPrefix "")
     }
   });
 
-  it('without recovery on receipt, the same busy subscriber loses the bodies the peer deleted while it waited (the hazard is real)', async () => {
+  it('without recovery on receipt and without the shadow copy, the same busy subscriber loses the bodies the peer deleted while it waited (the hazard is real)', async () => {
     const logs = captureLogs();
     try {
-      const got = await fanOutWithPythonPeer('py.fanout.off', await makeBus({ recoverOnReceipt: false }));
+      const subscriber = await makeBus({ recoverOnReceipt: false, legacyShadowCopy: false });
+      const got = await fanOutWithPythonPeer('py.fanout.off', subscriber, 1, await makeBus({ legacyShadowCopy: false }));
       expect(got.length).toBeLessThan(bodies.length);
       expect(logs.matching(/could not recover message on "py\.fanout\.off".*not found/).length).toBe(bodies.length - got.length);
+    } finally {
+      logs.restore();
+    }
+  });
+
+  it('without recovery on receipt, the busy subscriber still gets every body the peer deleted, from the shadow copy (issue 26 item 19)', async () => {
+    const logs = captureLogs();
+    try {
+      const got = await fanOutWithPythonPeer('py.fanout.shadow', await makeBus({ recoverOnReceipt: false }));
+      got.sort((a, b) => a.i - b.i);
+      expect(got.map((g) => g.i)).toEqual([0, 1, 2, 3, 4]);
+      expect(got.map((g) => g.sha)).toEqual(bodies.map((b) => sha256(b.text)));
+      expect(logs.matching(/not found/)).toEqual([]);
     } finally {
       logs.restore();
     }
