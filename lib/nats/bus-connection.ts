@@ -172,7 +172,7 @@ export class BusConnection implements ConnectionStatus {
         this.nc = await dialNats(options);
         break;
       } catch (err) {
-        const waitMs = options.reconnectTimeWait ?? 1000;
+        const waitMs = options.reconnectTimeWait ?? NATS_CONNECTION_DEFAULTS.reconnectTimeWait;
         if (this.connectCancelled || !worthRetrying(err) || Date.now() + waitMs > deadline) throw err;
         if (attempt === 1) {
           this.logger.warn(`NATS is not reachable yet (${(err as Error).message}); trying again for up to ${firstConnectTimeoutMs} ms`);

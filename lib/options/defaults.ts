@@ -1,9 +1,18 @@
+/** Freezes an object and everything in it, so that no caller can change a default at run time. */
+export function deepFreeze<T>(value: T): T {
+  if (value !== null && typeof value === 'object' && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const key of Object.keys(value)) deepFreeze((value as Record<string, unknown>)[key]);
+  }
+  return value;
+}
+
 /**
  * Every default of the library, in one object. The options tables of the README and docs/options.md
  * are checked against it (test/options/defaults.spec.ts); the named exports below are its parts,
  * under the names users know.
  */
-export const DEFAULTS = {
+export const DEFAULTS = deepFreeze({
   /** `EventBusModule` / `EventBus` options. */
   bus: {
     rpcTimeoutMs: 10_000,
@@ -74,7 +83,7 @@ export const DEFAULTS = {
     path: '_health',
     timeoutMs: 2000,
   },
-} as const;
+} as const);
 
 /** A bounded wait for shutdown steps with no option of their own (release after a failed start). */
 export const RELEASE_TIMEOUT_MS = 1000;

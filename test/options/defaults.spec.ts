@@ -1,15 +1,8 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { DEFAULTS } from '../../lib/options/defaults';
-import {
-  EVENT_BUS_DEFAULTS,
-  HEALTH_DEFAULTS,
-  InvalidOptionsError,
-  NATS_CONNECTION_DEFAULTS,
-  OBJECT_STORE_STORAGE_DEFAULTS,
-  REDIS_CLIENT_DEFAULTS,
-  REDIS_STORAGE_DEFAULTS,
-} from '../../lib';
+import * as lib from '../../lib';
+import { EVENT_BUS_DEFAULTS, InvalidOptionsError, REDIS_STORAGE_DEFAULTS } from '../../lib';
 import { nonEmptyString, storageManager, string, wholeNumber } from '../../lib/options/rules';
 
 const ROOT = path.resolve(__dirname, '..', '..');
@@ -41,6 +34,13 @@ function tableDefaults(table: { file: string; from: string; to?: string }): Map<
     });
   }
   return out;
+}
+
+/** Paths under `value` (itself included) of objects and arrays that are not frozen. */
+function unfrozenPaths(value: unknown, at: string): string[] {
+  if (value === null || typeof value !== 'object') return [];
+  const own = Object.isFrozen(value) ? [] : [at];
+  return own.concat(...Object.entries(value).map(([k, v]) => unfrozenPaths(v, `${at}.${k}`)));
 }
 
 /** Where an option of the docs lives in DEFAULTS. */
@@ -91,12 +91,40 @@ describe('options: one defaults object', () => {
     for (const key of Object.keys(DEFAULTS.nats).filter((k) => k !== 'reconnect')) expect(documented).toContain(`nats.${key}`);
   });
 
-  it('the named defaults are parts of DEFAULTS', () => {
-    expect(EVENT_BUS_DEFAULTS).toBe(DEFAULTS.bus);
-    expect(NATS_CONNECTION_DEFAULTS).toBe(DEFAULTS.nats);
-    expect(REDIS_CLIENT_DEFAULTS).toBe(DEFAULTS.redisClient);
-    expect(HEALTH_DEFAULTS).toBe(DEFAULTS.health);
-    expect(OBJECT_STORE_STORAGE_DEFAULTS).toBe(DEFAULTS.objectStore);
+  it('every exported *_DEFAULTS is deep-frozen: an assignment throws and changes nothing', () => {
+    const exported = Object.entries(lib).filter(([name]) => name.endsWith('_DEFAULTS'));
+    // The ones users know are among them (a rename would otherwise leave this test with nothing to check).
+    expect(exported.map(([name]) => name)).toEqual(
+      expect.arrayContaining([
+        'EVENT_BUS_DEFAULTS',
+        'NATS_CONNECTION_DEFAULTS',
+        'REDIS_STORAGE_DEFAULTS',
+        'REDIS_CLIENT_DEFAULTS',
+        'OBJECT_STORE_STORAGE_DEFAULTS',
+        'HEALTH_DEFAULTS',
+      ]),
+    );
+    for (const [name, value] of [...exported, ['DEFAULTS', DEFAULTS] as const]) {
+      const unfrozen = unfrozenPaths(value, name);
+      expect(unfrozen).toEqual([]);
+    }
+    // Test files compile to strict-mode CommonJS, where writing a frozen property throws.
+    const bus = EVENT_BUS_DEFAULTS as { rpcTimeoutMs: number };
+    expect(() => {
+      bus.rpcTimeoutMs = 1;
+    }).toThrow(TypeError);
+    expect(EVENT_BUS_DEFAULTS.rpcTimeoutMs).toBe(10_000);
+    const backoff = DEFAULTS.durable.backoffMs as unknown as number[];
+    expect(() => backoff.push(1)).toThrow(TypeError);
+    expect(DEFAULTS.durable.backoffMs).toEqual([1000, 5000, 30_000]);
+    const redis = REDIS_STORAGE_DEFAULTS as { keyPrefix: string };
+    expect(() => {
+      redis.keyPrefix = '';
+    }).toThrow(TypeError);
+    expect(REDIS_STORAGE_DEFAULTS.keyPrefix).toBe('eventbus:');
+  });
+
+  it('REDIS_STORAGE_DEFAULTS states the same values as DEFAULTS.storage', () => {
     expect(REDIS_STORAGE_DEFAULTS).toEqual({
       ttlSeconds: DEFAULTS.storage.ttlSeconds,
       keyPrefix: DEFAULTS.storage.keyPrefix,
