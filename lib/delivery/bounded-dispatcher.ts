@@ -39,6 +39,8 @@ export class BoundedDispatcher<M> {
     private readonly logger: Logger,
     /** Called for a message that must wait for a slot, e.g. to start recovering its body now. */
     private readonly onQueued?: (item: M, held: HeldBytes) => void,
+    /** Called for a message dropped or shed, e.g. to answer a request at once rather than let it time out. */
+    private readonly onRefused?: (item: M, why: string) => void,
   ) {
     this.budget = new ByteBudget(limits.maxHeldBytes);
   }
@@ -75,6 +77,7 @@ export class BoundedDispatcher<M> {
     if (!free && this.pending >= this.limits.maxPending) {
       this.dropped++;
       this.warn('slow', `slow consumer on "${this.subject}": ${this.pending} messages waiting, ${this.dropped} dropped so far`);
+      this.onRefused?.(item, `${this.pending} messages already waiting`);
       return;
     }
     const bytes = this.sizeOf(item);
@@ -84,6 +87,7 @@ export class BoundedDispatcher<M> {
         'shed',
         `"${this.subject}" is over its byte budget: ${this.budget.used} of ${this.limits.maxHeldBytes} bytes held; a ${bytes}-byte message shed, ${this.shed} so far`,
       );
+      this.onRefused?.(item, `over its byte budget of ${this.limits.maxHeldBytes} bytes`);
       return;
     }
     const held = new HeldBytes(this.budget, bytes);

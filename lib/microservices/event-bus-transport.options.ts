@@ -10,6 +10,7 @@ import { RedisStorageManager } from '../storage/redis-storage-manager';
 import { BusTelemetry } from '../telemetry/bus-telemetry';
 import { tracedStore } from '../telemetry/traced-store';
 import { DEFAULTS } from '../options/defaults';
+import type { DispatchLimits } from '../delivery/bounded-dispatcher';
 
 /** Everything `Transport.NATS` takes in `options`: `servers`, `queue`, `gracefulShutdown`, `headers`, … */
 export type NestNatsOptions = NonNullable<NatsOptions['options']>;
@@ -42,6 +43,17 @@ export interface EventBusTransportOptions {
    * SDK before the transport starts. `false` turns it off. Default `true`.
    */
   telemetry?: boolean;
+  /**
+   * Server side (`EventBusTransport`), per pattern: bytes of received packets and recovered stored
+   * bodies held at once, from arrival until the handler finishes. Past it, a packet is shed (a
+   * request is answered with an error at once) and a stored body waits for room before it is read.
+   * Default 67108864 (64 MiB), as `maxHeldBytes` of `EventBusModule`.
+   */
+  maxHeldBytes?: number;
+  /** Server side, per pattern: handlers running at once; more wait. Default 64. */
+  maxConcurrentHandlers?: number;
+  /** Server side, per pattern: packets waiting for a handler; past it they are dropped (a request gets an error). Default 10000. */
+  maxPendingMessages?: number;
 }
 
 /** Options that are Nest's, not the connection's. */
@@ -57,6 +69,8 @@ export interface TransportSetup {
   storage: MessageStorageManager | null;
   /** Started when the side connects (`listen` / `connect`). */
   telemetry: BusTelemetry;
+  /** What the server side holds and runs at once, per pattern. */
+  limits: DispatchLimits;
 }
 
 /** Validates the options and builds the claim-check codec both sides share. */
@@ -69,6 +83,9 @@ export function transportSetup(options: EventBusTransportOptions | undefined, wh
   wholeNumber('largeMessageThreshold', t, 1, 'bytes');
   if (options.telemetry !== undefined && typeof options.telemetry !== 'boolean')
     throw new InvalidOptionsError('telemetry', `${who}: must be true or false, got ${typeof options.telemetry}`);
+  wholeNumber('maxHeldBytes', options.maxHeldBytes, 1, 'bytes');
+  wholeNumber('maxConcurrentHandlers', options.maxConcurrentHandlers, 1);
+  wholeNumber('maxPendingMessages', options.maxPendingMessages, 0);
   const telemetry = new BusTelemetry();
   const nest = { ...(nats ?? {}) } as Record<string, any>;
   const connection: Record<string, any> = { servers: 'nats://localhost:4222' };
@@ -79,6 +96,11 @@ export function transportSetup(options: EventBusTransportOptions | undefined, wh
     connection: connection as NatsConnectionOptions,
     storage: storage ?? null,
     telemetry,
+    limits: {
+      maxHeldBytes: options.maxHeldBytes ?? DEFAULTS.bus.maxHeldBytes,
+      maxConcurrent: options.maxConcurrentHandlers ?? DEFAULTS.bus.maxConcurrentHandlers,
+      maxPending: options.maxPendingMessages ?? DEFAULTS.bus.maxPendingMessages,
+    },
   };
 }
 

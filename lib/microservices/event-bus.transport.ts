@@ -1,7 +1,11 @@
 import { Logger } from '@nestjs/common';
 import { CustomTransportStrategy, NatsContext, Server, Transport } from '@nestjs/microservices';
-import { ClaimCheckDelivery, InboundBody } from '../delivery/claim-check-delivery';
-import { isPromise } from '../shared/maybe-async';
+import { BoundedDispatcher } from '../delivery/bounded-dispatcher';
+import { HeldBytes } from '../delivery/byte-budget';
+import { ClaimCheckDelivery } from '../delivery/claim-check-delivery';
+import { StoredMessageEnvelope } from '../claim-check/envelope';
+import { DEFAULTS } from '../options/defaults';
+import { settleWithin } from '../shared/deadline';
 import { RateLimitedLog } from '../delivery/rate-limited-log';
 import { MessageStorageError } from '../errors/event-bus.errors';
 import { Msg, BusConnection, Subscription } from '../nats/bus-connection';
@@ -40,6 +44,7 @@ export class EventBusTransport extends Server implements CustomTransportStrategy
   private client: BusConnection | null = null;
   private delivery: ClaimCheckDelivery | null = null;
   private subscriptions: Subscription[] = [];
+  private dispatchers: Array<BoundedDispatcher<Msg>> = [];
   // With telemetry on: requests whose publisher exists, and what to call once their last reply is out.
   private readonly replying = new WeakSet<Msg>();
   private readonly lastReply = new WeakMap<Msg, () => void>();
@@ -75,9 +80,23 @@ export class EventBusTransport extends Server implements CustomTransportStrategy
     for (const [channel, handler] of this.messageHandlers) {
       const queue = (handler.extras?.queue as string | undefined) ?? defaultQueue;
       // Each message is handled inside a process span whose parent is the trace its headers carry.
-      const run = this.setup.telemetry.on ? (msg: Msg) => this.handleTraced(channel, msg) : (msg: Msg) => this.handleMessage(channel, msg);
+      const run = this.setup.telemetry.on
+        ? (msg: Msg, held?: HeldBytes) => this.handleTraced(channel, msg, held)
+        : (msg: Msg, held?: HeldBytes) => this.handleMessage(channel, msg, held);
       const handle = this.setup.telemetry.consuming(channel, queue, run);
-      this.subscriptions.push(client.subscribe(channel, (msg) => void handle(msg, undefined), queue));
+      // Bounded in bytes as @Subscribe is: without it, a burst of large packets held each body, and its parse, at once.
+      const dispatcher = new BoundedDispatcher<Msg>(
+        channel,
+        this.setup.limits,
+        (msg) => msg.data.byteLength,
+        (msg, held) => handle(msg, held),
+        this.log,
+        undefined,
+        (msg, why) =>
+          msg.reply && this.sendError(msg, msg.reply, { err: rpcError(`server busy: "${channel}" is ${why}`), isDisposed: true }),
+      );
+      this.dispatchers.push(dispatcher);
+      this.subscriptions.push(client.subscribe(channel, (msg) => dispatcher.push(msg), queue));
     }
   }
 
@@ -85,10 +104,10 @@ export class EventBusTransport extends Server implements CustomTransportStrategy
    * A request's process span ends with its last reply, which Nest sends on a later tick than the
    * handler's promise settles (and, for a large reply, once it is stored).
    */
-  private handleTraced(channel: string, msg: Msg): Promise<void> {
-    if (!msg.reply) return this.handleMessage(channel, msg);
+  private handleTraced(channel: string, msg: Msg, held?: HeldBytes): Promise<void> {
+    if (!msg.reply) return this.handleMessage(channel, msg, held);
     const replied = new Promise<void>((resolve) => this.lastReply.set(msg, resolve));
-    return this.handleMessage(channel, msg).then(() => (this.replying.has(msg) ? replied : undefined));
+    return this.handleMessage(channel, msg, held).then(() => (this.replying.has(msg) ? replied : undefined));
   }
 
   /** Stop receiving (after the grace period when `gracefulShutdown`), let replies go out, close. */
@@ -102,7 +121,13 @@ export class EventBusTransport extends Server implements CustomTransportStrategy
         setTimeout(resolve, (this.setup.nest.gracePeriod as number | undefined) ?? NATS_DEFAULT_GRACE_PERIOD_MS),
       );
     }
+    // Packets already taken but waiting for a handler slot still run, and their replies need the connection.
+    await Promise.all(
+      this.subscriptions.map((sub) => (sub.isClosed() ? undefined : settleWithin(sub.drain(), DEFAULTS.bus.shutdownTimeoutMs))),
+    );
+    await settleWithin(Promise.all(this.dispatchers.map((d) => d.whenIdle())), DEFAULTS.bus.shutdownTimeoutMs);
     this.subscriptions = [];
+    this.dispatchers = [];
     await client.drain();
     this.events.clear();
   }
@@ -119,23 +144,32 @@ export class EventBusTransport extends Server implements CustomTransportStrategy
     this.events.on(event as string, callback as (data: unknown) => void);
   }
 
-  /** Recovers a stored packet, then handles it as Nest's own transport would. Never rejects. */
-  handleMessage(channel: string, msg: Msg): Promise<void> {
-    let inbound: InboundBody;
+  /**
+   * Recovers a stored packet, then handles it as Nest's own transport would. Never rejects. With
+   * `held` (its share of the pattern's byte budget), a stored body is read only once there is room.
+   */
+  handleMessage(channel: string, msg: Msg, held?: HeldBytes): Promise<void> {
+    let envelope: StoredMessageEnvelope | undefined;
     try {
-      inbound = this.delivery!.inbound(msg.subject, msg.data);
+      envelope = this.delivery!.codec.peekEnvelope(msg.subject, msg.data);
     } catch (err) {
       return Promise.resolve(this.drop(msg, (err as Error).message, 'invalid claim-check envelope'));
     }
-    const { envelope, bytes } = inbound;
-    if (!isPromise(bytes)) return this.handlePacket(channel, msg, bytes);
-    return bytes.then(
+    if (!envelope) return this.handlePacket(channel, msg, msg.data);
+    const stored = envelope;
+    const recover = () =>
+      this.delivery!.codec.recoverBytes(msg.subject, stored).then((body) => {
+        held?.storedArrived(body.byteLength);
+        return body;
+      });
+    const room = held?.reserveStored();
+    return (room ? room.then(recover) : recover()).then(
       (body) => this.handlePacket(channel, msg, body),
       (err) =>
         this.drop(
           msg,
-          `could not recover message (token ${envelope!.token}): ${(err as Error).message}`,
-          `could not recover stored message ${envelope!.token}`,
+          `could not recover message (token ${stored.token}): ${(err as Error).message}`,
+          `could not recover stored message ${stored.token}`,
         ),
     );
   }
