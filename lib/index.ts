@@ -17,7 +17,7 @@ export { DEAD_REASON_HEADER } from './durable/dead-letters';
 export { StoredMessageEnvelope, isValidToken } from './claim-check/envelope';
 export { NatsConnectionOptions, NATS_CONNECTION_DEFAULTS } from './nats/bus-connection.options';
 export { ConnectionStatus, ConnectionState } from './nats/bus-connection';
-export { MessageStorageManager, MESSAGE_STORAGE_MANAGER } from './storage/message-storage-manager';
+export { MessageStorageManager, MESSAGE_STORAGE_MANAGER, StoreHints, StoreConnection } from './storage/message-storage-manager';
 export { RedisStorageManager, RedisStorageOptions, REDIS_STORAGE_DEFAULTS, REDIS_CLIENT_DEFAULTS } from './storage/redis-storage-manager';
 export { InMemoryStorageManager, InMemoryStorageOptions } from './storage/in-memory-storage-manager';
 export {

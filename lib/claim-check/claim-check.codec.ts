@@ -1,7 +1,7 @@
 import { isUtf8 } from 'node:buffer';
 import { EventBusError, InvalidMessageError, MessageStorageError, PayloadTooLargeError } from '../errors/event-bus.errors';
 import { encodeEnvelope, isValidToken, looksLikeEnvelope, markForgedToken, StoredMessageEnvelope } from './envelope';
-import type { StoreHints } from '../storage/message-storage-manager';
+import type { StoreHints } from './store-hints';
 
 /** Bytes kept free under max_payload for NATS headers (service-error headers on replies, user headers). */
 export const HEADER_ROOM_BYTES = 8 * 1024;

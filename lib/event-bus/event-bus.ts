@@ -390,8 +390,8 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
   /** The bus-wide default: on in legacy mode (bare-token keys, where Python peers may delete on read). */
   private recoverOnReceipt(): boolean {
     if (this.options.recoverOnReceipt !== undefined) return this.options.recoverOnReceipt;
-    // Any store that keeps the Python services' bare-token keys (RedisStorageManager with keyPrefix '').
-    return (this.storage as { keyPrefix?: unknown } | null)?.keyPrefix === '';
+    // The store says so (RedisStorageManager with keyPrefix '': the Python services' bare-token keys).
+    return this.storage?.deletesOnRead === true;
   }
 
   private connectionName(): string {

@@ -6,7 +6,6 @@ import { storageManager, wholeNumber } from '../options/rules';
 import { BusConnection } from '../nats/bus-connection';
 import type { NatsConnectionOptions } from '../nats/bus-connection.options';
 import { MessageStorageManager } from '../storage/message-storage-manager';
-import { RedisStorageManager } from '../storage/redis-storage-manager';
 import { BusTelemetry } from '../telemetry/bus-telemetry';
 import { tracedStore } from '../telemetry/traced-store';
 import { DEFAULTS } from '../options/defaults';
@@ -111,7 +110,8 @@ export function transportSetup(options: EventBusTransportOptions | undefined, wh
 export async function openTransportClient(setup: TransportSetup, options: EventBusTransportOptions, label: string): Promise<BusConnection> {
   // Tracer and meter are taken now, not at import: an SDK registered before the app starts is used.
   setup.telemetry.start(options.telemetry ?? DEFAULTS.bus.telemetry);
-  if (setup.storage instanceof RedisStorageManager) await setup.storage.connect();
+  // A store that must connect first (Redis) says so with open().
+  await setup.storage?.open?.();
   const client = new BusConnection(label, setup.connection);
   await client.connect();
   const t = options.largeMessageThreshold;

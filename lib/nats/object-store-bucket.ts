@@ -7,7 +7,7 @@ import { Objm, setSha256Backend, type ObjectStore } from '@nats-io/obj';
 import { nanos } from '@nats-io/transport-node';
 import { InvalidOptionsError, MessageStorageError, StoredMessageCorruptError } from '../errors/event-bus.errors';
 import { withTimeout } from '../shared/deadline';
-import type { BusConnection } from './bus-connection';
+import type { StoreConnection } from './store-connection';
 import { replicasRefusal, retryWhenTimedOut } from './nats-errors';
 
 // Node's crypto hashes several times faster than the pure-JS default; process-wide, set once.
@@ -51,7 +51,7 @@ export class ObjectStoreBucket {
    * Create the bucket, or bring an existing one to `config` (TTL, replicas, max bytes). Its storage
    * type cannot change: an existing bucket of the other type fails with `InvalidOptionsError`.
    */
-  static async open(connection: BusConnection, config: ObjectStoreBucketConfig): Promise<ObjectStoreBucket> {
+  static async open(connection: StoreConnection, config: ObjectStoreBucketConfig): Promise<ObjectStoreBucket> {
     const nc = connection.connection;
     const timeout = config.operationTimeoutMs;
     const wanted = {

@@ -1,5 +1,10 @@
 import { StoredMessageEnvelope } from '../claim-check/envelope';
-import type { BusConnection } from '../nats/bus-connection';
+import type { StoreHints } from '../claim-check/store-hints';
+import type { StoreConnection } from '../nats/store-connection';
+
+// Stores import the hints from here, next to the class they implement.
+export type { StoreHints } from '../claim-check/store-hints';
+export type { StoreConnection } from '../nats/store-connection';
 
 /** Injection token of the storage that takes bodies too large for NATS. */
 export const MESSAGE_STORAGE_MANAGER = Symbol.for('nestjs-nats-eventbus:MESSAGE_STORAGE_MANAGER');
@@ -12,22 +17,6 @@ export const MESSAGE_STORAGE_MANAGER = Symbol.for('nestjs-nats-eventbus:MESSAGE_
  *   `StoredMessageNotFoundError` when the token is unknown or expired;
  * - never read anything for a token that fails `isValidToken`.
  */
-/** What the bus tells a store about a body it stores. */
-export interface StoreHints {
-  /**
-   * The body is a reply to one requester, which reads it within its request timeout. Stores keep
-   * replies for a short TTL (Redis: `replyTtlSeconds`, default 60 s) and the requester does not
-   * delete them: a responder must not be able to make it delete another message's body.
-   */
-  reply?: boolean;
-  /**
-   * Keep the body at least this many seconds: it belongs to a message a JetStream stream keeps that
-   * long (`publish(…, { persist: true })`). A store whose expiry is shorter takes the longer one;
-   * a store that cannot keep it that long must reject with `MessageStorageError`.
-   */
-  minTtlSeconds?: number;
-}
-
 export abstract class MessageStorageManager {
   abstract storeMessage(body: Uint8Array, hints?: StoreHints): Promise<StoredMessageEnvelope>;
   abstract recoverMessage(envelope: StoredMessageEnvelope): Promise<Uint8Array>;
@@ -51,5 +40,20 @@ export abstract class MessageStorageManager {
    * Optional: a store that keeps bodies on NATS itself (`ObjectStoreStorageManager`) is handed the
    * connection of the bus or transport it serves once that is open; bootstrap waits for it.
    */
-  attachConnection?(connection: BusConnection): Promise<void>;
+  attachConnection?(connection: StoreConnection): Promise<void>;
+
+  /**
+   * Optional: make the store ready (connect a client). The `@nestjs/microservices` transport calls
+   * it before it opens its NATS connection and fails to start when it rejects; `RedisStorageManager`
+   * waits there for Redis. The module opens the Redis store it creates itself.
+   */
+  open?(): Promise<void>;
+
+  // `declare`: no field is emitted, so a subclass's own property is the only one.
+  /**
+   * Set it to true when a body may be gone once someone read it (the Python services' bare-token
+   * Redis keys, which they delete on read). The bus then recovers each body as soon as the message
+   * arrives (`recoverOnReceipt` defaults to true). Absent means false.
+   */
+  declare readonly deletesOnRead?: boolean;
 }

@@ -1,11 +1,10 @@
 import { randomUUID } from 'node:crypto';
 import { isValidToken, StoredMessageEnvelope } from '../claim-check/envelope';
 import { InvalidMessageError, InvalidOptionsError, MessageStorageError, StoredMessageNotFoundError } from '../errors/event-bus.errors';
-import type { BusConnection } from '../nats/bus-connection';
 import { BUCKET_NAME, ObjectStoreBucket, ObjectStoreBucketConfig } from '../nats/object-store-bucket';
 import { DEFAULTS } from '../options/defaults';
 import { knownKeys, MAX_TIMER_MS, wholeNumber } from '../options/rules';
-import { MessageStorageManager, StoreHints } from './message-storage-manager';
+import { MessageStorageManager, StoreConnection, StoreHints } from './message-storage-manager';
 
 export interface ObjectStoreStorageOptions {
   /** Name of the JetStream object store bucket (stream `OBJ_<bucket>`). Default `'eventbus'`. */
@@ -48,7 +47,7 @@ export class ObjectStoreStorageManager extends MessageStorageManager {
   readonly storageType: 'file' | 'memory';
   readonly maxBytes: number;
   readonly operationTimeoutMs: number;
-  private readonly buckets = new Map<BusConnection, Promise<ObjectStoreBucket>>();
+  private readonly buckets = new Map<StoreConnection, Promise<ObjectStoreBucket>>();
 
   constructor(options: ObjectStoreStorageOptions = {}) {
     super();
@@ -82,7 +81,7 @@ export class ObjectStoreStorageManager extends MessageStorageManager {
    * this once their connection is open; while several are attached, the first still open serves.
    * Rejects with `MessageStorageError` (no JetStream, no leader) or `InvalidOptionsError`.
    */
-  attachConnection(connection: BusConnection): Promise<void> {
+  attachConnection(connection: StoreConnection): Promise<void> {
     let opening = this.buckets.get(connection);
     if (!opening) {
       const config: ObjectStoreBucketConfig = {

@@ -55,6 +55,8 @@ export class RedisStorageManager extends MessageStorageManager {
   readonly operationTimeoutMs: number;
   readonly replyTtlSeconds: number;
   readonly legacyShadowCopy: boolean;
+  // Bare-token keys are the Python services', which delete what they read: recover on receipt.
+  readonly deletesOnRead: boolean;
   // Redis before 6.2 has no COPY: the copy is then sent as a second SET.
   private copyUnsupported = false;
 
@@ -83,6 +85,12 @@ export class RedisStorageManager extends MessageStorageManager {
       );
     }
     this.legacyShadowCopy = options.legacyShadowCopy ?? this.keyPrefix === '';
+    this.deletesOnRead = this.keyPrefix === '';
+  }
+
+  /** What the transport calls before use: `connect()` with its default timeout. */
+  open(): Promise<void> {
+    return this.connect();
   }
 
   /** Wait until the client is ready. Rejects with `MessageStorageError` after `timeoutMs`. */

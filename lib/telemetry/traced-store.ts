@@ -1,4 +1,4 @@
-import type { StoreHints } from '../storage/message-storage-manager';
+import type { StoreHints } from '../claim-check/store-hints';
 import type { BodyStore } from '../claim-check/claim-check.codec';
 import type { StoredMessageEnvelope } from '../claim-check/envelope';
 import type { BusTelemetry } from './bus-telemetry';

@@ -1,0 +1,15 @@
+/** What the bus tells a store about a body it stores (`MessageStorageManager.storeMessage`). */
+export interface StoreHints {
+  /**
+   * The body is a reply to one requester, which reads it within its request timeout. Stores keep
+   * replies for a short TTL (Redis: `replyTtlSeconds`, default 60 s) and the requester does not
+   * delete them: a responder must not be able to make it delete another message's body.
+   */
+  reply?: boolean;
+  /**
+   * Keep the body at least this many seconds: it belongs to a message a JetStream stream keeps that
+   * long (`publish(…, { persist: true })`). A store whose expiry is shorter takes the longer one;
+   * a store that cannot keep it that long must reject with `MessageStorageError`.
+   */
+  minTtlSeconds?: number;
+}
