@@ -196,6 +196,17 @@ async function startSides(sides, recvRole, sendRole, cfgFor) {
   };
 }
 
+/** Each worker's CPU time so far (user + system, µs), asked over IPC while it is idle. */
+async function cpuOf(workers) {
+  return Promise.all(
+    workers.map(async (w) => {
+      w.cmd({ cmd: 'cpu' });
+      const c = await w.next('cpu');
+      return c.user + c.system;
+    }),
+  );
+}
+
 /** The receiver's `done`; past `timeoutMs`, what it has counted so far (marked incomplete). */
 async function doneOrReport(recv, timeoutMs) {
   try {
@@ -315,7 +326,9 @@ async function large() {
             const lat = [];
             const pub = [];
             const encodes = [];
+            let cpu0;
             for (let i = 0; i < P.largeWarmup + P.large[bytes]; i++) {
+              if (i === P.largeWarmup) cpu0 = await cpuOf([sender, recv]);
               sender.cmd({ cmd: 'go', bytes });
               const sent = await sender.next('sent');
               const got = await recv.next('got');
@@ -325,11 +338,14 @@ async function large() {
               pub.push(sent.publishMs);
               encodes.push(sent.encodes);
             }
+            const cpu1 = await cpuOf([sender, recv]);
             out[label(bytes)] = {
               latencyMs: median(lat),
               publishMs: median(pub),
               encodesPerPayload: side === 'floor' ? 1 : Math.max(...encodes),
               bytes: ready.sizes[bytes],
+              sendCpuUs: (cpu1[0] - cpu0[0]) / P.large[bytes],
+              recvCpuUs: (cpu1[1] - cpu0[1]) / P.large[bytes],
             };
           }
           env.redis.cli('FLUSHALL');

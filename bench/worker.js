@@ -720,6 +720,8 @@ async function main() {
     try {
       if (m.cmd === 'go') send(await role.go(m));
       else if (m.cmd === 'report') send(role.report());
+      // CPU time so far, for scenarios that charge each end's CPU per message from outside (large).
+      else if (m.cmd === 'cpu') send({ type: 'cpu', ...process.cpuUsage() });
       else if (m.cmd === 'stop') {
         await Promise.race([Promise.resolve(role.close && role.close()).catch(() => undefined), sleep(3000)]);
         process.exit(0);

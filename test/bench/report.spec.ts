@@ -3,18 +3,60 @@
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const { report, ratiosLine, median } = require('../../bench/report');
 
-const RATIOS_LINE =
-  /^RATIOS events_vs_raw=(\d+\.\d\d|nan) events_vs_nestms=(\d+\.\d\d|nan) rpc64_vs_raw=(\d+\.\d\d|nan) large2m_vs_floor=(\d+\.\d\d|nan) large8m_vs_floor=(\d+\.\d\d|nan) durable_vs_rawjs=(\d+\.\d\d|nan) durable_vs_peer=(\d+\.\d\d|nan) objstore2m_vs_redis=(\d+\.\d\d|nan) objstore8m_vs_redis=(\d+\.\d\d|nan) otel_noop_vs_off=(\d+\.\d\d|nan) otel_sdk_vs_off=(\d+\.\d\d|nan)$/;
+// Every key, in order; each value two decimals or `nan`.
+const KEYS = [
+  'events_vs_raw',
+  'events_vs_nestms',
+  'rpc64_vs_raw',
+  'large2m_vs_floor',
+  'large8m_vs_floor',
+  'durable_vs_rawjs',
+  'durable_vs_peer',
+  'objstore2m_vs_redis',
+  'objstore8m_vs_redis',
+  'otel_noop_vs_off',
+  'otel_sdk_vs_off',
+  'events_cpu_vs_raw',
+  'events_cpu_vs_nestms',
+  'events_icpt_cpu_vs_nestms',
+  'rpc64_cpu_vs_raw',
+  'large2m_cpu_vs_floor',
+  'large8m_cpu_vs_floor',
+  'durable_cpu_vs_rawjs',
+  'durable_cpu_vs_peer',
+  'objstore2m_cpu_vs_redis',
+  'objstore8m_cpu_vs_redis',
+  'otel_noop_cpu_vs_off',
+  'otel_sdk_cpu_vs_off',
+  'aa_events',
+  'aa_rpc64',
+  'aa_events_cpu',
+  'aa_rpc64_cpu',
+];
+const RATIOS_LINE = new RegExp(`^RATIOS ${KEYS.map((k) => `${k}=(\\d+\\.\\d\\d|nan)`).join(' ')}$`);
+/** The RATIOS line as key -> printed value. */
+const parse = (line: string) =>
+  Object.fromEntries(
+    line
+      .slice('RATIOS '.length)
+      .split(' ')
+      .map((kv) => kv.split('=')),
+  );
 
 const rounds = <T>(...xs: T[]) => xs;
-const rpcSide = (rate: number) => rounds(...[1, 2, 3].map(() => ({ rate, p50: 1, p99: 2 })));
+// CPU µs per request: requester / responder.
+const rpcSide = (rate: number, reqCpuUs = 20, respCpuUs = 5) =>
+  rounds(...[1, 2, 3].map(() => ({ rate, p50: 1, p99: 2, reqCpuUs, respCpuUs })));
+const largeSide = (latencies: number[], sendCpuUs: number, recvCpuUs: number) =>
+  latencies.map((latencyMs) => ({ latencyMs, publishMs: 1, encodesPerPayload: 1, bytes: 2097164, sendCpuUs, recvCpuUs }));
 const large = (bus: number[], floor: number[], busOs?: number[]) => ({
   bytes: 2 * 1024 * 1024,
   count: 3,
   perSide: {
-    bus: bus.map((latencyMs) => ({ latencyMs, publishMs: 1, encodesPerPayload: 1, bytes: 2097164 })),
-    floor: floor.map((latencyMs) => ({ latencyMs, publishMs: 1, encodesPerPayload: 1, bytes: 2097164 })),
-    ...(busOs ? { 'bus-os': busOs.map((latencyMs) => ({ latencyMs, publishMs: 1, encodesPerPayload: 1, bytes: 2097164 })) } : {}),
+    // CPU µs per message, both ends: bus 3000, floor 2400, bus-os 4000.
+    bus: largeSide(bus, 2000, 1000),
+    floor: largeSide(floor, 1400, 1000),
+    ...(busOs ? { 'bus-os': largeSide(busOs, 3000, 1000) } : {}),
   },
   nestms: {
     attempts: [{ kind: 'emit', ok: false, ms: 3, name: 'NatsError', code: 'MAX_PAYLOAD_EXCEEDED', message: 'MAX_PAYLOAD_EXCEEDED' }],
@@ -26,12 +68,14 @@ const results = {
   events: {
     n: 10,
     bytes: 128,
+    // CPU µs per message (sender + receiver): bus 4, raw 3.6, nestms 20, bus-icpt 6, bus-off 4 then 5, bus-otel 8.
     perSide: {
-      bus: [100, 90, 120].map((rate) => ({ rate, received: 10 })),
-      raw: [100, 100, 100].map((rate) => ({ rate, received: 10 })),
-      nestms: [25, 30, 40].map((rate) => ({ rate, received: 10 })),
-      'bus-off': [100, 100, 100].map((rate) => ({ rate, received: 10 })),
-      'bus-otel': [80, 80, 80].map((rate) => ({ rate, received: 10 })),
+      bus: [100, 90, 120].map((rate) => ({ rate, received: 10, sendCpuUs: 2, recvCpuUs: 2 })),
+      raw: [100, 100, 100].map((rate) => ({ rate, received: 10, sendCpuUs: 2, recvCpuUs: 1.6 })),
+      nestms: [25, 30, 40].map((rate) => ({ rate, received: 10, sendCpuUs: 10, recvCpuUs: 10 })),
+      'bus-icpt': [50, 50, 50].map((rate) => ({ rate, received: 10, sendCpuUs: 2, recvCpuUs: 4 })),
+      'bus-off': [100, 100, 100].map((rate, i) => ({ rate, received: 10, sendCpuUs: 2, recvCpuUs: i ? 3 : 2 })),
+      'bus-otel': [80, 80, 80].map((rate) => ({ rate, received: 10, sendCpuUs: 4, recvCpuUs: 4 })),
     },
   },
   rpc: {
@@ -39,7 +83,14 @@ const results = {
     bytes: 64,
     perInflight: {
       1: { bus: rpcSide(10), raw: rpcSide(10), nestms: rpcSide(5) },
-      64: { bus: rpcSide(95), raw: rpcSide(100), nestms: rpcSide(50), 'bus-off': rpcSide(100), 'bus-otel': rpcSide(90) },
+      // CPU µs per request (both ends): bus 25, raw 20, nestms 50, bus-off 25, bus-otel 50.
+      64: {
+        bus: rpcSide(95),
+        raw: rpcSide(100, 15, 5),
+        nestms: rpcSide(50, 40, 10),
+        'bus-off': rpcSide(100),
+        'bus-otel': rpcSide(90, 40, 10),
+      },
     },
   },
   // bus-os (object store) per round against bus: 10/20, 20/10, 10/10 -> 0.50, 2.00, 1.00 -> 1.00; 40/50 x3 -> 0.80.
@@ -65,21 +116,31 @@ describe('bench report', () => {
     // durable bus/rawjs: 0.80, 0.70, 0.90 -> 0.80; bus/peer: 2.00, 2.00, 3.00 -> 2.00;
     // otel: events bus/bus-off 1.00, rpc64 0.95 -> the lower, 0.95; with the SDK 0.80 and 0.90 -> 0.80.
     expect(line).toBe(
-      'RATIOS events_vs_raw=1.00 events_vs_nestms=3.00 rpc64_vs_raw=0.95 large2m_vs_floor=1.00 large8m_vs_floor=1.00 durable_vs_rawjs=0.80 durable_vs_peer=2.00 objstore2m_vs_redis=1.00 objstore8m_vs_redis=0.80 otel_noop_vs_off=0.95 otel_sdk_vs_off=0.80',
+      'RATIOS events_vs_raw=1.00 events_vs_nestms=3.00 rpc64_vs_raw=0.95 large2m_vs_floor=1.00 large8m_vs_floor=1.00 durable_vs_rawjs=0.80 durable_vs_peer=2.00 objstore2m_vs_redis=1.00 objstore8m_vs_redis=0.80 otel_noop_vs_off=0.95 otel_sdk_vs_off=0.80' +
+        ' events_cpu_vs_raw=0.90 events_cpu_vs_nestms=5.00 events_icpt_cpu_vs_nestms=3.33 rpc64_cpu_vs_raw=0.80 large2m_cpu_vs_floor=0.80 large8m_cpu_vs_floor=0.80 durable_cpu_vs_rawjs=0.80 durable_cpu_vs_peer=1.70 objstore2m_cpu_vs_redis=0.75 objstore8m_cpu_vs_redis=0.75 otel_noop_cpu_vs_off=1.00 otel_sdk_cpu_vs_off=0.50' +
+        ' aa_events=1.00 aa_rpc64=0.95 aa_events_cpu=1.25 aa_rpc64_cpu=1.00',
     );
+    // CPU ratios are B's CPU per message over A's, both ends added (above 1 the bus spends less):
+    // events raw 3.6 / bus 4 µs = 0.90; nestms 20 / bus-icpt 6 = 3.33; rpc64 raw 20 / bus 25 = 0.80;
+    // large floor 2400 / bus 3000 = 0.80, Redis 3000 / object store 4000 = 0.75; durable 40 / 50, 85 / 50.
+    // A/A and otel CPU: events bus-off 4, 5, 5 / bus 4 -> 1.00, 1.25, 1.25 -> 1.25, rpc64 1.00 -> the lower,
+    // 1.00; with the SDK events 0.50, 0.63, 0.63 -> 0.63 and rpc64 25 / 50 = 0.50 -> 0.50.
     expect(text).toContain('events bus/raw');
-    // The durable rows report CPU per message on both ends, and the CPU ratio (50 / 40 µs).
+    // The durable rows report CPU per message on both ends, and the CPU ratio (40 / 50 µs).
     expect(text).toMatch(/durable 10 x 128 B.*bus \(@Subscribe durable\).*30\.0 \/ 20\.0/);
     expect(text).toMatch(/durable 10 x 128 B.*rawjs \(@nats-io\/jetstream\).*25\.0 \/ 15\.0/);
-    expect(text).toMatch(/durable cpu bus\/rawjs .* 1\.25 /);
+    expect(text).toMatch(/durable cpu bus\/rawjs .* 0\.80 /);
+    // Large rows carry the CPU per message of each end.
+    expect(text).toMatch(/large 2MiB .* bus-os .*CPU µs\/msg 3,000 \/ 1,000/);
     expect(text).toContain('MAX_PAYLOAD_EXCEEDED');
     expect(text).toContain('objstore8m bus-os/bus');
   });
 
   it('writes nan for scenarios that did not run', () => {
-    expect(ratiosLine(report({}, 3).ratio)).toBe(
-      'RATIOS events_vs_raw=nan events_vs_nestms=nan rpc64_vs_raw=nan large2m_vs_floor=nan large8m_vs_floor=nan durable_vs_rawjs=nan durable_vs_peer=nan objstore2m_vs_redis=nan objstore8m_vs_redis=nan otel_noop_vs_off=nan otel_sdk_vs_off=nan',
-    );
+    const line = ratiosLine(report({}, 3).ratio);
+    expect(line).toMatch(RATIOS_LINE);
+    expect(Object.keys(parse(line))).toEqual(KEYS);
+    expect(new Set(Object.values(parse(line)))).toEqual(new Set(['nan']));
   });
 
   it('takes the median of an even count as the mean of the middle two', () => {
