@@ -1,5 +1,5 @@
 import type { InjectionToken, OptionalFactoryDependency, Type } from '@nestjs/common';
-import type { ClusterNode, ClusterOptions, RedisOptions } from 'ioredis';
+import type { ClusterNode, ClusterOptions, RedisOptions } from '../storage/ioredis-types';
 import type { EventBusCoreOptions } from '../event-bus/event-bus.options';
 import type { RedisStorageOptions } from '../storage/redis-storage-manager';
 import type { MessageStorageManager } from '../storage/message-storage-manager';

@@ -1,7 +1,7 @@
 import { DynamicModule, Inject, Logger, Module, OnApplicationShutdown, Provider } from '@nestjs/common';
 import { DiscoveryModule } from '@nestjs/core';
 import { TerminusModule } from '@nestjs/terminus';
-import type { Cluster, Redis } from 'ioredis';
+import type { Cluster, Redis } from '../storage/ioredis-types';
 import { SubscribeMetadataAccessor } from '../discovery/subscribe-metadata.accessor';
 import { SubscribersLoader } from '../discovery/subscribers.loader';
 import { knownKeys, string, MAX_TIMER_MS, wholeNumber } from '../options/rules';

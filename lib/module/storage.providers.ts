@@ -1,6 +1,6 @@
 import { FactoryProvider, Provider } from '@nestjs/common';
 import { ModuleRef } from '@nestjs/core';
-import type { Cluster, ClusterOptions, Redis, RedisOptions } from 'ioredis';
+import type { Cluster, ClusterOptions, Redis, RedisOptions } from '../storage/ioredis-types';
 import { InvalidOptionsError } from '../errors/event-bus.errors';
 import { DEFAULTS } from '../options/defaults';
 import { knownKeys, storageManager, MAX_TIMER_MS, wholeNumber } from '../options/rules';

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import type { Cluster, Redis } from 'ioredis';
+import type { Cluster, Redis } from './ioredis-types';
 import { isValidToken, StoredMessageEnvelope } from '../claim-check/envelope';
 import { InvalidMessageError, InvalidOptionsError, MessageStorageError, StoredMessageNotFoundError } from '../errors/event-bus.errors';
 import { MessageStorageManager, StoreHints } from './message-storage-manager';
