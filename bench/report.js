@@ -160,6 +160,27 @@ function report(results) {
     addPair('durable', s.bus, s.rawjs, 'bus/rawjs', 'rate', 0.85);
     if (s.peer) addPair('durable', s.bus, s.peer, 'bus/peer', 'rate');
   }
+  if (results.latency) {
+    const names = { events: ['events', 'raw', 'msg/s'], rpc: ['rpc', 'raw', 'req/s'], large2m: ['large2m', 'floor', 'msg/s'] };
+    for (const [key, L] of Object.entries(results.latency)) {
+      const [name, other, unit] = names[key];
+      for (const side of ['bus', other].filter((x) => L.perSide[x])) {
+        const xs = L.perSide[side];
+        const med = (k) => median(xs.map((x) => x[k]));
+        const lost = xs.some((x) => Number.isFinite(x.received) && x.received !== L.n);
+        medRows.push([
+          `open loop: ${name} at ${fmt(L.rate)} ${unit} x ${fmt(L.bytes)} B (${fmt(L.n)} a round)`,
+          side,
+          'p99 ms; median p50 / p99 / p99.9 (max) ms',
+          xs.map((x) => fmt(x.p99, 2)).join(' / '),
+          `${fmt(med('p50'), 2)} / ${fmt(med('p99'), 2)} / ${fmt(med('p999'), 2)} (${fmt(med('max'), 1)})${lost ? ' (LOSS)' : ''}`,
+        ]);
+      }
+      // The other side's p99 over ours: above 1 the bus waits less.
+      addRatio(`open ${name} p99 bus/${other}`, ratiosOf(L.perSide.bus, L.perSide[other], 'p99', true), 0.8);
+      addRatio(`open ${name} cpu bus/${other}`, cpuRatiosOf(L.perSide.bus, L.perSide[other]));
+    }
+  }
   // One number each for events and rpc64 together: the lower of the two (the one to watch).
   const lower = (a, b) => (Number.isFinite(ratio[a]) && Number.isFinite(ratio[b]) ? Math.min(ratio[a], ratio[b]) : (ratio[a] ?? ratio[b]));
   ratio['otel noop/off'] = lower('events bus/bus-off', 'rpc64 bus/bus-off');
@@ -201,6 +222,9 @@ const RATIO_KEYS = [
   ['objstore8m_cpu_vs_redis', 'objstore8m cpu bus-os/bus'],
   ['otel_noop_cpu_vs_off', 'otel cpu noop/off'],
   ['otel_sdk_cpu_vs_off', 'otel cpu sdk/off'],
+  ['events_p99_vs_raw', 'open events p99 bus/raw'],
+  ['rpc_p99_vs_raw', 'open rpc p99 bus/raw'],
+  ['large2m_p99_vs_floor', 'open large2m p99 bus/floor'],
   ['aa_events', 'events bus/bus-off'],
   ['aa_rpc64', 'rpc64 bus/bus-off'],
   ['aa_events_cpu', 'events cpu bus/bus-off'],

@@ -22,7 +22,7 @@ const QUICK = !!flag('quick');
 // memory scenario, which reports no ratio, runs 3. Never fewer than 3.
 const ROUNDS = Math.max(3, Number(flag('rounds') || (QUICK ? 3 : 5)));
 const MEM_ROUNDS = 3;
-const ONLY = flag('only') ? String(flag('only')).split(',') : ['events', 'rpc', 'large', 'mem', 'durable'];
+const ONLY = flag('only') ? String(flag('only')).split(',') : ['events', 'rpc', 'large', 'mem', 'durable', 'latency'];
 const CPU_PROF = flag('cpu-prof') ? String(flag('cpu-prof')) : null; // e.g. events-recv:bus,rpc-req:bus (profiles land in .tmp/prof)
 const ROOT = path.resolve(__dirname, '..');
 const WORKER = path.join(__dirname, 'worker.js');
@@ -40,6 +40,7 @@ const P = QUICK
       memHandlerMs: 100,
       durable: 5_000,
       durableWindow: 256,
+      open: { eventsRate: 20_000, eventsSec: 1, rpcRate: 2_000, rpcSec: 2, largeRate: 20, largeSec: 2 },
     }
   : {
       events: 200_000,
@@ -52,6 +53,8 @@ const P = QUICK
       memHandlerMs: 100,
       durable: 30_000,
       durableWindow: 256,
+      // Open-loop latency: offered load and seconds per round (events 100,000, rpc 10,000, large 120 messages).
+      open: { eventsRate: 20_000, eventsSec: 5, rpcRate: 2_000, rpcSec: 5, largeRate: 20, largeSec: 6 },
     };
 
 const log = (...a) => console.error(...a); // progress on stderr; the table and RATIOS on stdout
@@ -467,11 +470,108 @@ async function durable() {
   );
 }
 
+/**
+ * Latency at a fixed offered load (open loop): events at 20 k msg/s and rpc at 2 k req/s, bus
+ * against raw; one 2 MiB claim-checked message at 20/s, bus against floor. Each round reports
+ * p50 / p99 / p99.9 (ms from the time a message was due to its handler, or to its reply).
+ */
+async function latency() {
+  const O = P.open;
+  log(
+    `latency (open loop): events ${O.eventsRate}/s for ${O.eventsSec} s, rpc ${O.rpcRate}/s for ${O.rpcSec} s, 2 MiB ${O.largeRate}/s for ${O.largeSec} s`,
+  );
+  const keep = (x) => ({ p50: x.p50, p99: x.p99, p999: x.p999, max: x.max, count: x.count });
+  const out = {};
+  await withServers(async (env) => {
+    const n = O.eventsRate * O.eventsSec;
+    const cfgFor = (side, gen) => ({
+      ...env,
+      redis: undefined,
+      subject: `bench.open.events.${side}.${gen}`,
+      n,
+      rate: O.eventsRate,
+      bytes: 128,
+    });
+    const pairs = await startSides(['bus', 'raw'], 'open-events-recv', 'open-events-send', cfgFor);
+    try {
+      const perSide = await interleave(
+        ['bus', 'raw'],
+        async (side) => {
+          const { recv, sender } = pairs.get(side);
+          recv.cmd({ cmd: 'go' });
+          await recv.next('armed');
+          sender.cmd({ cmd: 'go' });
+          const sent = await sender.next('sent', 120_000);
+          const done = await doneOrReport(recv, 30_000);
+          if (done.incomplete) await pairs.renew(side);
+          return { ...keep(done), received: done.count, sendCpuUs: sent.cpuUs / n, recvCpuUs: done.cpuUs / n };
+        },
+        ROUNDS,
+        { warmup: true },
+      );
+      out.events = { rate: O.eventsRate, n, bytes: 128, perSide };
+    } finally {
+      await pairs.stopAll();
+    }
+  });
+  await withServers(async (env) => {
+    const n = O.rpcRate * O.rpcSec;
+    const cfgFor = (side, gen) => ({ ...env, redis: undefined, subject: `bench.open.rpc.${side}.${gen}`, bytes: 64 });
+    const pairs = await startSides(['bus', 'raw'], 'rpc-resp', 'open-rpc-req', cfgFor);
+    try {
+      const perSide = await interleave(
+        ['bus', 'raw'],
+        async (side) => {
+          const { recv: resp, sender: req } = pairs.get(side);
+          const [before] = await cpuOf([resp]);
+          req.cmd({ cmd: 'go', n, rate: O.rpcRate });
+          const res = await req.next('result', 120_000);
+          const [after] = await cpuOf([resp]);
+          return { ...keep(res), reqCpuUs: res.cpuUs / n, respCpuUs: (after - before) / n };
+        },
+        ROUNDS,
+        { warmup: true },
+      );
+      out.rpc = { rate: O.rpcRate, n, bytes: 64, perSide };
+    } finally {
+      await pairs.stopAll();
+    }
+  });
+  await withServers(async (env) => {
+    const n = O.largeRate * O.largeSec;
+    const bytes = 2 * MiB;
+    const cfgFor = (side, gen) => ({ ...env, redis: undefined, subject: `bench.open.large.${side}.${gen}`, n, rate: O.largeRate, bytes });
+    const pairs = await startSides(['bus', 'floor'], 'open-large-recv', 'open-large-send', cfgFor);
+    try {
+      const perSide = await interleave(
+        ['bus', 'floor'],
+        async (side) => {
+          const { recv, sender } = pairs.get(side);
+          recv.cmd({ cmd: 'go' });
+          await recv.next('armed');
+          sender.cmd({ cmd: 'go' });
+          const sent = await sender.next('sent', 120_000);
+          const done = await doneOrReport(recv, 60_000);
+          if (done.incomplete) await pairs.renew(side);
+          env.redis.cli('FLUSHALL');
+          return { ...keep(done), received: done.count, sendCpuUs: sent.cpuUs / n, recvCpuUs: done.cpuUs / n };
+        },
+        ROUNDS,
+        { warmup: true },
+      );
+      out.large2m = { rate: O.largeRate, n, bytes, perSide };
+    } finally {
+      await pairs.stopAll();
+    }
+  });
+  return out;
+}
+
 async function main() {
   if (!fs.existsSync(path.join(ROOT, 'dist', 'index.js'))) throw new Error('dist/ is missing: run `npm run build` first');
   const started = Date.now();
   const results = {};
-  const scenarios = { events, rpc, large, mem, durable };
+  const scenarios = { events, rpc, large, mem, durable, latency };
   for (const [name, run] of Object.entries(scenarios)) {
     if (!ONLY.includes(name)) continue;
     const t0 = Date.now();

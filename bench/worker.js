@@ -390,6 +390,7 @@ async function rpcReq() {
 
 async function largeRecv() {
   const got = (payload, recovered) => {
+    if (cfg.onGot) return cfg.onGot(payload);
     const t = now();
     send({ type: 'got', t, edges: payload && payload.edges ? payload.edges.length : -1, recovered });
   };
@@ -700,6 +701,164 @@ async function peerClient() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Scenario 6: latency at a fixed offered load (open loop). The sender sends on a schedule, not as
+// fast as it can, so that queueing shows; each message carries the time it was *due* (`t`), and
+// latency is counted from then, so a sender that falls behind its schedule is charged for it.
+
+/** p50 / p99 / p99.9 / max (ms) of a list of latencies. */
+function percentiles(lat) {
+  const s = Float64Array.from(lat).sort();
+  const at = (q) => (s.length ? s[Math.min(s.length - 1, Math.floor(s.length * q))] : NaN);
+  return { p50: at(0.5), p99: at(0.99), p999: at(0.999), max: s.length ? s[s.length - 1] : NaN, count: s.length };
+}
+
+/**
+ * Calls `sendOne(i, due)` for i = 0..n-1 at `rate` per second from now, catching up in a burst when
+ * a timer fires late (as a real producer's backlog would); resolves with the CPU it took, once all
+ * returned promises settle.
+ */
+async function onSchedule(n, rate, sendOne) {
+  const cpu0 = process.cpuUsage();
+  const t0 = now();
+  const pending = [];
+  let i = 0;
+  while (i < n) {
+    const elapsed = now() - t0;
+    const due = Math.min(n, Math.floor((elapsed * rate) / 1000) + 1);
+    for (; i < due; i++) {
+      const p = sendOne(i, t0 + (i * 1000) / rate);
+      if (p && typeof p.then === 'function') pending.push(p);
+    }
+    if (i < n) await sleep(Math.max(1, t0 + (i * 1000) / rate - now()));
+  }
+  await Promise.all(pending);
+  const cpu = process.cpuUsage(cpu0);
+  return { t0, ms: now() - t0, cpuUs: cpu.user + cpu.system };
+}
+
+/** A receiver that records each message's latency from its due time `t`; `go` arms a new round. */
+function latencyRecorder(n) {
+  let lat = [];
+  let cpu0 = process.cpuUsage();
+  const done = (incomplete) => {
+    const c = process.cpuUsage(cpu0);
+    return { type: 'done', count: lat.length, last: now(), cpuUs: c.user + c.system, ...percentiles(lat), incomplete };
+  };
+  return {
+    onMessage: (t) => {
+      lat.push(now() - t);
+      if (lat.length === n) send(done(false));
+    },
+    go: () => {
+      lat = [];
+      cpu0 = process.cpuUsage();
+      return { type: 'armed' };
+    },
+    report: () => done(true),
+  };
+}
+
+async function openEventsRecv() {
+  const { onMessage, go, report } = latencyRecorder(cfg.n);
+  let close;
+  if (cfg.side === 'bus') {
+    ({ close } = await busApp([{ topic: cfg.subject, fn: (payload) => onMessage(payload.t) }]));
+  } else {
+    const nc = await rawNats();
+    nc.subscribe(cfg.subject, {
+      callback: (err, msg) => {
+        if (err) throw err;
+        onMessage(decode(msg.data).t);
+      },
+    });
+    await nc.flush();
+    close = () => nc.close();
+  }
+  return { close, go, report };
+}
+
+async function openEventsSend() {
+  const base = fixedJson(cfg.bytes);
+  let publish;
+  let close;
+  if (cfg.side === 'bus') {
+    const app = await busApp([]);
+    publish = (payload) => app.bus.publish(cfg.subject, payload);
+    close = app.close;
+  } else {
+    const nc = await rawNats();
+    publish = (payload) => nc.publish(cfg.subject, encode(payload));
+    close = () => nc.close();
+  }
+  return {
+    close,
+    go: async () => ({ type: 'sent', ...(await onSchedule(cfg.n, cfg.rate, (i, t) => publish({ ...base, id: i, t }))) }),
+  };
+}
+
+async function openRpcReq() {
+  const base = fixedJson(cfg.bytes);
+  let request;
+  let close;
+  if (cfg.side === 'bus') {
+    const app = await busApp([]);
+    request = (payload) => app.bus.rpcRequest(cfg.subject, payload, { timeout: 10_000 });
+    close = app.close;
+  } else {
+    const nc = await rawNats();
+    request = (payload) => nc.request(cfg.subject, encode(payload), { timeout: 10_000 }).then((m) => decode(m.data));
+    close = () => nc.close();
+  }
+  return {
+    close,
+    go: async ({ n, rate }) => {
+      const lat = new Float64Array(n);
+      const sent = await onSchedule(n, rate, (i, t) =>
+        request({ ...base, id: i, t }).then((reply) => {
+          lat[i] = now() - t;
+          if (reply.id !== i) throw new Error('wrong reply');
+        }),
+      );
+      return { type: 'result', ...sent, ...percentiles(lat) };
+    },
+  };
+}
+
+async function openLargeRecv() {
+  const { onMessage, go, report } = latencyRecorder(cfg.n);
+  cfg.onGot = (payload) => onMessage(payload.t);
+  const recv = await largeRecv();
+  return { close: recv.close, go, report };
+}
+
+async function openLargeSend() {
+  cfg.sizes = [cfg.bytes];
+  const payload = largeJson(cfg.bytes);
+  let publish;
+  let close;
+  if (cfg.side === 'bus') {
+    const app = await busApp([]);
+    publish = (p) => app.bus.publish(cfg.subject, p);
+    close = app.close;
+  } else {
+    const nc = await rawNats();
+    const redis = await rawRedis();
+    publish = async (p) => {
+      const json = JSON.stringify(p);
+      const token = randomUUID();
+      await redis.set(KEY_PREFIX + token, json, 'EX', 300);
+      nc.publish(cfg.subject, Buffer.from(`{"token":"${token}","is_stored":true}`, 'utf8'));
+    };
+    close = async () => {
+      await nc.close();
+      redis.disconnect();
+    };
+  }
+  // A shallow copy per message: the due time changes, the 2 MiB of edges are shared.
+  return { close, go: async () => ({ type: 'sent', ...(await onSchedule(cfg.n, cfg.rate, (i, t) => publish({ ...payload, t }))) }) };
+}
+
+// ---------------------------------------------------------------------------------------------
 
 const roles = {
   'events-recv': eventsRecv,
@@ -712,6 +871,11 @@ const roles = {
   'mem-send': memSend,
   'durable-recv': durableRecv,
   'durable-send': durableSend,
+  'open-events-recv': openEventsRecv,
+  'open-events-send': openEventsSend,
+  'open-rpc-req': openRpcReq,
+  'open-large-recv': openLargeRecv,
+  'open-large-send': openLargeSend,
 };
 
 async function main() {

@@ -28,6 +28,9 @@ const KEYS = [
   'objstore8m_cpu_vs_redis',
   'otel_noop_cpu_vs_off',
   'otel_sdk_cpu_vs_off',
+  'events_p99_vs_raw',
+  'rpc_p99_vs_raw',
+  'large2m_p99_vs_floor',
   'aa_events',
   'aa_rpc64',
   'aa_events_cpu',
@@ -64,7 +67,28 @@ const large = (bus: number[], floor: number[], busOs?: number[]) => ({
   },
 });
 
+// One open-loop round: p99 as given, the rest made up; CPU µs per message of both ends.
+const openSide = (p99s: number[], cpuUs: number, n = 10) =>
+  p99s.map((p99) => ({
+    p50: p99 / 4,
+    p99,
+    p999: p99 * 2,
+    max: p99 * 3,
+    count: n,
+    received: n,
+    sendCpuUs: cpuUs / 2,
+    recvCpuUs: cpuUs / 2,
+  }));
+const openRpcSide = (p99s: number[], cpuUs: number) =>
+  p99s.map((p99) => ({ p50: p99 / 4, p99, p999: p99 * 2, max: p99 * 3, count: 10, reqCpuUs: cpuUs / 2, respCpuUs: cpuUs / 2 }));
+
 const results = {
+  // raw p99 over bus p99: events 5/4, 5/5, 5/10 -> 1.00; rpc 4/2 x3 -> 2.00; large2m 100/200, 300/200, 100/100 -> 1.00.
+  latency: {
+    events: { rate: 20000, n: 10, bytes: 128, perSide: { bus: openSide([4, 5, 10], 4), raw: openSide([5, 5, 5], 3) } },
+    rpc: { rate: 2000, n: 10, bytes: 64, perSide: { bus: openRpcSide([2, 2, 2], 20), raw: openRpcSide([4, 4, 4], 20) } },
+    large2m: { rate: 20, n: 10, bytes: 2097152, perSide: { bus: openSide([200, 200, 100], 1), floor: openSide([100, 300, 100], 1, 9) } },
+  },
   events: {
     n: 10,
     bytes: 128,
@@ -118,7 +142,7 @@ describe('bench report', () => {
     expect(line).toBe(
       'RATIOS events_vs_raw=1.00 events_vs_nestms=3.00 rpc64_vs_raw=0.95 large2m_vs_floor=1.00 large8m_vs_floor=1.00 durable_vs_rawjs=0.80 durable_vs_peer=2.00 objstore2m_vs_redis=1.00 objstore8m_vs_redis=0.80 otel_noop_vs_off=0.95 otel_sdk_vs_off=0.80' +
         ' events_cpu_vs_raw=0.90 events_cpu_vs_nestms=5.00 events_icpt_cpu_vs_nestms=3.33 rpc64_cpu_vs_raw=0.80 large2m_cpu_vs_floor=0.80 large8m_cpu_vs_floor=0.80 durable_cpu_vs_rawjs=0.80 durable_cpu_vs_peer=1.70 objstore2m_cpu_vs_redis=0.75 objstore8m_cpu_vs_redis=0.75 otel_noop_cpu_vs_off=1.00 otel_sdk_cpu_vs_off=0.50' +
-        ' aa_events=1.00 aa_rpc64=0.95 aa_events_cpu=1.25 aa_rpc64_cpu=1.00',
+        ' events_p99_vs_raw=1.00 rpc_p99_vs_raw=2.00 large2m_p99_vs_floor=1.00 aa_events=1.00 aa_rpc64=0.95 aa_events_cpu=1.25 aa_rpc64_cpu=1.00',
     );
     // CPU ratios are B's CPU per message over A's, both ends added (above 1 the bus spends less):
     // events raw 3.6 / bus 4 µs = 0.90; nestms 20 / bus-icpt 6 = 3.33; rpc64 raw 20 / bus 25 = 0.80;
@@ -130,6 +154,12 @@ describe('bench report', () => {
     expect(text).toMatch(/durable 10 x 128 B.*bus \(@Subscribe durable\).*30\.0 \/ 20\.0/);
     expect(text).toMatch(/durable 10 x 128 B.*rawjs \(@nats-io\/jetstream\).*25\.0 \/ 15\.0/);
     expect(text).toMatch(/durable cpu bus\/rawjs .* 0\.80 /);
+    // Open-loop rows: per-round p99, then median p50 / p99 / p99.9 (max); a side that lost messages says so.
+    expect(text).toMatch(
+      /open loop: events at 20,000 msg\/s x 128 B \(10 a round\) +\| bus .*\| 4\.00 \/ 5\.00 \/ 10\.00 .*\| 1\.25 \/ 5\.00 \/ 10\.00 \(15\.0\) +\|/,
+    );
+    expect(text).toMatch(/open loop: large2m .* floor .*\(LOSS\)/);
+    expect(text).toMatch(/open events cpu bus\/raw .* 0\.75 /);
     // Large rows carry the CPU per message of each end.
     expect(text).toMatch(/large 2MiB .* bus-os .*CPU µs\/msg 3,000 \/ 1,000/);
     expect(text).toContain('MAX_PAYLOAD_EXCEEDED');
