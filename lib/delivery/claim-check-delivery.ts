@@ -3,6 +3,7 @@ import { ClaimCheckCodec } from '../claim-check/claim-check.codec';
 import { StoredMessageEnvelope } from '../claim-check/envelope';
 import { MsgHdrs, BusConnection } from '../nats/bus-connection';
 import { isPromise, MaybePromise } from '../shared/maybe-async';
+import { Outbound } from './outbound';
 import { BusTelemetry } from '../telemetry/bus-telemetry';
 
 // Replies have one reader, within its timeout: stores keep them briefly.
@@ -23,13 +24,18 @@ export interface InboundBody {
  * a large reply before it is sent. What the bytes mean (our JSON, or a Nest packet) is the caller's.
  */
 export class ClaimCheckDelivery {
+  /** The one way out, which a reply and the transport's client take too. */
+  readonly outbound: Outbound;
+
   constructor(
     readonly codec: ClaimCheckCodec,
     readonly client: BusConnection,
     private readonly logger: Logger,
     /** Traces replies (their headers carry the handler's trace context) and counts claim-check. */
     readonly telemetry: BusTelemetry = new BusTelemetry(),
-  ) {}
+  ) {
+    this.outbound = new Outbound(codec);
+  }
 
   /**
    * The body a received message stands for: its own bytes, or the stored body it is an
@@ -55,13 +61,13 @@ export class ClaimCheckDelivery {
   ): MaybePromise<void> {
     let wire: MaybePromise<Uint8Array>;
     try {
-      wire = this.codec.toWire(subject, body, this.client.maxPayload, REPLY);
+      wire = this.outbound.plan(subject, body, this.client.maxPayload, headers, REPLY);
     } catch (err) {
       return onFailure(err);
     }
     if (!isPromise(wire)) return this.send(replyTo, subject, wire, headers);
     return wire.then(
-      (envelope) => this.send(replyTo, subject, envelope, headers),
+      (envelope) => this.sendStored(replyTo, subject, envelope, headers),
       (err) => onFailure(err),
     );
   }
@@ -75,8 +81,12 @@ export class ClaimCheckDelivery {
     }
   }
 
-  /** What to publish for `body`: itself, or the envelope of its stored copy. */
-  outbound(subject: string, body: Uint8Array | string): MaybePromise<Uint8Array> {
-    return this.codec.toWire(subject, body, this.client.maxPayload);
+  // A stored reply that cannot be sent is read by nobody: its body is deleted.
+  private sendStored(replyTo: string, subject: string, envelope: Uint8Array, headers?: MsgHdrs): void {
+    try {
+      this.outbound.sendStored(envelope, (e) => this.client.publish(replyTo, e, this.telemetry.inject(headers)));
+    } catch (err) {
+      this.logger.error(`could not send reply for "${subject}": ${(err as Error).message}`);
+    }
   }
 }

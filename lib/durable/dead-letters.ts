@@ -1,6 +1,7 @@
 import { Logger } from '@nestjs/common';
 import { ClaimCheckCodec } from '../claim-check/claim-check.codec';
 import { describeThrown } from '../errors/thrown';
+import { Outbound } from '../delivery/outbound';
 import { BusConnection, createHeaders, headersSize, headerText, MsgHdrs } from '../nats/bus-connection';
 import { DurableMessage, JetStreamLink } from '../nats/jetstream';
 
@@ -61,6 +62,7 @@ export class DeadLetters {
     private readonly link: JetStreamLink,
     private readonly target: DeadLetterTarget,
     private readonly codec: ClaimCheckCodec,
+    private readonly outbound: Outbound,
     private readonly apiTimeoutMs: number,
     private readonly logger: Logger,
   ) {}
@@ -127,7 +129,7 @@ export class DeadLetters {
       if (this.codec.hasStorage) {
         // Keep every header and claim-check the body: it lives as long as the dead-letter stream keeps the letter.
         const ttl = this.target.streamMaxAgeSeconds ? { minTtlSeconds: this.target.streamMaxAgeSeconds + BODY_MARGIN_SECONDS } : undefined;
-        data = await this.codec.toWire(subject, data, maxPayload, ttl, headersSize(headers));
+        data = await this.outbound.plan(subject, data, maxPayload, headers, ttl);
       } else {
         headers = dead;
         headers.set(DEAD_HEADERS_DROPPED_HEADER, String(countHeaders(m.headers)));
@@ -139,7 +141,7 @@ export class DeadLetters {
       if (persisted) await this.link.publish(subject, data, headers, `${m.stream}:${m.seq}:${this.target.durable}:dead`, this.apiTimeoutMs);
       else this.client.publish(subject, data, headers);
     } catch (err) {
-      if (data !== m.data) this.codec.discard(data);
+      if (data !== m.data) this.outbound.discard(data);
       throw err;
     }
   }

@@ -4,7 +4,8 @@ import { InvalidOptionsError, NotConnectedError, NotPersistedError } from '../er
 import { HandlerDelivery } from '../event-bus/handler-delivery';
 import { MessageHandler } from '../event-bus/message-context';
 import { DispatchLimits } from '../delivery/bounded-dispatcher';
-import { BusConnection, headersSize, MsgHdrs } from '../nats/bus-connection';
+import { Outbound } from '../delivery/outbound';
+import { BusConnection, MsgHdrs } from '../nats/bus-connection';
 import {
   DurableConsumerSpec,
   DurablePull,
@@ -42,6 +43,7 @@ export class Durability {
   constructor(
     private readonly options: JetStreamOptions | undefined,
     private readonly codec: ClaimCheckCodec,
+    private readonly outbound: Outbound,
     private readonly logger: Logger,
   ) {
     this.apiTimeoutMs = options?.apiTimeoutMs ?? DEFAULTS.jetstream.apiTimeoutMs;
@@ -82,13 +84,12 @@ export class Durability {
       }
       throw err;
     });
-    const headerBytes = hdrs ? headersSize(hdrs) : 0;
-    if (this.codec.fitsInline(body, producer.maxPayload, headerBytes)) {
-      const bytes = this.codec.toWire(topic, body, producer.maxPayload, undefined, headerBytes) as Uint8Array;
+    if (this.outbound.fitsInline(body, producer.maxPayload, hdrs)) {
+      const bytes = this.outbound.plan(topic, body, producer.maxPayload, hdrs) as Uint8Array;
       return link.publish(topic, bytes, hdrs, msgId, this.apiTimeoutMs);
     }
-    // Without storage the codec refuses at once (PayloadTooLargeError), before any stream lookup.
-    if (!this.codec.hasStorage) this.codec.toWire(topic, body, producer.maxPayload, undefined, headerBytes);
+    // Without storage a large body is refused at once (PayloadTooLargeError), before any stream lookup.
+    this.outbound.checkSendable(topic, body, producer.maxPayload, hdrs);
     const stream = await this.streamFor(link, topic);
     if (!stream) throw new NotPersistedError(topic, 'no_stream', 'no stream captures the subject (nothing was stored)');
     if (!stream.maxAgeSeconds) {
@@ -98,13 +99,9 @@ export class Durability {
         `stream ${stream.name} has no age limit, and a stored body would expire before its message`,
       );
     }
-    const envelope = await this.codec.toWire(
-      topic,
-      body,
-      producer.maxPayload,
-      { minTtlSeconds: stream.maxAgeSeconds + BODY_MARGIN_SECONDS },
-      headerBytes,
-    );
+    const envelope = await this.outbound.plan(topic, body, producer.maxPayload, hdrs, {
+      minTtlSeconds: stream.maxAgeSeconds + BODY_MARGIN_SECONDS,
+    });
     let ack: PersistAck;
     try {
       ack = await link.publish(topic, envelope, hdrs, msgId, this.apiTimeoutMs);
@@ -112,11 +109,11 @@ export class Durability {
       // The stream may have changed (deleted, re-created, other limits): look it up afresh next time.
       this.limits.delete(topic);
       // An ack that did not come may still have been stored: then the body is needed; the TTL removes it otherwise.
-      if (!mayHaveBeenStored(err)) this.codec.discard(envelope);
+      if (!mayHaveBeenStored(err)) this.outbound.discard(envelope);
       throw err;
     }
     // The stream kept the first copy, whose envelope names its own body: this one is not needed.
-    if (ack.duplicate) this.codec.discard(envelope);
+    if (ack.duplicate) this.outbound.discard(envelope);
     return ack;
   }
 
@@ -180,6 +177,7 @@ export class Durability {
       link,
       { subject: settings.deadLetter, durable: settings.durable, streamMaxAgeSeconds: deadLetterStream?.maxAgeSeconds },
       this.codec,
+      this.outbound,
       this.apiTimeoutMs,
       this.logger,
     );

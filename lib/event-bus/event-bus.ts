@@ -3,6 +3,7 @@
 // consumer-pool.ts, subscriptions.ts and handler-delivery.ts.
 import { Logger, OnModuleDestroy, OnModuleInit } from '@nestjs/common';
 import { ClaimCheckCodec } from '../claim-check/claim-check.codec';
+import { Outbound } from '../delivery/outbound';
 import { InvalidOptionsError, NotConnectedError, RpcTimeoutError } from '../errors/event-bus.errors';
 import { RELEASE_TIMEOUT_MS } from '../options/defaults';
 import { MAX_TIMER_MS, nonEmptyString, wholeNumber } from '../options/rules';
@@ -10,7 +11,7 @@ import { Durability } from '../durable/durability';
 import { durableSettings } from '../durable/durable.options';
 import type { PersistAck } from '../nats/jetstream';
 import { checkQueue, checkTopic } from '../nats/subjects';
-import { BusConnection, checkHeaderValue, ConnectionStatus, createHeaders, headersSize, Msg, MsgHdrs } from '../nats/bus-connection';
+import { BusConnection, checkHeaderValue, ConnectionStatus, createHeaders, Msg, MsgHdrs } from '../nats/bus-connection';
 import { withTimeout } from '../shared/deadline';
 import { InFlight } from './in-flight';
 import { NATS_CONNECTION_DEFAULTS, NatsConnectionOptions } from '../nats/bus-connection.options';
@@ -61,6 +62,7 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
   private readonly logger: Logger = new TraceTaggedLogger('EventBus', this.telemetry);
   private readonly badInputLog = new RateLimitedLog(this.logger);
   private readonly codec: ClaimCheckCodec;
+  private readonly outbound: Outbound;
   private readonly producer: BusConnection;
   private readonly consumers: ConsumerPool;
   private readonly subscriptions = new Subscriptions(this.logger);
@@ -79,7 +81,8 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
     validateCoreOptions(options);
     this.options = { ...EVENT_BUS_DEFAULTS, ...options };
     this.codec = new ClaimCheckCodec(tracedStore(storage, this.telemetry), options.largeMessageThreshold);
-    this.durability = new Durability(options.jetstream, this.codec, this.logger);
+    this.outbound = new Outbound(this.codec);
+    this.durability = new Durability(options.jetstream, this.codec, this.outbound, this.logger);
     this.producer = new BusConnection('producer', { ...options.nats, name: this.connectionName() });
     this.consumers = new ConsumerPool(
       (name, own) => ({ ...this.options.nats, ...own, name: own.name ?? `${this.connectionName()}:${name}` }),
@@ -154,12 +157,12 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
       const body = this.codec.stringifyJson(payload, topic);
       const persist = persistOptions(opts);
       if (persist) {
-        if (this.telemetry.on && this.codec.fitsInline(body, producer.maxPayload, hdrs ? headersSize(hdrs) : 0)) {
+        if (this.telemetry.on && this.outbound.fitsInline(body, producer.maxPayload, hdrs)) {
           this.telemetry.noteBodySize(Buffer.byteLength(body, 'utf8'));
         }
         return this.inFlight.publish(this.durability.publish(producer, topic, body, hdrs, persist.msgId));
       }
-      const wire = this.telemetry.sized(this.codec.toWire(topic, body, producer.maxPayload, undefined, hdrs ? headersSize(hdrs) : 0));
+      const wire = this.telemetry.sized(this.outbound.plan(topic, body, producer.maxPayload, hdrs));
       if (wire instanceof Uint8Array) {
         producer.publish(topic, wire, hdrs);
         return Promise.resolve();
@@ -167,19 +170,9 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
       // A stream that captures the topic would keep the message longer than its body: warned once per topic.
       this.durability.noteStoredWithoutPersist(producer, topic, this.storageTtlSeconds());
       // close() waits for a publish whose body is being stored, so that it still goes out.
-      return this.inFlight.publish(wire.then((envelope) => this.publishStored(producer, topic, envelope, hdrs)));
+      return this.inFlight.publish(wire.then((envelope) => this.outbound.sendStored(envelope, (e) => producer.publish(topic, e, hdrs))));
     } catch (err) {
       return Promise.reject(err);
-    }
-  }
-
-  /** Publish the envelope of a stored body; when it cannot go out, nobody will read the body, so it is deleted. */
-  private publishStored(producer: BusConnection, topic: string, envelope: Uint8Array, hdrs?: MsgHdrs): void {
-    try {
-      producer.publish(topic, envelope, hdrs);
-    } catch (err) {
-      this.codec.discard(envelope);
-      throw err;
     }
   }
 
@@ -207,7 +200,7 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
       // Everything that can be refused is checked before a large body is stored.
       const hdrs = this.telemetry.inject(opts?.headers ? createHeaders(opts.headers) : undefined);
       const body = this.codec.stringifyJson(payload, topic);
-      const wire = this.telemetry.sized(this.codec.toWire(topic, body, producer.maxPayload, undefined, hdrs ? headersSize(hdrs) : 0));
+      const wire = this.telemetry.sized(this.outbound.plan(topic, body, producer.maxPayload, hdrs));
       const replied =
         wire instanceof Uint8Array
           ? producer.request(topic, wire, timeout, hdrs).then((reply) => this.readReply<T>(topic, reply.data, timeout, started))
@@ -230,19 +223,13 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
     const envelope = await withTimeout(stored, timeout, () => {
       // Stored after the requester gave up: nobody will read it.
       stored.then(
-        (late) => this.codec.discard(late),
+        (late) => this.outbound.discard(late),
         () => undefined,
       );
       return new RpcTimeoutError(topic, timeout);
     });
-    let reply: Msg;
-    try {
-      reply = await producer.request(topic, envelope, remainingMs(started, timeout), hdrs);
-    } catch (err) {
-      // No responder, timed out or closed: nobody will read the request body now.
-      this.codec.discard(envelope);
-      throw err;
-    }
+    // No responder, timed out or closed: nobody will read the request body, and sendStored deletes it.
+    const reply: Msg = await this.outbound.sendStored(envelope, (e) => producer.request(topic, e, remainingMs(started, timeout), hdrs));
     return this.readReply<T>(topic, reply.data, timeout, started);
   }
 
@@ -399,13 +386,7 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
   }
 
   private checkThreshold(client: BusConnection): void {
-    const t = this.options.largeMessageThreshold;
-    if (t !== undefined && t > this.codec.thresholdFor(client.maxPayload)) {
-      throw new InvalidOptionsError(
-        'largeMessageThreshold',
-        `${t} bytes is above what the server accepts (max_payload ${client.maxPayload} minus header room = ${this.codec.thresholdFor(client.maxPayload)})`,
-      );
-    }
+    this.outbound.checkThreshold(this.options.largeMessageThreshold, client.maxPayload);
   }
 }
 

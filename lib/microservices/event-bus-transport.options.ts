@@ -1,5 +1,6 @@
 import type { NatsOptions } from '@nestjs/microservices';
 import { ClaimCheckCodec } from '../claim-check/claim-check.codec';
+import { Outbound } from '../delivery/outbound';
 import { InvalidOptionsError } from '../errors/event-bus.errors';
 import { RELEASE_TIMEOUT_MS } from '../options/defaults';
 import { storageManager, wholeNumber } from '../options/rules';
@@ -114,14 +115,11 @@ export async function openTransportClient(setup: TransportSetup, options: EventB
   await setup.storage?.open?.();
   const client = new BusConnection(label, setup.connection);
   await client.connect();
-  const t = options.largeMessageThreshold;
-  const ceiling = setup.codec.thresholdFor(client.maxPayload);
-  if (t !== undefined && t > ceiling) {
+  try {
+    new Outbound(setup.codec).checkThreshold(options.largeMessageThreshold, client.maxPayload);
+  } catch (err) {
     await client.drain(RELEASE_TIMEOUT_MS);
-    throw new InvalidOptionsError(
-      'largeMessageThreshold',
-      `${t} bytes is above what the server accepts (max_payload ${client.maxPayload} minus header room = ${ceiling})`,
-    );
+    throw err;
   }
   try {
     // A store on NATS itself (the object store) opens its bucket on this connection.

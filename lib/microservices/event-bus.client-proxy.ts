@@ -143,7 +143,7 @@ export class EventBusClientProxy extends ClientProxy {
       const channel = this.normalizePattern(partialPacket.pattern);
       const out = serializePacket(this.customSerializer, packet);
       const headers = this.setup.telemetry.inject(this.mergeHeaders(out.headers));
-      const wire = this.setup.telemetry.sized(delivery.outbound(channel, out.data));
+      const wire = this.setup.telemetry.sized(delivery.outbound.plan(channel, out.data, client.maxPayload, headers));
       const inbox = createInbox(this.setup.nest.inboxPrefix);
       const onReply = this.replyHandler(packet, callback, delivery);
       // Replies are read (a stored one recovered) inside the send span.
@@ -151,7 +151,14 @@ export class EventBusClientProxy extends ClientProxy {
       if (!isPromise(wire)) {
         client.publish(channel, wire, headers, inbox);
       } else {
-        wire.then((envelope) => void (done || client.publish(channel, envelope, headers, inbox))).catch(fail);
+        // Stored after the caller gave up: nobody will read it. A stored request that cannot be sent is deleted too.
+        wire
+          .then((envelope) =>
+            done
+              ? delivery.outbound.discard(envelope)
+              : delivery.outbound.sendStored(envelope, (e) => client.publish(channel, e, headers, inbox)),
+          )
+          .catch(fail);
       }
     } catch (err) {
       fail(err);
@@ -171,12 +178,12 @@ export class EventBusClientProxy extends ClientProxy {
       const pattern = this.normalizePattern(packet.pattern);
       const out = serializePacket(this.customSerializer, packet);
       const headers = this.setup.telemetry.inject(this.mergeHeaders(out.headers));
-      const wire = this.setup.telemetry.sized(delivery.outbound(pattern, out.data));
+      const wire = this.setup.telemetry.sized(delivery.outbound.plan(pattern, out.data, client.maxPayload, headers));
       if (!isPromise(wire)) {
         client.publish(pattern, wire, headers);
         return Promise.resolve();
       }
-      return wire.then((envelope) => client.publish(pattern, envelope, headers));
+      return wire.then((envelope) => delivery.outbound.sendStored(envelope, (e) => client.publish(pattern, e, headers)));
     } catch (err) {
       return Promise.reject(err);
     }

@@ -1,0 +1,79 @@
+import type { ClaimCheckCodec } from '../claim-check/claim-check.codec';
+import type { StoreHints } from '../claim-check/store-hints';
+import { InvalidOptionsError } from '../errors/event-bus.errors';
+import { headersSize, type MsgHdrs } from '../nats/bus-connection';
+import { isPromise, type MaybePromise } from '../shared/maybe-async';
+
+/**
+ * The one way out. Every send (the bus's publish, request and persisted publish, a handler's
+ * reply, the `@nestjs/microservices` client) turns its body into wire bytes here, with the
+ * headers' bytes counted against the server's max_payload, and deletes a stored body whose
+ * envelope could not be sent.
+ */
+export class Outbound {
+  constructor(private readonly codec: ClaimCheckCodec) {}
+
+  /**
+   * What to send for `body`: the body itself when it fits beside `headers`, else (a promise of)
+   * the envelope of its stored copy. Throws `PayloadTooLargeError` before anything is stored; a
+   * store that fails rejects with `MessageStorageError`, and nothing is sent.
+   */
+  plan(subject: string, body: Uint8Array | string, maxPayload: number, headers?: MsgHdrs, hints?: StoreHints): MaybePromise<Uint8Array> {
+    return this.codec.toWire(subject, body, maxPayload, hints, headerBytes(headers));
+  }
+
+  /** Whether `body` goes on the wire as itself beside `headers`. */
+  fitsInline(body: Uint8Array | string, maxPayload: number, headers?: MsgHdrs): boolean {
+    return this.codec.fitsInline(body, maxPayload, headerBytes(headers));
+  }
+
+  /**
+   * Throws what `plan` would throw for a body that can go neither inline nor stored, and stores
+   * nothing: for a caller that must refuse before it does anything else.
+   */
+  checkSendable(subject: string, body: Uint8Array | string, maxPayload: number, headers?: MsgHdrs): void {
+    if (this.codec.hasStorage || this.fitsInline(body, maxPayload, headers)) return;
+    this.codec.toWire(subject, body, maxPayload, undefined, headerBytes(headers));
+  }
+
+  /**
+   * `send(envelope)` for an envelope `plan` stored. When it throws or rejects, nobody will read the
+   * stored body, so it is deleted (best effort; its TTL removes it otherwise).
+   */
+  sendStored<T>(envelope: Uint8Array, send: (envelope: Uint8Array) => T): T {
+    try {
+      const sent = send(envelope);
+      if (!isPromise(sent)) return sent;
+      return sent.catch((err: unknown) => {
+        this.codec.discard(envelope);
+        throw err;
+      }) as T;
+    } catch (err) {
+      this.codec.discard(envelope);
+      throw err;
+    }
+  }
+
+  /** Deletes the body behind an envelope `plan` stored, for a send given up after the store. */
+  discard(envelope: Uint8Array): void {
+    this.codec.discard(envelope);
+  }
+
+  /**
+   * Refuses a configured `largeMessageThreshold` above what the server accepts (its max_payload
+   * less the room kept for headers), once connected: the bus and the transport check the same way.
+   */
+  checkThreshold(threshold: number | undefined, maxPayload: number): void {
+    const ceiling = this.codec.thresholdFor(maxPayload);
+    if (threshold !== undefined && threshold > ceiling) {
+      throw new InvalidOptionsError(
+        'largeMessageThreshold',
+        `${threshold} bytes is above what the server accepts (max_payload ${maxPayload} minus header room = ${ceiling})`,
+      );
+    }
+  }
+}
+
+function headerBytes(headers: MsgHdrs | undefined): number {
+  return headers ? headersSize(headers) : 0;
+}
