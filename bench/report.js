@@ -181,6 +181,52 @@ function report(results) {
       addRatio(`open ${name} cpu bus/${other}`, cpuRatiosOf(L.perSide.bus, L.perSide[other]));
     }
   }
+  if (results.scale) {
+    const { queue, subs, durables } = results.scale;
+    if (queue) {
+      for (const side of Object.keys(queue.perSide)) {
+        const xs = queue.perSide[side];
+        const last = xs[xs.length - 1];
+        medRows.push([
+          `queue group, ${fmt(queue.n)} x 128 B, handler awaits ${queue.handlerMs} ms, one at a time per member`,
+          `${side} member${side === '1' ? '' : 's'}`,
+          'msg/s at the handlers (last round: messages per member)',
+          R(xs.map((x) => x.rate)),
+          `${fmt(median(xs.map((x) => x.rate)))}${xs.some((x) => x.received !== queue.n) ? ' (LOSS)' : ''} (${last.shares.join(' / ')})`,
+        ]);
+      }
+      if (queue.perSide['2']) addRatio('queue 2/1', ratiosOf(queue.perSide['2'], queue.perSide['1'], 'rate'), 1.8);
+      if (queue.perSide['4']) addRatio('queue 4/1', ratiosOf(queue.perSide['4'], queue.perSide['1'], 'rate'), 3.5);
+    }
+    // Bootstrap of one app with N subscriptions; RSS per subscription from the smallest to the largest app.
+    for (const [what, B] of [
+      ['@Subscribe topics', subs],
+      ['durables', durables],
+    ].filter(([, x]) => x)) {
+      const med = (side, k) => median(B.perSide[side].map((x) => x[k]));
+      for (const side of Object.keys(B.perSide)) {
+        medRows.push([
+          `bootstrap, app with N ${what}`,
+          `N = ${fmt(Number(side))}`,
+          'ms to bootstrap; RSS (heap) MiB after',
+          R(B.perSide[side].map((x) => x.bootMs)),
+          `${fmt(med(side, 'bootMs'))}; ${fmt(med(side, 'rssMiB'), 1)} (${fmt(med(side, 'heapMiB'), 1)})`,
+        ]);
+      }
+      const sides = Object.keys(B.perSide).map(Number);
+      const [lo, hi] = [Math.min(...sides), Math.max(...sides)];
+      if (hi > lo) {
+        const perSub = (k) => ((med(String(hi), k) - med(String(lo), k)) * 1024) / (hi - lo);
+        medRows.push([
+          `bootstrap, app with N ${what}`,
+          `each of ${fmt(lo)} → ${fmt(hi)}`,
+          'ms; RSS (heap) KiB per subscription',
+          '',
+          `${fmt((med(String(hi), 'bootMs') - med(String(lo), 'bootMs')) / (hi - lo), 2)}; ${fmt(perSub('rssMiB'), 1)} (${fmt(perSub('heapMiB'), 1)})`,
+        ]);
+      }
+    }
+  }
   // One number each for events and rpc64 together: the lower of the two (the one to watch).
   const lower = (a, b) => (Number.isFinite(ratio[a]) && Number.isFinite(ratio[b]) ? Math.min(ratio[a], ratio[b]) : (ratio[a] ?? ratio[b]));
   ratio['otel noop/off'] = lower('events bus/bus-off', 'rpc64 bus/bus-off');
@@ -225,6 +271,7 @@ const RATIO_KEYS = [
   ['events_p99_vs_raw', 'open events p99 bus/raw'],
   ['rpc_p99_vs_raw', 'open rpc p99 bus/raw'],
   ['large2m_p99_vs_floor', 'open large2m p99 bus/floor'],
+  ['queue4_vs_queue1', 'queue 4/1'],
   ['aa_events', 'events bus/bus-off'],
   ['aa_rpc64', 'rpc64 bus/bus-off'],
   ['aa_events_cpu', 'events cpu bus/bus-off'],

@@ -22,7 +22,7 @@ const QUICK = !!flag('quick');
 // memory scenario, which reports no ratio, runs 3. Never fewer than 3.
 const ROUNDS = Math.max(3, Number(flag('rounds') || (QUICK ? 3 : 5)));
 const MEM_ROUNDS = 3;
-const ONLY = flag('only') ? String(flag('only')).split(',') : ['events', 'rpc', 'large', 'mem', 'durable', 'latency'];
+const ONLY = flag('only') ? String(flag('only')).split(',') : ['events', 'rpc', 'large', 'mem', 'durable', 'latency', 'scale'];
 const CPU_PROF = flag('cpu-prof') ? String(flag('cpu-prof')) : null; // e.g. events-recv:bus,rpc-req:bus (profiles land in .tmp/prof)
 const ROOT = path.resolve(__dirname, '..');
 const WORKER = path.join(__dirname, 'worker.js');
@@ -41,6 +41,7 @@ const P = QUICK
       durable: 5_000,
       durableWindow: 256,
       open: { eventsRate: 20_000, eventsSec: 1, rpcRate: 2_000, rpcSec: 2, largeRate: 20, largeSec: 2 },
+      scale: { queueN: 300, handlerMs: 2, subs: [1, 100, 1000], durables: [1, 100] },
     }
   : {
       events: 200_000,
@@ -55,6 +56,8 @@ const P = QUICK
       durableWindow: 256,
       // Open-loop latency: offered load and seconds per round (events 100,000, rpc 10,000, large 120 messages).
       open: { eventsRate: 20_000, eventsSec: 5, rpcRate: 2_000, rpcSec: 5, largeRate: 20, largeSec: 6 },
+      // Scaling: messages per queue-group round, the handler's simulated I/O, app sizes booted.
+      scale: { queueN: 1_500, handlerMs: 2, subs: [1, 100, 1000], durables: [1, 100] },
     };
 
 const log = (...a) => console.error(...a); // progress on stderr; the table and RATIOS on stdout
@@ -70,6 +73,8 @@ function startWorker(role, side, cfg) {
     execArgv.push('--cpu-prof', `--cpu-prof-dir=${dir}`);
   }
   if (role.startsWith('large') || role.startsWith('mem')) execArgv.push('--max-old-space-size=8192');
+  // A bootstrap's RSS is read after a full collection, so garbage from start-up does not count.
+  if (role === 'boot') execArgv.push('--expose-gc');
   const child = fork(WORKER, [JSON.stringify({ role, side, ...cfg })], { execArgv, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   const inbox = [];
   const waiters = [];
@@ -567,11 +572,100 @@ async function latency() {
   return out;
 }
 
+// Scaling runs 3 rounds (queue groups and bootstraps have no interleaved twin to divide by).
+const SCALE_ROUNDS = 3;
+
+/**
+ * Scaling: a queue group of 1, 2 and 4 subscriber processes, each handling one message at a time
+ * with a handler that awaits 2 ms (msg/s for each); bootstrap time and RSS of an app with 1, 100 and
+ * 1,000 @Subscribe topics; bootstrap time with 1 and 100 durables.
+ */
+async function scale() {
+  const S = P.scale;
+  const groups = [1, 2, 4];
+  log(
+    `scale: queue groups of ${groups.join(', ')} (${S.queueN} x 128 B, ${S.handlerMs} ms handler, one at a time each); boot ${S.subs.join(', ')} subscriptions, ${S.durables.join(', ')} durables`,
+  );
+  const out = {};
+  await withServers(async (env) => {
+    const base = { ...env, redis: undefined, n: S.queueN, bytes: 128, handlerMs: S.handlerMs };
+    const members = {};
+    const senders = {};
+    for (const k of groups) {
+      members[k] = Array.from({ length: k }, () => startWorker('queue-recv', 'bus', { ...base, subject: `bench.queue.${k}` }));
+      senders[k] = startWorker('events-send', 'bus', { ...base, subject: `bench.queue.${k}` });
+    }
+    const all = groups.flatMap((k) => [...members[k], senders[k]]);
+    try {
+      await Promise.all(all.map((w) => w.next('ready')));
+      const perSide = await interleave(
+        groups.map(String),
+        async (side) => {
+          const k = Number(side);
+          await Promise.all(members[k].map(async (m) => (m.cmd({ cmd: 'go' }), m.next('armed'))));
+          senders[k].cmd({ cmd: 'go' });
+          const sent = await senders[k].next('sent', 60_000);
+          const deadline = Date.now() + 60_000;
+          for (;;) {
+            const progress = await Promise.all(members[k].map(async (m) => (m.cmd({ cmd: 'report' }), m.next('progress'))));
+            const count = progress.reduce((a, p) => a + p.count, 0);
+            if (count >= S.queueN || Date.now() > deadline) {
+              const last = Math.max(...progress.map((p) => p.last));
+              const shares = progress.map((p) => p.count);
+              return { rate: count >= S.queueN ? (count / (last - sent.t0)) * 1000 : NaN, received: count, shares };
+            }
+            await new Promise((r) => setTimeout(r, 50));
+          }
+        },
+        SCALE_ROUNDS,
+        { warmup: true },
+      );
+      out.queue = { n: S.queueN, handlerMs: S.handlerMs, perSide };
+    } finally {
+      await Promise.all(all.map((w) => w.stop()));
+    }
+  });
+  // Bootstraps one at a time: each its own process, started, weighed and stopped before the next.
+  const boot = async (env, counts, durable) => {
+    const perSide = await interleave(
+      counts.map(String),
+      async (side, r) => {
+        const count = Number(side);
+        const tag = `${durable ? 'd' : 's'}${count}r${r + 1}`;
+        const w = startWorker('boot', 'bus', {
+          ...env,
+          redis: undefined,
+          subject: `bench.boot.${tag}`,
+          stream: `BENCH_BOOT_${tag}`,
+          count,
+          durable,
+        });
+        try {
+          const ready = await w.next('ready', 180_000);
+          return ready.boot;
+        } finally {
+          await w.stop();
+        }
+      },
+      SCALE_ROUNDS,
+    );
+    return { counts, perSide };
+  };
+  await withServers(
+    async (env) => {
+      out.subs = await boot(env, S.subs, false);
+      out.durables = await boot(env, S.durables, true);
+    },
+    { jetstream: true },
+  );
+  return out;
+}
+
 async function main() {
   if (!fs.existsSync(path.join(ROOT, 'dist', 'index.js'))) throw new Error('dist/ is missing: run `npm run build` first');
   const started = Date.now();
   const results = {};
-  const scenarios = { events, rpc, large, mem, durable, latency };
+  const scenarios = { events, rpc, large, mem, durable, latency, scale };
   for (const [name, run] of Object.entries(scenarios)) {
     if (!ONLY.includes(name)) continue;
     const t0 = Date.now();

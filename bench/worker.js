@@ -859,6 +859,54 @@ async function openLargeSend() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Scenario 7: scaling. A queue group member whose handler awaits 2 ms of simulated I/O, one message
+// at a time; and bootstrap of an app with `count` @Subscribe topics (or durables), timed and weighed.
+
+async function queueRecv() {
+  let count = 0;
+  let last = 0;
+  const { close } = await busApp([
+    {
+      topic: cfg.subject,
+      fn: async () => {
+        await sleep(cfg.handlerMs);
+        count++;
+        last = now();
+      },
+      options: { queue: 'bench-queue', maxConcurrent: 1 },
+    },
+  ]);
+  return {
+    close,
+    go: () => {
+      count = 0;
+      last = 0;
+      return { type: 'armed' };
+    },
+    report: () => ({ type: 'progress', count, last }),
+  };
+}
+
+/** Boots an app with `cfg.count` subscriptions (durable ones with `cfg.durable`); `ready` carries the cost. */
+async function bootApp() {
+  const rss0 = process.memoryUsage().rss;
+  const handlers = Array.from({ length: cfg.count }, (_, i) => ({
+    topic: `${cfg.subject}.${i}`,
+    fn: () => undefined,
+    options: cfg.durable ? { durable: `boot${i}` } : {},
+  }));
+  const extra = cfg.durable ? { jetstream: { streams: [{ name: cfg.stream, subjects: [`${cfg.subject}.>`], maxAgeSeconds: 3600 }] } } : {};
+  const t0 = now();
+  const { close } = await busApp(handlers, extra);
+  const bootMs = now() - t0;
+  // Settle what bootstrap left for the collector, so RSS is what the subscriptions hold.
+  if (global.gc) global.gc();
+  await sleep(200);
+  const m = process.memoryUsage();
+  return { close, boot: { bootMs, rssMiB: m.rss / 1048576, rssGrowthMiB: (m.rss - rss0) / 1048576, heapMiB: m.heapUsed / 1048576 } };
+}
+
+// ---------------------------------------------------------------------------------------------
 
 const roles = {
   'events-recv': eventsRecv,
@@ -876,6 +924,8 @@ const roles = {
   'open-rpc-req': openRpcReq,
   'open-large-recv': openLargeRecv,
   'open-large-send': openLargeSend,
+  'queue-recv': queueRecv,
+  boot: bootApp,
 };
 
 async function main() {
@@ -894,7 +944,7 @@ async function main() {
       send({ type: 'error', message: String((err && err.stack) || err) });
     }
   });
-  send({ type: 'ready', sizes: role.sizes });
+  send({ type: 'ready', sizes: role.sizes, boot: role.boot });
 }
 
 main().catch((err) => {

@@ -31,6 +31,7 @@ const KEYS = [
   'events_p99_vs_raw',
   'rpc_p99_vs_raw',
   'large2m_p99_vs_floor',
+  'queue4_vs_queue1',
   'aa_events',
   'aa_rpc64',
   'aa_events_cpu',
@@ -82,7 +83,23 @@ const openSide = (p99s: number[], cpuUs: number, n = 10) =>
 const openRpcSide = (p99s: number[], cpuUs: number) =>
   p99s.map((p99) => ({ p50: p99 / 4, p99, p999: p99 * 2, max: p99 * 3, count: 10, reqCpuUs: cpuUs / 2, respCpuUs: cpuUs / 2 }));
 
+const queueRound = (rate: number, shares: number[]) => ({ rate, received: 300, shares });
+const bootRound = (bootMs: number, rssMiB: number, heapMiB: number) => ({ bootMs, rssMiB, heapMiB });
+
 const results = {
+  // queue 4/1 per round: 1600/400, 1400/400, 2000/400 -> 4.00, 3.50, 5.00 -> 4.00.
+  scale: {
+    queue: {
+      n: 300,
+      handlerMs: 2,
+      perSide: {
+        1: [400, 400, 400].map((rate) => queueRound(rate, [300])),
+        4: [1600, 1400, 2000].map((rate) => queueRound(rate, [60, 80, 70, 90])),
+      },
+    },
+    // 1 -> 1,001 subscriptions: RSS 90 -> 100 MiB = 10.2 KiB, heap 1.0 KiB and 100 ms -> 0.10 ms each.
+    subs: { counts: [1, 1001], perSide: { 1: [bootRound(400, 90, 14)], 1001: [bootRound(500, 100, 15)] } },
+  },
   // raw p99 over bus p99: events 5/4, 5/5, 5/10 -> 1.00; rpc 4/2 x3 -> 2.00; large2m 100/200, 300/200, 100/100 -> 1.00.
   latency: {
     events: { rate: 20000, n: 10, bytes: 128, perSide: { bus: openSide([4, 5, 10], 4), raw: openSide([5, 5, 5], 3) } },
@@ -142,7 +159,7 @@ describe('bench report', () => {
     expect(line).toBe(
       'RATIOS events_vs_raw=1.00 events_vs_nestms=3.00 rpc64_vs_raw=0.95 large2m_vs_floor=1.00 large8m_vs_floor=1.00 durable_vs_rawjs=0.80 durable_vs_peer=2.00 objstore2m_vs_redis=1.00 objstore8m_vs_redis=0.80 otel_noop_vs_off=0.95 otel_sdk_vs_off=0.80' +
         ' events_cpu_vs_raw=0.90 events_cpu_vs_nestms=5.00 events_icpt_cpu_vs_nestms=3.33 rpc64_cpu_vs_raw=0.80 large2m_cpu_vs_floor=0.80 large8m_cpu_vs_floor=0.80 durable_cpu_vs_rawjs=0.80 durable_cpu_vs_peer=1.70 objstore2m_cpu_vs_redis=0.75 objstore8m_cpu_vs_redis=0.75 otel_noop_cpu_vs_off=1.00 otel_sdk_cpu_vs_off=0.50' +
-        ' events_p99_vs_raw=1.00 rpc_p99_vs_raw=2.00 large2m_p99_vs_floor=1.00 aa_events=1.00 aa_rpc64=0.95 aa_events_cpu=1.25 aa_rpc64_cpu=1.00',
+        ' events_p99_vs_raw=1.00 rpc_p99_vs_raw=2.00 large2m_p99_vs_floor=1.00 queue4_vs_queue1=4.00 aa_events=1.00 aa_rpc64=0.95 aa_events_cpu=1.25 aa_rpc64_cpu=1.00',
     );
     // CPU ratios are B's CPU per message over A's, both ends added (above 1 the bus spends less):
     // events raw 3.6 / bus 4 µs = 0.90; nestms 20 / bus-icpt 6 = 3.33; rpc64 raw 20 / bus 25 = 0.80;
@@ -160,6 +177,9 @@ describe('bench report', () => {
     );
     expect(text).toMatch(/open loop: large2m .* floor .*\(LOSS\)/);
     expect(text).toMatch(/open events cpu bus\/raw .* 0\.75 /);
+    // Scaling rows: the last round's share of each member, and the cost of one more subscription.
+    expect(text).toMatch(/queue group, 300 x 128 B, handler awaits 2 ms.*\| 4 members .*\| 1,600 \(60 \/ 80 \/ 70 \/ 90\)/);
+    expect(text).toMatch(/each of 1 → 1,001 .*\| 0\.10; 10\.2 \(1\.0\)/);
     // Large rows carry the CPU per message of each end.
     expect(text).toMatch(/large 2MiB .* bus-os .*CPU µs\/msg 3,000 \/ 1,000/);
     expect(text).toContain('MAX_PAYLOAD_EXCEEDED');
