@@ -168,6 +168,12 @@ export class DurableSubscription {
       // Its dead letter failed to go out before: the handler already had its deliveries, try the dead letter again.
       const unsent = this.deadLetters.unsent(m);
       if (unsent) return await this.deadLetter(m, unsent.reason, unsent.error);
+      // Delivered again after its last handler run (its settling outlasted the ack wait on a busy
+      // process): the handler never runs more than maxDeliver times; the dead letter's own id dedupes it.
+      const attempts = m.deliveryCount - (this.storageFailures.get(`${m.stream}:${m.seq}`) ?? 0);
+      if (attempts > this.spec.settings.maxDeliver) {
+        return await this.deadLetter(m, 'max_deliver', new Error(`delivered again (${m.deliveryCount}) after its last handler run`));
+      }
       // No reply inbox: the message's own reply subject is its ack subject, not a requester.
       const msg = { subject: m.subject, data: m.data, headers: m.headers, reply: '' } as unknown as Msg;
       // Inside a process span whose parent is the trace the publisher's headers carry.
