@@ -10,7 +10,7 @@ export {
   RpcRequestOptions,
   SubscribeOptions,
 } from './event-bus/event-bus.options';
-export { MessageContext, MessageContextInit, MessageHandler } from './event-bus/message-context';
+export { MessageContext, MessageContextInit, MessageHandler } from './delivery/message-context';
 export { JetStreamOptions, DurableSubscribeOptions } from './durable/durable.options';
 export { PersistAck, StreamSpec } from './nats/jetstream';
 export { DEAD_REASON_HEADER } from './durable/dead-letters';

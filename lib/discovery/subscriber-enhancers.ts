@@ -1,7 +1,7 @@
 import { EXCEPTION_FILTERS_METADATA, GUARDS_METADATA, INTERCEPTORS_METADATA, PIPES_METADATA } from '@nestjs/common/constants';
 import { ApplicationConfig, ExternalContextCreator } from '@nestjs/core';
 import { isObservable, lastValueFrom } from 'rxjs';
-import { MessageContext, MessageHandler } from '../event-bus/message-context';
+import { MessageContext, MessageHandler } from '../delivery/message-context';
 import { DEFAULT_SUBSCRIBE_ARGS, SUBSCRIBE_ARGS_METADATA, SubscribeParamsFactory, SubscribeParamtype } from './subscribe-params.factory';
 
 // Where the defaults of methods without parameter decorators are kept: a key of ours, so that

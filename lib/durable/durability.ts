@@ -1,8 +1,8 @@
 import { Logger } from '@nestjs/common';
 import { ClaimCheckCodec } from '../claim-check/claim-check.codec';
 import { InvalidOptionsError, NotConnectedError, NotPersistedError } from '../errors/event-bus.errors';
-import { HandlerDelivery } from '../event-bus/handler-delivery';
-import { MessageHandler } from '../event-bus/message-context';
+import { HandlerDelivery } from '../delivery/handler-delivery';
+import { MessageHandler } from '../delivery/message-context';
 import { DispatchLimits } from '../delivery/bounded-dispatcher';
 import { Outbound } from '../delivery/outbound';
 import { BusConnection, MsgHdrs } from '../nats/bus-connection';

@@ -1,9 +1,8 @@
 import { Logger } from '@nestjs/common';
 import { BoundedDispatcher, DispatchLimits } from '../delivery/bounded-dispatcher';
 import { HeldBytes } from '../delivery/byte-budget';
-import { DeliveryOutcome, HandlerDelivery } from '../event-bus/handler-delivery';
-import { MessageHandler } from '../event-bus/message-context';
-import { Msg } from '../nats/bus-connection';
+import { DeliveryOutcome, HandlerDelivery, InboundMessage } from '../delivery/handler-delivery';
+import { MessageHandler } from '../delivery/message-context';
 import { DurableBatch, DurableMessage, DurablePull } from '../nats/jetstream';
 import { settleWithin } from '../shared/deadline';
 import { DeadLetters } from './dead-letters';
@@ -174,15 +173,12 @@ export class DurableSubscription {
       if (attempts > this.spec.settings.maxDeliver) {
         return await this.deadLetter(m, 'max_deliver', new Error(`delivered again (${m.deliveryCount}) after its last handler run`));
       }
-      // No reply inbox: the message's own reply subject is its ack subject, not a requester.
-      const msg = { subject: m.subject, data: m.data, headers: m.headers, reply: '' } as unknown as Msg;
+      // No reply: the message's own reply subject is its ack subject, not a requester.
+      const msg: InboundMessage = { subject: m.subject, data: m.data, headers: m.headers };
+      const durable = { deliveryCount: m.deliveryCount, stream: m.stream, seq: m.seq };
       // Inside a process span whose parent is the trace the publisher's headers carry.
       const outcome = await this.delivery.claimCheck.telemetry.process(msg, m.subject, this.spec.settings.durable, () =>
-        this.delivery.deliver(msg, this.spec.handler, this.literalSubject, held, false, {
-          deliveryCount: m.deliveryCount,
-          stream: m.stream,
-          seq: m.seq,
-        }),
+        this.delivery.deliver(msg, this.spec.handler, { literalSubject: this.literalSubject, held, durable }),
       );
       await this.settle(m, outcome);
     } catch (err) {

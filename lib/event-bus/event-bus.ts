@@ -1,6 +1,6 @@
 // EventBus is the public facade: publish, rpcRequest, subscribe, addConsumer, connect, close, with
 // their documentation. It is over 200 lines because of that documentation; the work is in
-// consumer-pool.ts, subscriptions.ts and handler-delivery.ts.
+// consumer-pool.ts, subscriptions.ts and delivery/ (the send and receive cores).
 import { Logger, OnModuleDestroy, OnModuleInit } from '@nestjs/common';
 import { ClaimCheckCodec } from '../claim-check/claim-check.codec';
 import { Outbound } from '../delivery/outbound';
@@ -17,7 +17,7 @@ import { InFlight } from './in-flight';
 import { NATS_CONNECTION_DEFAULTS, NatsConnectionOptions } from '../nats/bus-connection.options';
 import { MessageStorageManager } from '../storage/message-storage-manager';
 import { ClaimCheckDelivery } from '../delivery/claim-check-delivery';
-import { HandlerDelivery } from './handler-delivery';
+import { HandlerDelivery } from '../delivery/handler-delivery';
 import { ConsumerPool } from './consumer-pool';
 import { Subscriptions, SubscriptionStats } from './subscriptions';
 import { describeConnectError } from '../nats/connect-error';
@@ -35,7 +35,7 @@ import {
   RpcRequestOptions,
   SubscribeOptions,
 } from './event-bus.options';
-import { MessageHandler } from './message-context';
+import { MessageHandler } from '../delivery/message-context';
 import { BusTelemetry } from '../telemetry/bus-telemetry';
 import { TraceTaggedLogger } from '../telemetry/trace-tagged-logger';
 import { tracedStore } from '../telemetry/traced-store';

@@ -2,8 +2,8 @@ import { Logger } from '@nestjs/common';
 import { BoundedDispatcher, DispatchLimits } from '../delivery/bounded-dispatcher';
 import { Msg, BusConnection, Subscription } from '../nats/bus-connection';
 import { settleWithin } from '../shared/deadline';
-import { HandlerDelivery } from './handler-delivery';
-import { MessageHandler } from './message-context';
+import { HandlerDelivery } from '../delivery/handler-delivery';
+import { MessageHandler } from '../delivery/message-context';
 import { DurableSubscription } from '../durable/durable-subscription';
 
 /** A live subscription, core or durable: how to stop it, and its dispatcher (for stats). */
@@ -77,7 +77,7 @@ export class Subscriptions {
       spec.limits,
       (msg) => msg.data.byteLength,
       delivery.claimCheck.telemetry.consuming(spec.topic, spec.queue, (msg, held) =>
-        delivery.deliver(msg, spec.handler, literalSubject, held, spec.recoverOnReceipt),
+        delivery.deliver(msg, spec.handler, { literalSubject, held, eager: spec.recoverOnReceipt }),
       ),
       this.logger,
       spec.recoverOnReceipt ? (msg, held) => delivery.prefetch(msg, held, literalSubject) : undefined,

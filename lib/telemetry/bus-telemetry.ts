@@ -30,6 +30,12 @@ import {
   METRIC_DEAD_LETTERS_FAILED,
 } from './semconv';
 
+/** What a `process` span reads of a received message: its body size, its headers' trace context, whether it is a request. */
+export interface ProcessedMessage {
+  readonly data: Uint8Array;
+  readonly headers?: MsgHdrs;
+  readonly reply?: string;
+}
 /** The instrumentation scope name of the library's tracer and meter. */
 export const INSTRUMENTATION_NAME = 'nestjs-nats-eventbus';
 
@@ -270,7 +276,7 @@ export class BusTelemetry {
   }
 
   /** Run `fn` for `msg` inside a `process` span (CONSUMER for an event, SERVER for a request). */
-  process<R>(msg: Msg, subject: string, queue: string | undefined, fn: () => MaybePromise<R>): MaybePromise<R> {
+  process<R>(msg: ProcessedMessage, subject: string, queue: string | undefined, fn: () => MaybePromise<R>): MaybePromise<R> {
     const a = this.active;
     if (!a) return fn();
     const { api } = a;

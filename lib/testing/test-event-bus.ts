@@ -4,7 +4,7 @@
 import { Inject, Injectable, OnApplicationShutdown, Optional } from '@nestjs/common';
 import { looksLikeEnvelope, StoredMessageEnvelope } from '../claim-check/envelope';
 import { EventBus } from '../event-bus/event-bus';
-import type { MessageContext, MessageHandler } from '../event-bus/message-context';
+import type { MessageContext, MessageHandler } from '../delivery/message-context';
 import { MESSAGE_STORAGE_MANAGER, MessageStorageManager } from '../storage/message-storage-manager';
 import { BrokerMessage, InProcessBroker, parseHeaderBlock, subjectMatches } from './in-process-broker';
 import { InProcessJetStream } from './in-process-jetstream';

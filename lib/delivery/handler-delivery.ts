@@ -1,13 +1,13 @@
 import { Logger } from '@nestjs/common';
 import { DecodedBody, parseJsonBody } from '../claim-check/claim-check.codec';
-import { ClaimCheckDelivery } from '../delivery/claim-check-delivery';
+import { ClaimCheckDelivery } from './claim-check-delivery';
 import { isPromise, MaybePromise } from '../shared/maybe-async';
-import { RateLimitedLog } from '../delivery/rate-limited-log';
+import { RateLimitedLog } from './rate-limited-log';
 import { replyStatusOf } from '../errors/reply-status';
 import { describeThrown, isNestException, stackOf, statusOfThrown } from '../errors/thrown';
-import { createHeaders, headerText, Msg, SERVICE_ERROR_CODE_HEADER, SERVICE_ERROR_HEADER } from '../nats/bus-connection';
+import { createHeaders, headerText, MsgHdrs, SERVICE_ERROR_CODE_HEADER, SERVICE_ERROR_HEADER } from '../nats/bus-connection';
 import { MessageContext, MessageHandler } from './message-context';
-import { HeldBytes } from '../delivery/byte-budget';
+import { HeldBytes } from './byte-budget';
 import { StoredMessageEnvelope } from '../claim-check/envelope';
 import {
   InvalidMessageError,
@@ -38,6 +38,30 @@ export type DeliveryOutcome = DeliveryFailure | undefined;
 export type DurableContext = Pick<MessageContext, 'deliveryCount' | 'stream' | 'seq'>;
 
 /**
+ * A received message, as the receive core needs it: a core NATS message is one as it is, and a
+ * durable one gives its subject, body and headers (it has no requester to reply to).
+ */
+export interface InboundMessage {
+  readonly subject: string;
+  readonly data: Uint8Array;
+  readonly headers?: MsgHdrs;
+  /** The requester's inbox; absent (or empty) for an event. */
+  readonly reply?: string;
+}
+
+/** How one message is delivered. */
+export interface DeliverOptions {
+  /** The subscription's topic when it has no wildcard: the subject the handler and the logs see. */
+  literalSubject?: string;
+  /** The message's share of its subscription's byte budget. */
+  held?: HeldBytes;
+  /** Recovery on receipt is on: a stored body of unknown size is reckoned at the threshold (see `prefetch`). */
+  eager?: boolean;
+  /** What a durable subscription adds to the context. */
+  durable?: DurableContext;
+}
+
+/**
  * One `EventBus` message through recovery, the handler and the reply. Never throws: bad input is
  * logged (rate-limited, naming the subject) and a requester is answered with the NATS
  * service-error headers, so it fails at once instead of timing out.
@@ -49,15 +73,8 @@ export class HandlerDelivery {
     private readonly badInputLog: RateLimitedLog,
   ) {}
 
-  /** `eager`: recovery on receipt is on, so a stored body of unknown size is reckoned at the threshold (see `prefetch`). */
-  deliver(
-    msg: Msg,
-    handler: MessageHandler,
-    literalSubject?: string,
-    held?: HeldBytes,
-    eager = false,
-    durable?: DurableContext,
-  ): MaybePromise<DeliveryOutcome> {
+  deliver(msg: InboundMessage, handler: MessageHandler, options: DeliverOptions = {}): MaybePromise<DeliveryOutcome> {
+    const { literalSubject, held, eager = false, durable } = options;
     const subject = literalSubject ?? msg.subject;
     // nats.js decodes `msg.reply` again on every read while it is empty (an event), so read it once.
     const reply = msg.reply || undefined;
@@ -82,7 +99,7 @@ export class HandlerDelivery {
   }
 
   private recover(
-    msg: Msg,
+    msg: InboundMessage,
     handler: MessageHandler,
     subject: string,
     reply: string | undefined,
@@ -122,7 +139,7 @@ export class HandlerDelivery {
    * body now, as soon as the byte budget has room, not when a slot frees. A peer that deletes what
    * it reads (the Python storage manager) may otherwise delete it first.
    */
-  prefetch(msg: Msg, held: HeldBytes, literalSubject?: string): void {
+  prefetch(msg: InboundMessage, held: HeldBytes, literalSubject?: string): void {
     const subject = literalSubject ?? msg.subject;
     let envelope: StoredMessageEnvelope | undefined;
     try {
