@@ -117,14 +117,19 @@ const nest12 = Number((require('@nestjs/common/package.json') as { version: stri
     }
   }
 
-  @Injectable()
-  class ScopedOrderHandlers {
-    @Subscribe('pp.order.scoped')
-    @UsePipes(Pipe)
-    onOrder(@Payload({ schema: Order } as never) order: z.infer<typeof Order>) {
-      return { ok: order.qty };
+  // Defined when a test runs, not when the file loads: on Nest 11 the pipe does not exist, and
+  // @UsePipes(undefined) throws as the class is defined, which would fail the whole file.
+  const scopedOrderHandlers = () => {
+    @Injectable()
+    class ScopedOrderHandlers {
+      @Subscribe('pp.order.scoped')
+      @UsePipes(Pipe)
+      onOrder(@Payload({ schema: Order } as never) order: z.infer<typeof Order>) {
+        return { ok: order.qty };
+      }
     }
-  }
+    return ScopedOrderHandlers;
+  };
 
   it('a global StandardSchemaValidationPipe validates: a valid request is answered, an invalid one gets RemoteHandlerError 400 naming the field', async () => {
     app = await startApp(nats.url, [OrderHandlers], [new Pipe()]);
@@ -137,7 +142,7 @@ const nest12 = Number((require('@nestjs/common/package.json') as { version: stri
   });
 
   it('@UsePipes(StandardSchemaValidationPipe) on the method validates the same way', async () => {
-    app = await startApp(nats.url, [ScopedOrderHandlers]);
+    app = await startApp(nats.url, [scopedOrderHandlers()]);
     const bus = app.get(EventBus);
     expect(await bus.rpcRequest('pp.order.scoped', { id: 'o2', qty: 1 }, { timeout: 3000 })).toEqual({ ok: 1 });
     const err = await bus.rpcRequest('pp.order.scoped', { id: '', qty: 1 }, { timeout: 3000 }).catch((e: RemoteHandlerError) => e);
