@@ -690,6 +690,11 @@ async function main() {
   );
   console.log(text);
   console.log(ratiosLine(ratio));
+  // The charts in BENCHMARKS.md come from a full run of every scenario, never from a partial or quick one.
+  if (!QUICK && !flag('only')) {
+    const files = await require('./charts').writeCharts(results, path.join(ROOT, 'docs', 'bench'));
+    log(`charts: ${files.map((f) => path.relative(ROOT, f)).join(', ')}`);
+  }
 }
 
 main().catch((err) => {
