@@ -198,6 +198,20 @@ function report(results) {
       if (queue.perSide['2']) addRatio('queue 2/1', ratiosOf(queue.perSide['2'], queue.perSide['1'], 'rate'), 1.8);
       if (queue.perSide['4']) addRatio('queue 4/1', ratiosOf(queue.perSide['4'], queue.perSide['1'], 'rate'), 3.5);
     }
+    const F = results.scale.fanout;
+    if (F) {
+      for (const [side, xs] of Object.entries(F.perSide)) {
+        const med = (k) => median(xs.map((x) => x[k]));
+        medRows.push([
+          `fan-out: one ${fmt(F.bytes / 1048576)} MiB message to ${F.subscribers} subscriber processes`,
+          `${side} subscribers`,
+          'ms publish→last handler; first; Redis reads and MiB sent per subscriber',
+          R(xs.map((x) => x.lastMs)),
+          `${fmt(med('lastMs'))}; ${fmt(med('firstMs'))}; ${fmt(med('readsPerSubscriber'), 1)} reads, ${fmt(med('mibPerSubscriber'), 1)} MiB` +
+            (xs.some((x) => x.recovered !== F.subscribers) ? ' (LOSS)' : ''),
+        ]);
+      }
+    }
     // Bootstrap of one app with N subscriptions; RSS per subscription from the smallest to the largest app.
     for (const [what, B] of [
       ['@Subscribe topics', subs],

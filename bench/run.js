@@ -41,7 +41,7 @@ const P = QUICK
       durable: 5_000,
       durableWindow: 256,
       open: { eventsRate: 20_000, eventsSec: 1, rpcRate: 2_000, rpcSec: 2, largeRate: 20, largeSec: 2 },
-      scale: { queueN: 300, handlerMs: 2, subs: [1, 100, 1000], durables: [1, 100] },
+      scale: { queueN: 300, handlerMs: 2, subs: [1, 100, 1000], durables: [1, 100], fanout: 10, fanoutMessages: 1 },
     }
   : {
       events: 200_000,
@@ -57,7 +57,7 @@ const P = QUICK
       // Open-loop latency: offered load and seconds per round (events 100,000, rpc 10,000, large 120 messages).
       open: { eventsRate: 20_000, eventsSec: 5, rpcRate: 2_000, rpcSec: 5, largeRate: 20, largeSec: 6 },
       // Scaling: messages per queue-group round, the handler's simulated I/O, app sizes booted.
-      scale: { queueN: 1_500, handlerMs: 2, subs: [1, 100, 1000], durables: [1, 100] },
+      scale: { queueN: 1_500, handlerMs: 2, subs: [1, 100, 1000], durables: [1, 100], fanout: 10, fanoutMessages: 3 },
     };
 
 const log = (...a) => console.error(...a); // progress on stderr; the table and RATIOS on stdout
@@ -623,6 +623,49 @@ async function scale() {
       out.queue = { n: S.queueN, handlerMs: S.handlerMs, perSide };
     } finally {
       await Promise.all(all.map((w) => w.stop()));
+    }
+  });
+  // Fan-out: one 8 MiB message to `fanout` subscriber processes (no queue group), each recovering it from Redis.
+  await withServers(async (env) => {
+    const bytes = 8 * MiB;
+    const cfg = { ...env, redis: undefined, subject: 'bench.fanout', sizes: [bytes] };
+    const recvs = Array.from({ length: S.fanout }, () => startWorker('large-recv', 'bus', cfg));
+    const sender = startWorker('large-send', 'bus', cfg);
+    // Every GET-like command (GET, GETEX, GETDEL …) and the bytes Redis has sent, as INFO counts them.
+    const redisReads = () => {
+      const calls = [...env.redis.cli('INFO', 'commandstats').matchAll(/^cmdstat_get\w*:calls=(\d+)/gm)].reduce(
+        (a, m) => a + Number(m[1]),
+        0,
+      );
+      const out = Number(/total_net_output_bytes:(\d+)/.exec(env.redis.cli('INFO', 'stats'))[1]);
+      return { calls, out };
+    };
+    try {
+      await Promise.all([...recvs, sender].map((w) => w.next('ready', 180_000)));
+      const perSide = await interleave(
+        [String(S.fanout)],
+        async () => {
+          const before = redisReads();
+          sender.cmd({ cmd: 'go', bytes });
+          const sent = await sender.next('sent', 60_000);
+          const got = await Promise.all(recvs.map((r) => r.next('got', 120_000)));
+          const after = redisReads();
+          env.redis.cli('FLUSHALL');
+          const lat = got.map((g) => g.t - sent.t0).sort((a, b) => a - b);
+          return {
+            firstMs: lat[0],
+            lastMs: lat[lat.length - 1],
+            readsPerSubscriber: (after.calls - before.calls) / S.fanout,
+            mibPerSubscriber: (after.out - before.out) / S.fanout / MiB,
+            recovered: got.filter((g) => g.recovered && g.edges > 0).length,
+          };
+        },
+        S.fanoutMessages,
+        { warmup: true },
+      );
+      out.fanout = { subscribers: S.fanout, bytes, perSide };
+    } finally {
+      await Promise.all([...recvs, sender].map((w) => w.stop()));
     }
   });
   // Bootstraps one at a time: each its own process, started, weighed and stopped before the next.

@@ -97,6 +97,14 @@ const results = {
         4: [1600, 1400, 2000].map((rate) => queueRound(rate, [60, 80, 70, 90])),
       },
     },
+    // Fan-out of one 8 MiB message: last handler 600, 700, 650 ms -> 650; one GET of 8 MiB per subscriber.
+    fanout: {
+      subscribers: 10,
+      bytes: 8 * 1024 * 1024,
+      perSide: {
+        10: [600, 700, 650].map((lastMs) => ({ firstMs: 300, lastMs, readsPerSubscriber: 1, mibPerSubscriber: 8, recovered: 10 })),
+      },
+    },
     // 1 -> 1,001 subscriptions: RSS 90 -> 100 MiB = 10.2 KiB, heap 1.0 KiB and 100 ms -> 0.10 ms each.
     subs: { counts: [1, 1001], perSide: { 1: [bootRound(400, 90, 14)], 1001: [bootRound(500, 100, 15)] } },
   },
@@ -180,6 +188,9 @@ describe('bench report', () => {
     // Scaling rows: the last round's share of each member, and the cost of one more subscription.
     expect(text).toMatch(/queue group, 300 x 128 B, handler awaits 2 ms.*\| 4 members .*\| 1,600 \(60 \/ 80 \/ 70 \/ 90\)/);
     expect(text).toMatch(/each of 1 → 1,001 .*\| 0\.10; 10\.2 \(1\.0\)/);
+    expect(text).toMatch(
+      /fan-out: one 8 MiB message to 10 subscriber processes +\| 10 subscribers .*\| 650; 300; 1\.0 reads, 8\.0 MiB +\|/,
+    );
     // Large rows carry the CPU per message of each end.
     expect(text).toMatch(/large 2MiB .* bus-os .*CPU µs\/msg 3,000 \/ 1,000/);
     expect(text).toContain('MAX_PAYLOAD_EXCEEDED');
