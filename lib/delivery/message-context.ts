@@ -1,17 +1,5 @@
 import type { MsgHdrs } from '../nats/bus-connection';
 
-/** The fields of a `MessageContext`, as the bus (or a test) gives them. */
-export interface MessageContextInit {
-  subject: string;
-  reply?: string;
-  headers?: MsgHdrs;
-  recovered: boolean;
-  token?: string;
-  deliveryCount?: number;
-  stream?: string;
-  seq?: number;
-}
-
 /**
  * What a handler learns about the message besides its payload.
  *
@@ -50,6 +38,12 @@ export class MessageContext {
     if (init.seq !== undefined) this.seq = init.seq;
   }
 }
+
+/** The fields of a `MessageContext`, as the bus (or a test) gives them to its constructor. */
+export type MessageContextInit = Pick<
+  MessageContext,
+  'subject' | 'reply' | 'headers' | 'recovered' | 'token' | 'deliveryCount' | 'stream' | 'seq'
+>;
 
 /** A message handler: plain or async. For a request, the return value is the reply. */
 export type MessageHandler<T = any, R = unknown> = (payload: T, ctx: MessageContext) => R | Promise<R>;

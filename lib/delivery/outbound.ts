@@ -13,6 +13,11 @@ import { isPromise, type MaybePromise } from '../shared/maybe-async';
 export class Outbound {
   constructor(private readonly codec: ClaimCheckCodec) {}
 
+  /** Whether a body too large to send inline can be stored (a store is configured). */
+  get hasStorage(): boolean {
+    return this.codec.hasStorage;
+  }
+
   /**
    * What to send for `body`: the body itself when it fits beside `headers`, else (a promise of)
    * the envelope of its stored copy. Throws `PayloadTooLargeError` before anything is stored; a
@@ -32,7 +37,7 @@ export class Outbound {
    * nothing: for a caller that must refuse before it does anything else.
    */
   checkSendable(subject: string, body: Uint8Array | string, maxPayload: number, headers?: MsgHdrs): void {
-    if (this.codec.hasStorage || this.fitsInline(body, maxPayload, headers)) return;
+    if (this.hasStorage || this.fitsInline(body, maxPayload, headers)) return;
     this.codec.toWire(subject, body, maxPayload, undefined, headerBytes(headers));
   }
 

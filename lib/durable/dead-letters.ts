@@ -1,5 +1,4 @@
 import { Logger } from '@nestjs/common';
-import { ClaimCheckCodec } from '../claim-check/claim-check.codec';
 import { describeThrown } from '../errors/thrown';
 import { Outbound } from '../delivery/outbound';
 import { BusConnection, createHeaders, headersSize, headerText, MsgHdrs } from '../nats/bus-connection';
@@ -61,7 +60,6 @@ export class DeadLetters {
     private readonly client: BusConnection,
     private readonly link: JetStreamLink,
     private readonly target: DeadLetterTarget,
-    private readonly codec: ClaimCheckCodec,
     private readonly outbound: Outbound,
     private readonly apiTimeoutMs: number,
     private readonly logger: Logger,
@@ -126,7 +124,7 @@ export class DeadLetters {
     let headers = withCopies;
     let data = m.data;
     if (data.byteLength + headersSize(headers) > maxPayload) {
-      if (this.codec.hasStorage) {
+      if (this.outbound.hasStorage) {
         // Keep every header and claim-check the body: it lives as long as the dead-letter stream keeps the letter.
         const ttl = this.target.streamMaxAgeSeconds ? { minTtlSeconds: this.target.streamMaxAgeSeconds + BODY_MARGIN_SECONDS } : undefined;
         data = await this.outbound.plan(subject, data, maxPayload, headers, ttl);

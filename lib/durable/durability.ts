@@ -1,5 +1,4 @@
 import { Logger } from '@nestjs/common';
-import { ClaimCheckCodec } from '../claim-check/claim-check.codec';
 import { InvalidOptionsError, NotConnectedError, NotPersistedError } from '../errors/event-bus.errors';
 import { HandlerDelivery } from '../delivery/handler-delivery';
 import { MessageHandler } from '../delivery/message-context';
@@ -42,7 +41,6 @@ export class Durability {
 
   constructor(
     private readonly options: JetStreamOptions | undefined,
-    private readonly codec: ClaimCheckCodec,
     private readonly outbound: Outbound,
     private readonly logger: Logger,
   ) {
@@ -54,7 +52,7 @@ export class Durability {
     if (!this.options) return;
     const link = await this.linkFor(producer);
     for (const [i, spec] of (this.options.streams ?? []).entries()) {
-      if (this.codec.hasStorage && !spec.maxAgeSeconds) {
+      if (this.outbound.hasStorage && !spec.maxAgeSeconds) {
         throw new InvalidOptionsError(
           `jetstream.streams[${i}].maxAgeSeconds`,
           `stream ${spec.name} would keep messages with no age limit, but stored bodies of large messages expire; set maxAgeSeconds`,
@@ -176,7 +174,6 @@ export class Durability {
       client,
       link,
       { subject: settings.deadLetter, durable: settings.durable, streamMaxAgeSeconds: deadLetterStream?.maxAgeSeconds },
-      this.codec,
       this.outbound,
       this.apiTimeoutMs,
       this.logger,

@@ -169,8 +169,7 @@ export class DurableSubscription {
       if (unsent) return await this.deadLetter(m, unsent.reason, unsent.error);
       // Delivered again after its last handler run (its settling outlasted the ack wait on a busy
       // process): the handler never runs more than maxDeliver times; the dead letter's own id dedupes it.
-      const attempts = m.deliveryCount - (this.storageFailures.get(`${m.stream}:${m.seq}`) ?? 0);
-      if (attempts > this.spec.settings.maxDeliver) {
+      if (this.attempts(m) > this.spec.settings.maxDeliver) {
         return await this.deadLetter(m, 'max_deliver', new Error(`delivered again (${m.deliveryCount}) after its last handler run`));
       }
       // No reply: the message's own reply subject is its ack subject, not a requester.
@@ -189,23 +188,27 @@ export class DurableSubscription {
     }
   }
 
+  /** Deliveries that reached the handler (or could have): those the storage failed are not counted. */
+  private attempts(m: DurableMessage): number {
+    return m.deliveryCount - (this.storageFailures.get(`${m.stream}:${m.seq}`) ?? 0);
+  }
+
   private async settle(m: DurableMessage, outcome: DeliveryOutcome): Promise<void> {
     const key = `${m.stream}:${m.seq}`;
-    const storageFailures = this.storageFailures.get(key) ?? 0;
     if (!outcome) {
       this.storageFailures.delete(key);
       return m.ack();
     }
     const settings = this.spec.settings;
     if (outcome.kind === 'unavailable') {
+      const failures = (this.storageFailures.get(key) ?? 0) + 1;
       // Bounded: a long outage over many messages must not grow the map without end.
       if (this.storageFailures.size >= 10_000) this.storageFailures.clear();
-      this.storageFailures.set(key, storageFailures + 1);
+      this.storageFailures.set(key, failures);
       // The backoff follows the outage's own count, so a long one is retried at the slowest step.
-      return m.nak(backoffFor(settings, storageFailures + 1));
+      return m.nak(backoffFor(settings, failures));
     }
-    // Deliveries that reached the handler (or could have): those the storage failed are not counted.
-    const attempts = m.deliveryCount - storageFailures;
+    const attempts = this.attempts(m);
     if (outcome.kind === 'handler' && attempts < settings.maxDeliver) return m.nak(backoffFor(settings, attempts));
     this.storageFailures.delete(key);
     await this.deadLetter(m, outcome.kind === 'handler' ? 'max_deliver' : outcome.reason, outcome.error);

@@ -82,7 +82,7 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
     this.options = { ...EVENT_BUS_DEFAULTS, ...options };
     this.codec = new ClaimCheckCodec(tracedStore(storage, this.telemetry), options.largeMessageThreshold);
     this.outbound = new Outbound(this.codec);
-    this.durability = new Durability(options.jetstream, this.codec, this.outbound, this.logger);
+    this.durability = new Durability(options.jetstream, this.outbound, this.logger);
     this.producer = new BusConnection('producer', { ...options.nats, name: this.connectionName() });
     this.consumers = new ConsumerPool(
       (name, own) => ({ ...this.options.nats, ...own, name: own.name ?? `${this.connectionName()}:${name}` }),

@@ -510,20 +510,20 @@ export function mayHaveBeenStored(err: unknown): boolean {
   return true;
 }
 
+/** `err` or the first of its causes that `match` accepts: nats.js wraps what the server said (a few levels at most). */
+function inCauses(err: unknown, match: (e: unknown) => boolean): unknown {
+  for (let e = err, depth = 0; e && depth < 4; e = (e as { cause?: unknown }).cause, depth++) if (match(e)) return e;
+  return undefined;
+}
+
 /** No-responders, as nats.js reports it: bare, inside a RequestError, or wrapped as `JetStreamNotEnabled`. */
 function isNoResponders(err: unknown): boolean {
-  for (let e = err, depth = 0; e && depth < 4; e = (e as { cause?: unknown }).cause, depth++) {
-    if (e instanceof natsErrors.NoRespondersError || (e instanceof natsErrors.RequestError && e.isNoResponders())) return true;
-  }
-  return false;
+  return !!inCauses(err, (e) => e instanceof natsErrors.NoRespondersError || (e instanceof natsErrors.RequestError && e.isNoResponders()));
 }
 
 /** The server's own refusal, possibly wrapped by nats.js (10039 comes inside `JetStreamNotEnabled`). */
 function apiErrorIn(err: unknown): JetStreamApiError | undefined {
-  for (let e = err, depth = 0; e && depth < 4; e = (e as { cause?: unknown }).cause, depth++) {
-    if (e instanceof JetStreamApiError) return e;
-  }
-  return undefined;
+  return inCauses(err, (e) => e instanceof JetStreamApiError) as JetStreamApiError | undefined;
 }
 
 /** Server error codes of a refused publish (nats-server errors.json), by what they mean to the caller. */

@@ -34,11 +34,6 @@ export const REDIS_STORAGE_DEFAULTS = deepFreeze({
 /** ioredis options the bus uses for the connection it creates (see `DEFAULTS.redisClient`). */
 export const REDIS_CLIENT_DEFAULTS = DEFAULTS.redisClient;
 
-/**
- * Claim-check storage on Redis: `SET prefix+token body EX ttl`, recovered with `GET`.
- * Messages are not deleted on recovery, so every subscriber of a fan-out can read them;
- * they expire by TTL. Only keys under the prefix with a valid token shape are ever read.
- */
 /** The key `ping()` writes (under the prefix): no token has this shape, so no envelope can name it. */
 const HEALTH_PROBE_KEY = 'eventbus-health-probe';
 const HEALTH_PROBE_TTL_MS = 60_000;
@@ -49,6 +44,11 @@ const HEALTH_PROBE_TTL_MS = 60_000;
  */
 const shadowKey = (prefix: string, token: string) => `${prefix}eventbus:shadow:{${token}}`;
 
+/**
+ * Claim-check storage on Redis: `SET prefix+token body EX ttl`, recovered with `GET`.
+ * Messages are not deleted on recovery, so every subscriber of a fan-out can read them;
+ * they expire by TTL. Only keys under the prefix with a valid token shape are ever read.
+ */
 export class RedisStorageManager extends MessageStorageManager {
   readonly ttlSeconds: number;
   readonly keyPrefix: string;
@@ -178,19 +178,14 @@ export class RedisStorageManager extends MessageStorageManager {
     const shadow = shadowKey(this.keyPrefix, token);
     if (!this.copyUnsupported) {
       try {
-        const results = await this.client.multi().set(key, value, 'EX', ttl).copy(key, shadow).exec();
-        const failed = results?.find(([err]) => err)?.[0];
-        if (failed) throw failed;
-        return;
+        return await execOrThrow(this.client.multi().set(key, value, 'EX', ttl).copy(key, shadow));
       } catch (err) {
         // The whole transaction was refused (EXECABORT), so nothing was written: send the copy as a second SET.
         if (!/unknown command/i.test((err as Error)?.message ?? '')) throw err;
         this.copyUnsupported = true;
       }
     }
-    const results = await this.client.multi().set(key, value, 'EX', ttl).set(shadow, value, 'EX', ttl).exec();
-    const failed = results?.find(([err]) => err)?.[0];
-    if (failed) throw failed;
+    await execOrThrow(this.client.multi().set(key, value, 'EX', ttl).set(shadow, value, 'EX', ttl));
   }
 
   async recoverMessage(envelope: StoredMessageEnvelope): Promise<Uint8Array> {
@@ -245,4 +240,10 @@ export class RedisStorageManager extends MessageStorageManager {
 function describe(err: unknown): string {
   const message = err instanceof Error ? err.message : String(err);
   return message.replace(/\b(rediss?):\/\/[^\s]*/g, '$1://***');
+}
+
+/** Run a MULTI; a command that failed inside it fails the whole (EXEC reports errors per command). */
+async function execOrThrow(multi: { exec(): Promise<Array<[Error | null, unknown]> | null> }): Promise<void> {
+  const failed = (await multi.exec())?.find(([err]) => err)?.[0];
+  if (failed) throw failed;
 }
