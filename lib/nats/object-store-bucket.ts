@@ -2,19 +2,9 @@
 // SHA-256 digest written with the object's metadata after its last chunk and checked on every read.
 // Every failure leaves this file as one of the library's errors, the nats.js error kept as `cause`.
 import { createHash } from 'node:crypto';
-import {
-  jetstream,
-  JetStreamApiError,
-  jetstreamManager,
-  JsHeaders,
-  StorageType,
-  type JetStreamClient,
-  type JetStreamManager,
-  type PubAck,
-  type StreamConfig,
-} from '@nats-io/jetstream';
-import { Base64UrlPaddedCodec, Objm, setSha256Backend, type ObjectStore } from '@nats-io/obj';
-import { headers, nanos, nuid } from '@nats-io/transport-node';
+import { jetstream, JetStreamApiError, jetstreamManager, StorageType, type JetStreamManager, type StreamConfig } from '@nats-io/jetstream';
+import { Objm, setSha256Backend, type ObjectStore } from '@nats-io/obj';
+import { nanos } from '@nats-io/transport-node';
 import { InvalidOptionsError, MessageStorageError, StoredMessageCorruptError } from '../errors/event-bus.errors';
 import { withTimeout } from '../shared/deadline';
 import type { StoreConnection } from './store-connection';
@@ -51,7 +41,6 @@ export class ObjectStoreBucket {
 
   private constructor(
     private readonly store: ObjectStore,
-    private readonly js: JetStreamClient,
     private readonly jsm: JetStreamManager,
     private readonly config: ObjectStoreBucketConfig,
   ) {
@@ -93,7 +82,7 @@ export class ObjectStoreBucket {
         const update: StreamConfig = { ...stream, max_age: wanted.max_age, num_replicas: wanted.num_replicas, max_bytes: wanted.max_bytes };
         await retryWhenTimedOut(() => jsm.streams.update(stream.name, update));
       }
-      return new ObjectStoreBucket(store, js, jsm, config);
+      return new ObjectStoreBucket(store, jsm, config);
     } catch (err) {
       if (err instanceof InvalidOptionsError) throw err;
       const replicas = replicasRefusal(err, 'storage.objectStore.replicas', config.replicas);
@@ -104,63 +93,15 @@ export class ObjectStoreBucket {
     }
   }
 
-  /**
-   * Store `data` under `name`; `storedAt` (ms) goes with it, so a read can tell an expired object.
-   *
-   * Written as `@nats-io/obj` writes it (chunks on `$O.<bucket>.C.<nuid>`, then the metadata with the
-   * SHA-256 digest on `$O.<bucket>.M.<name>`, rolled up), but with up to `PUT_WINDOW_BYTES` of chunks
-   * awaiting their acks at once instead of one: the metadata still goes out only after every chunk's
-   * ack, so an object a reader can find is whole. The acks' stream sequences must follow the chunks'
-   * order (a reader takes chunks by sequence), else the put fails; a failed put purges its chunks.
-   */
+  /** Store `data` under `name`; `storedAt` (ms) goes with it, so a read can tell an expired object. */
   async put(name: string, data: Uint8Array, storedAt: number): Promise<void> {
-    const { bucket, chunkBytes, operationTimeoutMs: timeout } = this.config;
-    const id = nuid.next();
-    const chunkSubject = `$O.${bucket}.C.${id}`;
-    // An object stored before under this name loses its chunks once the new one is live, as @nats-io/obj does; looked up meanwhile.
-    const previous = this.store.info(name).catch(() => null);
     try {
-      const hash = createHash('sha256');
-      const window = Math.max(1, Math.floor(PUT_WINDOW_BYTES / chunkBytes));
-      const inFlight: Promise<PubAck>[] = [];
-      const seqs: number[] = [];
-      let chunks = 0;
-      for (let offset = 0; offset < data.byteLength; offset += chunkBytes) {
-        const chunk = data.subarray(offset, Math.min(offset + chunkBytes, data.byteLength));
-        if (inFlight.length >= window) seqs.push((await inFlight.shift()!).seq);
-        const ack = this.js.publish(chunkSubject, chunk, { timeout });
-        // Awaited in order below; until then a rejection must not count as unhandled (it would end the process).
-        ack.catch(() => undefined);
-        inFlight.push(ack);
-        // Hashed once on its way, so the digest's CPU overlaps the server's write.
-        hash.update(chunk);
-        chunks++;
-      }
-      for (const ack of inFlight) seqs.push((await ack).seq);
-      if (seqs.some((seq, i) => i > 0 && seq <= seqs[i - 1])) throw new Error(`chunks stored out of order (sequences ${seqs.join(', ')})`);
-      const info = {
-        name,
-        description: '',
-        options: { max_chunk_size: chunkBytes },
-        metadata: { [STORED_AT]: String(storedAt) },
-        bucket,
-        nuid: id,
-        size: data.byteLength,
-        chunks,
-        mtime: new Date().toISOString(),
-        digest: `${DIGEST_PREFIX}${Base64UrlPaddedCodec.encode(hash.digest())}`,
-        deleted: false,
-      };
-      const h = headers();
-      h.set(JsHeaders.RollupHdr, JsHeaders.RollupValueSubject);
-      await this.js.publish(`$O.${bucket}.M.${Base64UrlPaddedCodec.encode(name)}`, JSON.stringify(info), { headers: h, timeout });
-      const old = await previous;
-      if (old && old.nuid !== id) {
-        await this.jsm.streams.purge(this.stream, { filter: `$O.${bucket}.C.${old.nuid}` }).catch(() => undefined);
-      }
+      await this.store.putBlob(
+        { name, options: { max_chunk_size: this.config.chunkBytes }, metadata: { [STORED_AT]: String(storedAt) } },
+        data,
+        { timeout: this.config.operationTimeoutMs },
+      );
     } catch (err) {
-      // Chunks that landed before the failure would otherwise stay until the bucket's TTL.
-      await this.jsm.streams.purge(this.stream, { filter: chunkSubject }).catch(() => undefined);
       const message = describe(err);
       if (BUCKET_FULL.test(message)) {
         throw new MessageStorageError(
@@ -242,9 +183,6 @@ export class ObjectStoreBucket {
     }
   }
 }
-
-/** Bytes of chunks one put keeps awaiting their acks at once (at least one chunk): 4 chunks at 1 MiB. */
-const PUT_WINDOW_BYTES = 4 * 1024 * 1024;
 
 /** How `@nats-io/obj` writes an object's digest: `SHA-256=` and the base64url of the hash, padded. */
 const DIGEST_PREFIX = 'SHA-256=';
