@@ -70,6 +70,13 @@ export const DEFAULTS = deepFreeze({
     /** Shrinking a shared stream or changing a consumer in use is refused at bootstrap unless allowed. */
     allowDestructiveUpdates: false,
   },
+  /** Each entry of `jetstream.streams` that leaves these out. */
+  stream: {
+    /** Copies in a JetStream cluster; 1 suits a single nats-server. */
+    replicas: 1,
+    /** 0: no age limit, the stream's other limits remove messages. */
+    maxAgeSeconds: 0,
+  },
   /** `@Subscribe(topic, { durable, … })` and `subscribe(…, { durable, … })`. */
   durable: {
     maxDeliver: 5,

@@ -3,63 +3,21 @@
 // deduplication, and `$JS.ACK` acks, naks with delay, in-progress and term. The bus's durable code
 // then runs unchanged. Kept to what the bus uses: no limits, mirrors, KV or object store.
 import { BrokerMessage, BrokerSubscriber, headerBlock, InProcessBroker, parseHeaderBlock, subjectMatches } from './in-process-broker';
+import { JetStreamApi } from './in-process-jetstream-api';
+import {
+  Consumer,
+  DEFAULT_ACK_WAIT_NS,
+  DEFAULT_DUPLICATE_WINDOW_NS,
+  NS_PER_MS,
+  Outstanding,
+  PullRequest,
+  StoredMessage,
+  Stream,
+  unseen,
+  wants,
+} from './in-process-jetstream-state';
 
 const attached = new WeakMap<InProcessBroker, InProcessJetStream>();
-const NS_PER_MS = 1_000_000;
-/** The server's default duplicate window: 2 minutes. */
-const DEFAULT_DUPLICATE_WINDOW_NS = 120_000 * NS_PER_MS;
-
-interface StoredMessage {
-  seq: number;
-  subject: string;
-  headers?: Buffer;
-  payload: Buffer;
-  time: number;
-}
-
-interface StreamConfig {
-  name: string;
-  subjects: string[];
-  duplicate_window?: number;
-  [key: string]: unknown;
-}
-
-interface Stream {
-  config: StreamConfig;
-  created: string;
-  messages: StoredMessage[];
-  lastSeq: number;
-  /** Msg ids seen within the duplicate window: id → seq and when. */
-  ids: Map<string, { seq: number; at: number }>;
-  consumers: Map<string, Consumer>;
-}
-
-interface Outstanding {
-  message: StoredMessage;
-  deliveries: number;
-  /** Broker-clock time at which it is delivered again: its ack wait, or the delay of its nak. */
-  dueAt: number;
-  /** Waiting for its nak delay (or ack wait) to pass, rather than handed out. */
-  waiting: boolean;
-}
-
-interface PullRequest {
-  inbox: string;
-  left: number;
-  expiresAt: number;
-  heartbeat?: NodeJS.Timeout;
-}
-
-interface Consumer {
-  name: string;
-  config: Record<string, unknown> & { filter_subject?: string; ack_wait?: number };
-  created: string;
-  /** Next stream sequence not yet delivered. */
-  cursor: number;
-  consumerSeq: number;
-  outstanding: Map<number, Outstanding>;
-  pulls: PullRequest[];
-}
 
 /**
  * JetStream for one in-process broker. Time for redeliveries (nak delays, ack waits) runs on a
@@ -69,6 +27,12 @@ export class InProcessJetStream implements BrokerSubscriber {
   private readonly streams = new Map<string, Stream>();
   private offsetMs = 0;
   private timer?: NodeJS.Timeout;
+  private readonly api = new JetStreamApi({
+    streams: this.streams,
+    now: () => this.now(),
+    answer: (reply, body) => this.answer(reply, body),
+    pull: (stream, consumer, inbox, body) => this.pull(stream, consumer, inbox, body),
+  });
 
   private constructor(private readonly broker: InProcessBroker) {
     broker.subscribe(this, 'api', '$JS.API.>');
@@ -104,7 +68,7 @@ export class InProcessJetStream implements BrokerSubscriber {
 
   deliver(message: BrokerMessage, sid: string): void {
     if (sid === 'ack') this.onAck(message);
-    else this.onApi(message);
+    else this.api.handle(message);
   }
 
   private streamFor(subject: string): Stream | undefined {
@@ -137,197 +101,6 @@ export class InProcessJetStream implements BrokerSubscriber {
   private answer(reply: string | undefined, body: unknown): void {
     if (!reply) return;
     this.broker.route({ subject: reply, payload: Buffer.from(JSON.stringify(body)) });
-  }
-
-  private fail(reply: string | undefined, code: number, errCode: number, description: string): void {
-    this.answer(reply, { error: { code, err_code: errCode, description } });
-  }
-
-  private onApi(m: BrokerMessage): void {
-    const tokens = m.subject.split('.');
-    const op = tokens.slice(2).join('.');
-    let body: Record<string, any> = {};
-    try {
-      body = m.payload.length ? JSON.parse(m.payload.toString('utf8')) : {};
-    } catch {
-      return this.fail(m.reply, 400, 10025, 'bad request');
-    }
-    if (op === 'INFO') return this.answer(m.reply, this.accountInfo());
-    if (op === 'STREAM.NAMES') {
-      const names = [...this.streams.values()]
-        .filter((s) => !body.subject || s.config.subjects.some((p) => subjectMatches(p, body.subject) || subjectMatches(body.subject, p)))
-        .map((s) => s.config.name);
-      return this.answer(m.reply, { total: names.length, offset: 0, limit: 1024, streams: names.length ? names : null });
-    }
-    const [group, action] = [tokens[2], tokens[3]];
-    if (group === 'STREAM') {
-      const name = tokens[4];
-      if (action === 'CREATE') return this.createStream(m.reply, body as StreamConfig);
-      const stream = this.streams.get(name);
-      if (!stream) return this.fail(m.reply, 404, 10059, 'stream not found');
-      if (action === 'INFO') return this.answer(m.reply, this.streamInfo(stream));
-      if (action === 'UPDATE') {
-        if (body.storage !== undefined && body.storage !== stream.config.storage) {
-          return this.fail(m.reply, 500, 10052, 'stream configuration update can not change storage type');
-        }
-        stream.config = { ...stream.config, ...(body as StreamConfig) };
-        return this.answer(m.reply, this.streamInfo(stream));
-      }
-      if (action === 'DELETE') {
-        this.streams.delete(name);
-        return this.answer(m.reply, { success: true });
-      }
-      return this.fail(m.reply, 400, 10025, `${op} is not simulated`);
-    }
-    if (group === 'CONSUMER') {
-      if (action === 'CREATE' || (action === 'DURABLE' && tokens[4] === 'CREATE')) {
-        const streamName = action === 'CREATE' ? tokens[4] : tokens[5];
-        return this.createConsumer(m.reply, streamName, body);
-      }
-      // `CONSUMER.<action>.<stream>.<name>`, but `CONSUMER.MSG.NEXT.<stream>.<name>`.
-      const at = action === 'MSG' ? 5 : 4;
-      const stream = this.streams.get(tokens[at]);
-      if (!stream) return this.fail(m.reply, 404, 10059, 'stream not found');
-      const consumer = stream.consumers.get(tokens[at + 1]);
-      if (!consumer) return this.fail(m.reply, 404, 10014, 'consumer not found');
-      if (action === 'INFO') return this.answer(m.reply, this.consumerInfo(stream, consumer));
-      if (action === 'DELETE') {
-        stream.consumers.delete(consumer.name);
-        return this.answer(m.reply, { success: true });
-      }
-      if (action === 'MSG' && tokens[4] === 'NEXT' && m.reply) return this.pull(stream, consumer, m.reply, body);
-      return this.fail(m.reply, 400, 10025, `${op} is not simulated`);
-    }
-    return this.fail(m.reply, 400, 10025, `${op} is not simulated`);
-  }
-
-  private accountInfo(): Record<string, unknown> {
-    let consumers = 0;
-    for (const s of this.streams.values()) consumers += s.consumers.size;
-    return {
-      type: 'io.nats.jetstream.api.v1.account_info_response',
-      memory: 0,
-      storage: 0,
-      streams: this.streams.size,
-      consumers,
-      limits: { max_memory: -1, max_storage: -1, max_streams: -1, max_consumers: -1 },
-      api: { total: 0, errors: 0 },
-    };
-  }
-
-  private createStream(reply: string | undefined, config: StreamConfig): void {
-    const existing = this.streams.get(config.name);
-    if (existing) {
-      if (JSON.stringify(existing.config) === JSON.stringify(this.withDefaults(config)))
-        return this.answer(reply, this.streamInfo(existing));
-      return this.fail(reply, 400, 10058, 'stream name already in use with a different configuration');
-    }
-    for (const s of this.streams.values()) {
-      if (s.config.subjects.some((a) => config.subjects.some((b) => subjectMatches(a, b) || subjectMatches(b, a)))) {
-        return this.fail(reply, 400, 10065, 'subjects overlap with an existing stream');
-      }
-    }
-    const stream: Stream = {
-      config: this.withDefaults(config),
-      created: new Date(this.now()).toISOString(),
-      messages: [],
-      lastSeq: 0,
-      ids: new Map(),
-      consumers: new Map(),
-    };
-    this.streams.set(config.name, stream);
-    this.answer(reply, this.streamInfo(stream));
-  }
-
-  private withDefaults(config: StreamConfig): StreamConfig {
-    return {
-      retention: 'limits',
-      max_consumers: -1,
-      max_msgs: -1,
-      max_bytes: -1,
-      max_age: 0,
-      max_msg_size: -1,
-      storage: 'file',
-      discard: 'old',
-      num_replicas: 1,
-      duplicate_window: DEFAULT_DUPLICATE_WINDOW_NS,
-      ...config,
-    };
-  }
-
-  private streamInfo(stream: Stream): Record<string, unknown> {
-    const first = stream.messages[0];
-    return {
-      type: 'io.nats.jetstream.api.v1.stream_info_response',
-      config: stream.config,
-      created: stream.created,
-      state: {
-        messages: stream.messages.length,
-        bytes: stream.messages.reduce((n, m) => n + m.payload.length, 0),
-        first_seq: first?.seq ?? stream.lastSeq + 1,
-        last_seq: stream.lastSeq,
-        consumer_count: stream.consumers.size,
-      },
-    };
-  }
-
-  private createConsumer(reply: string | undefined, streamName: string, body: Record<string, any>): void {
-    const stream = this.streams.get(streamName);
-    if (!stream) return this.fail(reply, 404, 10059, 'stream not found');
-    const config = (body.config ?? {}) as Consumer['config'];
-    const name = String(config.durable_name ?? config.name ?? '');
-    const existing = stream.consumers.get(name);
-    if (existing) {
-      if (body.action === 'create' && JSON.stringify({ ...existing.config, ...config }) !== JSON.stringify(existing.config)) {
-        return this.fail(reply, 400, 10148, 'consumer already exists');
-      }
-      existing.config = { ...existing.config, ...config };
-      return this.answer(reply, this.consumerInfo(stream, existing));
-    }
-    if (body.action === 'update') return this.fail(reply, 404, 10149, 'consumer does not exist');
-    const consumer: Consumer = {
-      name,
-      config: {
-        deliver_policy: 'all',
-        ack_policy: 'explicit',
-        ack_wait: 30_000 * NS_PER_MS,
-        max_deliver: -1,
-        replay_policy: 'instant',
-        ...config,
-      },
-      created: new Date(this.now()).toISOString(),
-      cursor: stream.messages[0]?.seq ?? stream.lastSeq + 1,
-      consumerSeq: 0,
-      outstanding: new Map(),
-      pulls: [],
-    };
-    stream.consumers.set(name, consumer);
-    this.answer(reply, this.consumerInfo(stream, consumer));
-  }
-
-  private consumerInfo(stream: Stream, c: Consumer): Record<string, unknown> {
-    return {
-      type: 'io.nats.jetstream.api.v1.consumer_info_response',
-      stream_name: stream.config.name,
-      name: c.name,
-      created: c.created,
-      config: c.config,
-      delivered: { consumer_seq: c.consumerSeq, stream_seq: c.cursor - 1 },
-      ack_floor: { consumer_seq: 0, stream_seq: 0 },
-      num_ack_pending: [...c.outstanding.values()].filter((o) => !o.waiting).length,
-      num_redelivered: [...c.outstanding.values()].filter((o) => o.deliveries > 1).length,
-      num_waiting: c.pulls.length,
-      num_pending: this.unseen(stream, c),
-    };
-  }
-
-  /** Messages the consumer has not delivered yet. */
-  private unseen(stream: Stream, c: Consumer): number {
-    return stream.messages.filter((m) => m.seq >= c.cursor && this.wants(c, m)).length;
-  }
-
-  private wants(c: Consumer, m: StoredMessage): boolean {
-    return !c.config.filter_subject || subjectMatches(c.config.filter_subject, m.subject);
   }
 
   private pull(stream: Stream, consumer: Consumer, inbox: string, body: Record<string, any>): void {
@@ -379,7 +152,7 @@ export class InProcessJetStream implements BrokerSubscriber {
   }
 
   private ackWaitMs(c: Consumer): number {
-    return (c.config.ack_wait ?? 30_000 * NS_PER_MS) / NS_PER_MS;
+    return (c.config.ack_wait ?? DEFAULT_ACK_WAIT_NS) / NS_PER_MS;
   }
 
   /** Hand out what is due to the waiting pull requests, end expired ones, and set the timer for the next due time. */
@@ -417,7 +190,7 @@ export class InProcessJetStream implements BrokerSubscriber {
     while (c.cursor <= stream.lastSeq) {
       const message = stream.messages.find((m) => m.seq === c.cursor);
       c.cursor++;
-      if (message && this.wants(c, message)) {
+      if (message && wants(c, message)) {
         const fresh: Outstanding = { message, deliveries: 0, dueAt: now, waiting: true };
         c.outstanding.set(message.seq, fresh);
         return fresh;
@@ -432,7 +205,7 @@ export class InProcessJetStream implements BrokerSubscriber {
     o.dueAt = now + this.ackWaitMs(c);
     request.left--;
     const m = o.message;
-    const reply = `$JS.ACK.${stream.config.name}.${c.name}.${o.deliveries}.${m.seq}.${++c.consumerSeq}.${m.time * NS_PER_MS}.${this.unseen(stream, c)}`;
+    const reply = `$JS.ACK.${stream.config.name}.${c.name}.${o.deliveries}.${m.seq}.${++c.consumerSeq}.${m.time * NS_PER_MS}.${unseen(stream, c)}`;
     // Delivered to the pull's inbox under the message's own subject, as the server does.
     this.broker.routeTo(request.inbox, { subject: m.subject, reply, headers: m.headers, payload: m.payload });
   }

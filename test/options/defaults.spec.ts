@@ -51,6 +51,7 @@ function defaultOf(option: string): unknown {
   if (head === 'storage' && rest[0] === 'objectStore') return (DEFAULTS.objectStore as Record<string, unknown>)[rest[1]];
   if (head === 'storage') return (DEFAULTS.storage as Record<string, unknown>)[key];
   if (head === 'health') return (DEFAULTS.health as Record<string, unknown>)[key];
+  if (head === 'jetstream' && rest[0] === 'streams[]') return (DEFAULTS.stream as Record<string, unknown>)[rest[1]];
   if (head === 'jetstream') return (DEFAULTS.jetstream as Record<string, unknown>)[key];
   // Per durable subscription (`@Subscribe(topic, { durable, … })`).
   if (head === 'durable') return (DEFAULTS.durable as Record<string, unknown>)[key];
@@ -86,6 +87,7 @@ describe('options: one defaults object', () => {
     for (const key of Object.keys(DEFAULTS.storage)) expect(documented).toContain(`storage.${key}`);
     for (const key of Object.keys(DEFAULTS.health)) expect(documented).toContain(`health.${key}`);
     for (const key of Object.keys(DEFAULTS.jetstream)) expect(documented).toContain(`jetstream.${key}`);
+    for (const key of Object.keys(DEFAULTS.stream)) expect(documented).toContain(`jetstream.streams[].${key}`);
     for (const key of Object.keys(DEFAULTS.durable)) expect(documented).toContain(`durable.${key}`);
     for (const key of Object.keys(DEFAULTS.objectStore)) expect(documented).toContain(`storage.objectStore.${key}`);
     for (const key of Object.keys(DEFAULTS.nats).filter((k) => k !== 'reconnect')) expect(documented).toContain(`nats.${key}`);
