@@ -19,6 +19,7 @@ import { DEFAULTS } from '../options/defaults';
 import { DeadLetters } from './dead-letters';
 import { DurablePullSource, DurableSubscription } from './durable-subscription';
 import { DurableSettings, JetStreamOptions } from './durable.options';
+import { openInbox } from './inbox';
 
 /** Seconds a stored body outlives the stream's own limit, so a message read at the last moment still finds it. */
 const BODY_MARGIN_SECONDS = 60;
@@ -178,7 +179,9 @@ export class Durability {
       this.apiTimeoutMs,
       this.logger,
     );
-    const subscription = new DurableSubscription({ topic, handler, limits, settings }, delivery, deadLetters, this.logger);
+    // Idempotent: the bucket is opened (created when missing) now, so a server that cannot keep it fails the subscribe.
+    const inbox = await openInbox(client.connection, settings, this.apiTimeoutMs, this.logger);
+    const subscription = new DurableSubscription({ topic, handler, limits, settings, inbox }, delivery, deadLetters, this.logger);
     const first = await link.pull(stream.name, settings.durable);
     subscription.start(this.pullSource(link, consumer, topic, first));
     return subscription;

@@ -7,6 +7,7 @@ import { DurableBatch, DurableMessage, DurablePull } from '../nats/jetstream';
 import { settleWithin } from '../shared/deadline';
 import { DeadLetters } from './dead-letters';
 import { backoffFor, DurableSettings } from './durable.options';
+import { Inbox, InboxClaim } from './inbox';
 
 /** Pause between tries while a durable cannot pull. */
 const PULL_RETRY_MS = 1000;
@@ -27,6 +28,8 @@ export interface DurableSubscriptionSpec {
   handler: MessageHandler;
   limits: DispatchLimits;
   settings: DurableSettings;
+  /** With `idempotent`: the record of handled ids, checked before and written after the handler. */
+  inbox?: Inbox;
 }
 
 /**
@@ -39,8 +42,10 @@ export interface DurableSubscriptionSpec {
 export class DurableSubscription {
   readonly dispatcher: BoundedDispatcher<DurableMessage>;
   private readonly running = new Set<DurableMessage>();
-  // Deliveries per message that failed because storage was down: they do not count against maxDeliver.
+  // Deliveries per message that did not reach the handler (storage or the inbox down, its id busy
+  // elsewhere): they do not count against maxDeliver.
   private readonly storageFailures = new Map<string, number>();
+  private duplicates = 0;
   private readonly literalSubject?: string;
   private stopping = false;
   private ticker?: NodeJS.Timeout;
@@ -65,6 +70,16 @@ export class DurableSubscription {
   /** Messages terminated without a dead letter, because publishing it kept failing. */
   get deadLettersFailed(): number {
     return this.deadLetters.failedCount;
+  }
+
+  /** Whether handled ids are recorded (`idempotent`). */
+  get idempotent(): boolean {
+    return this.spec.inbox !== undefined;
+  }
+
+  /** Idempotent only: messages acked without calling the handler, their id already handled. */
+  get duplicatesSkipped(): number {
+    return this.duplicates;
   }
 
   start(source: DurablePullSource): void {
@@ -172,6 +187,20 @@ export class DurableSubscription {
       if (this.attempts(m) > this.spec.settings.maxDeliver) {
         return await this.deadLetter(m, 'max_deliver', new Error(`delivered again (${m.deliveryCount}) after its last handler run`));
       }
+      let claim: InboxClaim | undefined;
+      if (this.spec.inbox) {
+        const verdict = await this.spec.inbox.check(m).catch((err: unknown) => err as Error);
+        // The inbox unreachable: the handler must not run; retried with backoff like a storage outage.
+        if (verdict instanceof Error) return this.notRun(m, verdict.message);
+        if (verdict.kind === 'done') {
+          this.duplicates++;
+          this.storageFailures.delete(`${m.stream}:${m.seq}`);
+          return m.ack();
+        }
+        // Another delivery of the id runs now (a redelivery race): come back when its lease ends.
+        if (verdict.kind === 'busy') return this.notRun(m, undefined, verdict.retryInMs);
+        claim = verdict.claim;
+      }
       // No reply: the message's own reply subject is its ack subject, not a requester.
       const msg: InboundMessage = { subject: m.subject, data: m.data, headers: m.headers };
       const durable = { deliveryCount: m.deliveryCount, stream: m.stream, seq: m.seq };
@@ -179,6 +208,8 @@ export class DurableSubscription {
       const outcome = await this.delivery.claimCheck.telemetry.process(msg, m.subject, this.spec.settings.durable, () =>
         this.delivery.deliver(msg, this.spec.handler, { literalSubject: this.literalSubject, held, durable }),
       );
+      // The record is written after the handler succeeded and before the ack.
+      if (claim) await (outcome ? claim.released() : claim.succeeded());
       await this.settle(m, outcome);
     } catch (err) {
       // Settling failed (a connection gone): the server redelivers after the ack wait.
@@ -191,6 +222,19 @@ export class DurableSubscription {
   /** Deliveries that reached the handler (or could have): those the storage failed are not counted. */
   private attempts(m: DurableMessage): number {
     return m.deliveryCount - (this.storageFailures.get(`${m.stream}:${m.seq}`) ?? 0);
+  }
+
+  /** A delivery that did not reach the handler: nak'ed with backoff (sooner when `delayMs` is less), not counted against maxDeliver. */
+  private notRun(m: DurableMessage, why: string | undefined, delayMs?: number): void {
+    const key = `${m.stream}:${m.seq}`;
+    const failures = (this.storageFailures.get(key) ?? 0) + 1;
+    if (this.storageFailures.size >= 10_000) this.storageFailures.clear();
+    this.storageFailures.set(key, failures);
+    // Once per outage, not per message: the outage's own count says when it began.
+    if (why !== undefined && failures === 1)
+      this.logger.warn(`durable "${this.spec.settings.durable}" on "${m.subject}": ${why}; handler not run, retrying`);
+    const backoff = backoffFor(this.spec.settings, failures);
+    m.nak(delayMs === undefined ? backoff : Math.min(delayMs, backoff));
   }
 
   private async settle(m: DurableMessage, outcome: DeliveryOutcome): Promise<void> {

@@ -41,6 +41,19 @@ export interface DurableSubscribeOptions {
   ackWaitMs?: number;
   /** Subject that failed messages are published to, with the header `Eventbus-Dead-Reason`. Default: none (logged and dropped). */
   deadLetter?: string;
+  /**
+   * Handle each message id once: a message whose id was already handled to success within the
+   * window is acked without calling the handler. The id is the publisher's `msgId` (`Nats-Msg-Id`),
+   * else the stream sequence. Records live in a JetStream KV bucket whose age limit is the window.
+   * `true` uses the default window (600 s). Default false. See README "Handled once".
+   */
+  idempotent?: boolean | IdempotentOptions;
+}
+
+/** `idempotent: { … }` of a durable subscription. */
+export interface IdempotentOptions {
+  /** How long a handled id is remembered, in whole seconds (≥ 1). Default 600. */
+  windowSeconds?: number;
 }
 
 /** A durable subscription's settings, defaults applied and checked. */
@@ -50,6 +63,8 @@ export interface DurableSettings {
   backoffMs: readonly number[];
   ackWaitMs: number;
   deadLetter?: string;
+  /** Set when the subscription is idempotent: how long a handled id is remembered. */
+  idempotent?: { windowSeconds: number };
 }
 
 const STREAM_KEYS = ['name', 'subjects', 'maxAgeSeconds', 'replicas', 'storage', 'duplicateWindowSeconds'] as const;
@@ -91,6 +106,9 @@ export function validateJetStreamOptions(options: JetStreamOptions | undefined):
 export function durableSettings(topic: string, opts: DurableSubscribeOptions & { queue?: string }): DurableSettings | undefined {
   const durableOnly = ['maxDeliver', 'backoffMs', 'ackWaitMs', 'deadLetter'] as const;
   if (opts.durable === undefined) {
+    // Only a durable redelivers and acks; a core subscription has nothing to deduplicate against.
+    if (opts.idempotent !== undefined && opts.idempotent !== false)
+      throw new InvalidOptionsError('idempotent', `applies to durable subscriptions only; add durable: '<name>' (topic "${topic}")`);
     const stray = durableOnly.find((k) => opts[k] !== undefined);
     if (stray) throw new InvalidOptionsError(stray, `applies to durable subscriptions only; add durable: '<name>' (topic "${topic}")`);
     return undefined;
@@ -113,6 +131,8 @@ export function durableSettings(topic: string, opts: DurableSubscribeOptions & {
     ackWaitMs: opts.ackWaitMs ?? d.ackWaitMs,
     deadLetter: opts.deadLetter,
   };
+  const idempotent = idempotentSettings(opts.idempotent);
+  if (idempotent) settings.idempotent = idempotent;
   wholeNumber('maxDeliver', settings.maxDeliver, 1);
   wholeNumber('ackWaitMs', settings.ackWaitMs, 1000, 'milliseconds', MAX_TIMER_MS);
   if (!Array.isArray(settings.backoffMs) || settings.backoffMs.length === 0)
@@ -128,6 +148,19 @@ export function durableSettings(topic: string, opts: DurableSubscribeOptions & {
     }
   }
   return settings;
+}
+
+/** `idempotent` checked: undefined when off, else the window; a bad value is an `InvalidOptionsError`. */
+export function idempotentSettings(value: DurableSubscribeOptions['idempotent']): { windowSeconds: number } | undefined {
+  if (value === undefined || value === false) return undefined;
+  if (value === true) return { windowSeconds: DEFAULTS.idempotent.windowSeconds };
+  if (!value || typeof value !== 'object' || Array.isArray(value))
+    throw new InvalidOptionsError('idempotent', `must be true, false or { windowSeconds }, got ${JSON.stringify(value)}`);
+  knownKeys('idempotent', value, ['windowSeconds']);
+  const windowSeconds = value.windowSeconds ?? DEFAULTS.idempotent.windowSeconds;
+  // A year at most: the bucket's age limit travels in nanoseconds.
+  wholeNumber('idempotent.windowSeconds', windowSeconds, 1, 'seconds', 31_536_000);
+  return { windowSeconds };
 }
 
 /** The delay before redelivery after the `deliveryCount`-th delivery failed. */

@@ -98,8 +98,8 @@ export interface RpcRequestOptions extends PublishOptions {
 }
 
 /**
- * The keys each call takes. Anything else, a typo or a name a later version may add (`idempotent`,
- * `partitionBy`, `batch`, `delayMs`, `notBefore`), is refused rather than ignored: a caller relying
+ * The keys each call takes. Anything else, a typo or a name a later version may add
+ * (`partitionBy`, `batch`, `delayMs`, `notBefore`), is refused rather than ignored: a caller relying
  * on it would otherwise get the plain behaviour without a word.
  */
 export const SUBSCRIBE_KEYS = [
@@ -113,6 +113,7 @@ export const SUBSCRIBE_KEYS = [
   'backoffMs',
   'ackWaitMs',
   'deadLetter',
+  'idempotent',
 ] as const satisfies ReadonlyArray<keyof SubscribeOptions>;
 export const PUBLISH_KEYS = ['headers', 'persist', 'msgId'] as const satisfies ReadonlyArray<keyof PersistOptions>;
 export const RPC_REQUEST_KEYS = ['headers', 'timeout'] as const satisfies ReadonlyArray<keyof RpcRequestOptions>;

@@ -15,6 +15,8 @@ interface ActiveSubscription {
   consumer: string;
   /** A durable subscription's messages terminated without the dead letter that could not be published. */
   deadLettersFailed?: () => number;
+  /** An idempotent durable's messages acked without calling the handler (id already handled). */
+  duplicatesSkipped?: () => number;
   /** Stop receiving and wait (bounded) for handlers; false when they were still running at the deadline. */
   stop(timeoutMs: number): Promise<boolean>;
 }
@@ -40,6 +42,8 @@ export interface SubscriptionStats {
   shed: number;
   /** Durable only: messages terminated without a dead letter, after publishing it failed `DEAD_LETTER_TRIES` times. */
   deadLettersFailed?: number;
+  /** Idempotent durable only: messages acked without calling the handler, their id already handled to success. */
+  duplicatesSkipped?: number;
 }
 
 /** What the bus needs to start one subscription. */
@@ -104,6 +108,7 @@ export class Subscriptions {
       durable: name,
       consumer,
       deadLettersFailed: () => durable.deadLettersFailed,
+      ...(durable.idempotent ? { duplicatesSkipped: () => durable.duplicatesSkipped } : {}),
       stop: (timeoutMs) => durable.stop(timeoutMs),
     };
     this.active.add(entry);
@@ -117,7 +122,7 @@ export class Subscriptions {
 
   /** What each live subscription holds and has dropped. */
   stats(): SubscriptionStats[] {
-    return [...this.active].map(({ subject, queue, durable, consumer, dispatcher: d, deadLettersFailed }) => ({
+    return [...this.active].map(({ subject, queue, durable, consumer, dispatcher: d, deadLettersFailed, duplicatesSkipped }) => ({
       subject,
       ...(queue !== undefined ? { queue } : {}),
       ...(durable !== undefined ? { durable } : {}),
@@ -129,6 +134,7 @@ export class Subscriptions {
       dropped: d.droppedCount,
       shed: d.shedCount,
       ...(deadLettersFailed ? { deadLettersFailed: deadLettersFailed() } : {}),
+      ...(duplicatesSkipped ? { duplicatesSkipped: duplicatesSkipped() } : {}),
     }));
   }
 

@@ -84,6 +84,19 @@ export const DEFAULTS = deepFreeze({
     backoffMs: [1000, 5000, 30_000],
     ackWaitMs: 30_000,
   },
+  /** `@Subscribe(topic, { durable, idempotent })`: the inbox of handled message ids (README "Handled once"). */
+  idempotent: {
+    /**
+     * How long a handled id is remembered (the KV bucket's age limit). Above the stream's 2-minute
+     * duplicate window, so a republish the stream no longer dedupes is still caught, with room for
+     * redeliveries after a lost ack (the 30 s ack wait) and a restart.
+     */
+    windowSeconds: 600,
+    /** A running handler's claim on its id; renewed every third of it, taken over this long after a crash. */
+    leaseMs: 15_000,
+    /** KV bucket name: `<prefix>-<windowSeconds>s`, one bucket per window. */
+    bucketPrefix: 'eventbus-inbox',
+  },
   /** `/_health`. */
   health: {
     enabled: true,

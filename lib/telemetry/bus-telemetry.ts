@@ -28,6 +28,7 @@ import {
   METRIC_SENT,
   METRIC_SHED,
   METRIC_DEAD_LETTERS_FAILED,
+  METRIC_DUPLICATES_SKIPPED,
 } from './semconv';
 
 /** What a `process` span reads of a received message: its body size, its headers' trace context, whether it is a request. */
@@ -49,6 +50,7 @@ export interface LossStats {
   dropped: number;
   shed: number;
   deadLettersFailed?: number;
+  duplicatesSkipped?: number;
 }
 
 // Seconds, as the messaging conventions advise for both duration histograms.
@@ -90,10 +92,12 @@ class Instrumentation {
   readonly dropped: ObservableCounter;
   readonly shed: ObservableCounter;
   readonly deadLettersFailed: ObservableCounter;
-  private readonly observe: (result: ObservableResult, kind: 'dropped' | 'shed' | 'deadLettersFailed') => void;
+  readonly duplicatesSkipped: ObservableCounter;
+  private readonly observe: (result: ObservableResult, kind: 'dropped' | 'shed' | 'deadLettersFailed' | 'duplicatesSkipped') => void;
   private readonly onDropped = (r: ObservableResult) => this.observe(r, 'dropped');
   private readonly onShed = (r: ObservableResult) => this.observe(r, 'shed');
   private readonly onDeadLettersFailed = (r: ObservableResult) => this.observe(r, 'deadLettersFailed');
+  private readonly onDuplicatesSkipped = (r: ObservableResult) => this.observe(r, 'duplicatesSkipped');
 
   constructor(
     readonly api: Otel,
@@ -119,6 +123,10 @@ class Instrumentation {
       unit: '{message}',
       description: 'Durable messages terminated without a dead letter: publishing it kept failing',
     });
+    this.duplicatesSkipped = meter.createObservableCounter(METRIC_DUPLICATES_SKIPPED, {
+      unit: '{message}',
+      description: 'Idempotent durable messages acked without calling the handler: their id was already handled',
+    });
     this.observe = (result, kind) => {
       // Several subscriptions may share a subject and queue: one sum per attribute set.
       const sums = new Map<string, { attrs: Attributes; value: number }>();
@@ -134,6 +142,7 @@ class Instrumentation {
       this.dropped.addCallback(this.onDropped);
       this.shed.addCallback(this.onShed);
       this.deadLettersFailed.addCallback(this.onDeadLettersFailed);
+      this.duplicatesSkipped.addCallback(this.onDuplicatesSkipped);
     }
   }
 
@@ -141,6 +150,7 @@ class Instrumentation {
     this.dropped.removeCallback(this.onDropped);
     this.shed.removeCallback(this.onShed);
     this.deadLettersFailed.removeCallback(this.onDeadLettersFailed);
+    this.duplicatesSkipped.removeCallback(this.onDuplicatesSkipped);
   }
 }
 

@@ -25,6 +25,7 @@ export const METRIC_CLAIMCHECK_BYTES = 'eventbus.claimcheck.bytes';
 export const METRIC_DROPPED = 'eventbus.messages.dropped';
 export const METRIC_SHED = 'eventbus.messages.shed';
 export const METRIC_DEAD_LETTERS_FAILED = 'eventbus.deadletters.failed';
+export const METRIC_DUPLICATES_SKIPPED = 'eventbus.messages.duplicates';
 
 /** The `error.type` of a failure: our errors' stable `code`, else the class name. */
 export function errorTypeOf(err: unknown): string {

@@ -1,0 +1,225 @@
+import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
+import { Logger } from '@nestjs/common';
+import { jetstream, JetStreamApiCodes, JetStreamApiError } from '@nats-io/jetstream';
+import { Kvm, type KV } from '@nats-io/kv';
+import type { NatsConnection } from '@nats-io/nats-core';
+import { NotConnectedError } from '../errors/event-bus.errors';
+import { DEFAULTS } from '../options/defaults';
+import type { DurableMessage } from '../nats/jetstream';
+
+/**
+ * The inbox of idempotent durables: one JetStream KV record per handled message id, so a message
+ * handled to success is acked without calling the handler again when it comes back (a redelivery
+ * after a lost ack, a republish with the same `msgId` after the stream's duplicate window).
+ *
+ * A record's value is one of:
+ * - `claim <owner> <expiresAtMs>`: a lease. An instance is running the handler for this id now;
+ *   `<owner>` names the instance and the delivery, so two deliveries of one id in one process are told
+ *   apart. It is renewed while the handler runs; one left by a crashed instance is taken over once
+ *   `expiresAtMs` (the owner's clock) has passed.
+ * - `done <handledAtMs>`: handled to success. Written after the handler resolved, before the ack.
+ *
+ * A failed handler deletes its claim (with a revision check), so the redelivery claims afresh. The
+ * bucket's age limit is the window: a record is gone `windowSeconds` after its last write.
+ */
+
+/** What to do with one delivery of an idempotent durable. */
+export type InboxVerdict =
+  /** The id was handled to success: ack without calling the handler. */
+  | { kind: 'done' }
+  /** Another delivery of the id holds a live lease: try again later (nak with this delay). */
+  | { kind: 'busy'; retryInMs: number }
+  /** This delivery holds the lease: run the handler, then `finish`. */
+  | { kind: 'run'; claim: InboxClaim };
+
+/** A lease held by one delivery while its handler runs. */
+export interface InboxClaim {
+  /** The handler resolved: write `done` (before the ack). Never throws; a failed write is logged. */
+  succeeded(): Promise<void>;
+  /** The handler failed or did not run: give the id back so the redelivery can claim it. Never throws. */
+  released(): Promise<void>;
+}
+
+/** The KV bucket could not be reached: the handler must not run; the message is nak'ed with backoff. */
+export class InboxUnavailableError extends NotConnectedError {}
+
+/** The bucket of idempotent durables with a window of `windowSeconds`. */
+export function inboxBucket(windowSeconds: number): string {
+  return `${DEFAULTS.idempotent.bucketPrefix}-${windowSeconds}s`;
+}
+
+/**
+ * The id a delivery is recorded under: the publisher's `msgId` (`Nats-Msg-Id`) when it gave one,
+ * else the stream and sequence. A republish without `msgId` is a new stream message, so a new id.
+ */
+export function inboxKey(m: Pick<DurableMessage, 'stream' | 'seq' | 'headers'>, durable: string): string {
+  const msgId = m.headers?.get('Nats-Msg-Id');
+  const id = msgId ? `m.${Buffer.from(msgId, 'utf8').toString('base64url')}` : `s.${m.seq}`;
+  return `${token(m.stream)}.${token(durable)}.${id}`;
+}
+
+/** A name as a KV key token: as is when KV allows it, else base64url behind `=` (which no name allowed as is contains). */
+function token(name: string): string {
+  return /^[-\w]+$/.test(name) ? name : `=${Buffer.from(name, 'utf8').toString('base64url')}`;
+}
+
+// One id per process: the instance part of a claim's owner.
+const INSTANCE = `${hostname().replace(/[^-\w]/g, '_')}-${process.pid}-${randomBytes(4).toString('hex')}`;
+let claims = 0;
+
+/** The inbox of one idempotent durable subscription. */
+export class Inbox {
+  private bucket?: Promise<KV>;
+  private readonly leaseMs: number;
+
+  constructor(
+    private readonly nc: NatsConnection,
+    readonly durable: string,
+    readonly windowSeconds: number,
+    private readonly apiTimeoutMs: number,
+    private readonly logger: Logger,
+    leaseMs: number = DEFAULTS.idempotent.leaseMs,
+  ) {
+    this.leaseMs = leaseMs;
+  }
+
+  /** Open (creating when missing) the bucket; at subscribe, so a server that cannot keep it fails bootstrap. */
+  async open(): Promise<void> {
+    await this.kv();
+  }
+
+  /**
+   * Decide for one delivery: already done, busy elsewhere, or claimed for this delivery.
+   * Throws `InboxUnavailableError` when the bucket cannot be reached.
+   */
+  async check(m: DurableMessage): Promise<InboxVerdict> {
+    const key = inboxKey(m, this.durable);
+    const owner = `${INSTANCE}.${++claims}`;
+    try {
+      const kv = await this.kv();
+      // Two tries: a lost race on an expired lease reads the winner's record once more.
+      for (let attempt = 0; attempt < 2; attempt++) {
+        const expiresAt = Date.now() + this.leaseMs;
+        const value = `claim ${owner} ${expiresAt}`;
+        try {
+          const revision = await kv.create(key, value);
+          return { kind: 'run', claim: this.claim(kv, key, owner, revision) };
+        } catch (err) {
+          if (!isWrongRevision(err)) throw err;
+        }
+        const entry = await kv.get(key);
+        // Deleted or aged out between the create and the get: create again.
+        if (!entry || entry.operation !== 'PUT') continue;
+        const record = parseRecord(entry.string());
+        if (record.kind === 'done') return { kind: 'done' };
+        const left = record.expiresAt - Date.now();
+        if (left > 0) return { kind: 'busy', retryInMs: Math.min(left, this.leaseMs) };
+        // A lease left by a crashed instance: take it over, unless another delivery just did.
+        try {
+          const revision = await kv.update(key, `claim ${owner} ${Date.now() + this.leaseMs}`, entry.revision);
+          this.logger.warn(`idempotent durable "${this.durable}": took over the expired claim of ${record.owner} on ${key}`);
+          return { kind: 'run', claim: this.claim(kv, key, owner, revision) };
+        } catch (err) {
+          if (!isWrongRevision(err)) throw err;
+        }
+      }
+      return { kind: 'busy', retryInMs: Math.min(1000, this.leaseMs) };
+    } catch (err) {
+      // A bucket gone (deleted by an operator) is created again on the next message.
+      this.bucket = undefined;
+      throw new InboxUnavailableError(
+        `inbox bucket ${inboxBucket(this.windowSeconds)} unreachable: ${(err as Error)?.message ?? String(err)}`,
+        {
+          cause: err,
+        },
+      );
+    }
+  }
+
+  private claim(kv: KV, key: string, owner: string, first: number): InboxClaim {
+    let revision = first;
+    let settled = false;
+    // Renew the lease while the handler runs, so no other instance takes the id over meanwhile.
+    const renewing = setInterval(
+      () => {
+        kv.update(key, `claim ${owner} ${Date.now() + this.leaseMs}`, revision).then(
+          (r) => (revision = settled ? revision : r),
+          (err: unknown) =>
+            this.logger.warn(`idempotent durable "${this.durable}": could not renew the claim on ${key}: ${(err as Error)?.message}`),
+        );
+      },
+      Math.max(100, Math.floor(this.leaseMs / 3)),
+    );
+    renewing.unref();
+    return {
+      succeeded: async () => {
+        settled = true;
+        clearInterval(renewing);
+        const done = `done ${Date.now()}`;
+        try {
+          await kv.update(key, done, revision);
+        } catch (err) {
+          if (!isWrongRevision(err)) return this.notRecorded(key, err);
+          // The lease was taken over while the handler ran (renewals failed): record the success anyway.
+          this.logger.warn(`idempotent durable "${this.durable}": the claim on ${key} was taken over while its handler ran`);
+          await kv.put(key, done).catch((e: unknown) => this.notRecorded(key, e));
+        }
+      },
+      released: async () => {
+        settled = true;
+        clearInterval(renewing);
+        // Only our own claim: one taken over by another delivery stays. A failure leaves it to expire.
+        await kv.delete(key, { previousSeq: revision }).catch(() => undefined);
+      },
+    };
+  }
+
+  private notRecorded(key: string, err: unknown): void {
+    // The handler ran: the message is acked anyway, so only a republish with its msgId could run it again.
+    this.logger.warn(
+      `idempotent durable "${this.durable}": handled ${key} but could not record it: ${(err as Error)?.message ?? String(err)}`,
+    );
+  }
+
+  private kv(): Promise<KV> {
+    this.bucket ??= new Kvm(jetstream(this.nc, { timeout: this.apiTimeoutMs }))
+      .create(inboxBucket(this.windowSeconds), { ttl: this.windowSeconds * 1000, history: 1 })
+      .catch((err: unknown) => {
+        this.bucket = undefined;
+        throw err;
+      });
+    return this.bucket;
+  }
+}
+
+type InboxRecord = { kind: 'done' } | { kind: 'claim'; owner: string; expiresAt: number };
+
+/** A record's value; anything unreadable counts as an expired claim, so it is taken over rather than blocking the id. */
+export function parseRecord(value: string): InboxRecord {
+  const [kind, owner, at] = value.split(' ');
+  if (kind === 'done') return { kind: 'done' };
+  const expiresAt = Number(at);
+  return { kind: 'claim', owner: owner ?? '?', expiresAt: kind === 'claim' && Number.isFinite(expiresAt) ? expiresAt : 0 };
+}
+
+/** The write expected another revision: the key exists (create) or changed since it was read (update). */
+function isWrongRevision(err: unknown): boolean {
+  return (
+    err instanceof JetStreamApiError &&
+    (err.code === JetStreamApiCodes.StreamWrongLastSequence || err.code === JetStreamApiCodes.StreamWrongLastSequenceUnknown)
+  );
+}
+
+/** The inbox of an idempotent durable, its bucket open; fails as the subscribe does when JetStream cannot keep it. */
+export async function openInbox(
+  nc: NatsConnection,
+  settings: { durable: string; idempotent?: { windowSeconds: number } },
+  apiTimeoutMs: number,
+  logger: Logger,
+): Promise<Inbox | undefined> {
+  if (!settings.idempotent) return undefined;
+  const inbox = new Inbox(nc, settings.durable, settings.idempotent.windowSeconds, apiTimeoutMs, logger);
+  await inbox.open();
+  return inbox;
+}
