@@ -15,6 +15,15 @@ export { JetStreamOptions, DurableSubscribeOptions } from './durable/durable.opt
 export { PersistAck, StreamSpec } from './nats/jetstream';
 export { DEAD_REASON_HEADER } from './durable/dead-letters';
 export { StoredMessageEnvelope, isValidToken } from './claim-check/envelope';
+export {
+  withBodyCodec,
+  BodyCodecOptions,
+  BodyEncryptionOptions,
+  BodyCompression,
+  EncryptionKeys,
+  EncryptionKeyProvider,
+  ZSTD_AVAILABLE,
+} from './claim-check/body-codec';
 export { NatsConnectionOptions, NATS_CONNECTION_DEFAULTS } from './nats/bus-connection.options';
 export { ConnectionStatus, ConnectionState } from './nats/bus-connection';
 export { MessageStorageManager, MESSAGE_STORAGE_MANAGER, StoreHints, StoreConnection } from './storage/message-storage-manager';

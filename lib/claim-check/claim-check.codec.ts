@@ -1,4 +1,6 @@
 import { isUtf8 } from 'node:buffer';
+import { randomUUID } from 'node:crypto';
+import { BodyCodec } from './body-codec';
 import { EventBusError, InvalidMessageError, MessageStorageError, PayloadTooLargeError } from '../errors/event-bus.errors';
 import { encodeEnvelope, isValidToken, looksLikeEnvelope, markForgedToken, StoredMessageEnvelope } from './envelope';
 import type { StoreHints } from './store-hints';
@@ -43,6 +45,8 @@ export class ClaimCheckCodec {
     private readonly storage: BodyStore | null,
     /** Explicit threshold in bytes; when unset, max_payload minus header room. */
     private readonly threshold?: number,
+    /** Encrypts and compresses stored bodies (`withBodyCodec`); without one, stored bodies are the JSON itself. */
+    private readonly bodyCodec?: BodyCodec,
   ) {}
 
   /** Bytes above which a body is stored, for a server that accepts `maxPayload`. */
@@ -175,8 +179,9 @@ export class ClaimCheckCodec {
     if (!this.storage) {
       throw new MessageStorageError(`message on "${subject}" was stored (token ${envelope.token}) but no message storage is configured`);
     }
+    let stored: Uint8Array;
     try {
-      return await this.storage.recoverMessage(envelope);
+      stored = await this.storage.recoverMessage(envelope);
     } catch (err) {
       // A custom storage may throw anything; callers rely on our classes.
       if (err instanceof EventBusError) throw err;
@@ -184,11 +189,14 @@ export class ClaimCheckCodec {
         cause: err,
       });
     }
+    // Without a codec of its own a bus still reads compressed bodies, and names the key of an encrypted one.
+    return (this.bodyCodec ?? PLAIN).decode(stored, envelope.token);
   }
 
   private async store(body: Uint8Array | string, hints: StoreHints | undefined): Promise<Uint8Array> {
     let envelope: StoredMessageEnvelope;
     const storage = this.storage!;
+    if (this.bodyCodec?.encodes) return this.storeEncoded(this.bodyCodec, body, hints);
     try {
       if (typeof body !== 'string') envelope = await storage.storeMessage(body, hints);
       else if (typeof storage.storeJson === 'function') envelope = await storage.storeJson(body, hints);
@@ -198,6 +206,35 @@ export class ClaimCheckCodec {
       if (err instanceof MessageStorageError) throw err;
       throw new MessageStorageError(`could not store message: ${(err as Error)?.message ?? String(err)}`, { cause: err });
     }
+    return this.checkedEnvelope(envelope);
+  }
+
+  /**
+   * Store `body` encrypted and/or compressed. A store that honours `StoreHints.token` keeps it
+   * under a token chosen here, which the encryption binds the body to: a body moved to another
+   * message's key fails authentication.
+   */
+  private async storeEncoded(codec: BodyCodec, body: Uint8Array | string, hints: StoreHints | undefined): Promise<Uint8Array> {
+    const token = codec.bindsToken ? randomUUID() : undefined;
+    const plain = typeof body === 'string' ? Buffer.from(body, 'utf8') : asBuffer(body);
+    let envelope: StoredMessageEnvelope;
+    try {
+      const encoded = await codec.encode(plain, token);
+      envelope = await this.storage!.storeMessage(encoded, token ? { ...hints, token } : hints);
+    } catch (err) {
+      if (err instanceof EventBusError) throw err;
+      throw new MessageStorageError(`could not store message: ${(err as Error)?.message ?? String(err)}`, { cause: err });
+    }
+    if (token && envelope?.token !== token) {
+      if (isValidToken(envelope?.token)) this.storage!.deleteMessage(envelope).catch(() => undefined);
+      throw new MessageStorageError(
+        `storage declares honoursTokenHint but stored the body under ${JSON.stringify(envelope?.token)}, not the token it was given`,
+      );
+    }
+    return this.checkedEnvelope(envelope);
+  }
+
+  private checkedEnvelope(envelope: StoredMessageEnvelope): Uint8Array {
     // Receivers accept only UUID or shortuuid tokens: a custom store's other token would make the
     // message undeliverable everywhere, so it fails here, before anything is published.
     if (!isValidToken(envelope?.token)) {
@@ -208,6 +245,9 @@ export class ClaimCheckCodec {
     return encodeEnvelope(envelope.token);
   }
 }
+
+// What reads stored bodies for a bus without a codec: plain ones as they are, compressed ones inflated.
+const PLAIN = new BodyCodec();
 
 /** The envelope a parsed body is, or undefined. Throws `InvalidMessageError` for a forged token. */
 function envelopeOf(subject: string, payload: unknown): StoredMessageEnvelope | undefined {

@@ -12,4 +12,10 @@ export interface StoreHints {
    * a store that cannot keep it that long must reject with `MessageStorageError`.
    */
   minTtlSeconds?: number;
+  /**
+   * Keep the body under this token (a fresh UUID) rather than one of the store's own. Given only to
+   * a store that declares `honoursTokenHint`: the body codec binds an encrypted body to its token,
+   * so that a body copied under another message's token fails authentication.
+   */
+  token?: string;
 }

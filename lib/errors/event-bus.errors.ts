@@ -11,6 +11,8 @@ export const EventBusErrorCode = {
   NotConnected: 'NOT_CONNECTED',
   InvalidSubject: 'INVALID_SUBJECT',
   NotPersisted: 'NOT_PERSISTED',
+  StoredBodyAuthentication: 'STORED_BODY_AUTHENTICATION_FAILED',
+  UnknownEncryptionKey: 'UNKNOWN_ENCRYPTION_KEY',
 } as const;
 export type EventBusErrorCode = (typeof EventBusErrorCode)[keyof typeof EventBusErrorCode];
 
@@ -61,7 +63,8 @@ export class RemoteHandlerError extends EventBusError {
 
 /** Storing or recovering a claim-checked message failed (storage down, slow or refusing). */
 export class MessageStorageError extends EventBusError {
-  readonly code = EventBusErrorCode.MessageStorage;
+  // Typed as the union so that the body codec's subclasses below can carry codes of their own.
+  readonly code: EventBusErrorCode = EventBusErrorCode.MessageStorage;
 }
 
 /**
@@ -70,6 +73,38 @@ export class MessageStorageError extends EventBusError {
  * once with the reason `corrupt`. A custom store may throw it too.
  */
 export class StoredMessageCorruptError extends MessageStorageError {}
+
+/**
+ * An encrypted stored body failed AES-256-GCM authentication: a byte changed, the body was cut
+ * short, it belongs to another message (swapped), or it was not encrypted where
+ * `storage.encryption.requireEncryption` asks for it. Nothing of it is delivered; a durable
+ * subscription dead-letters it with the reason `corrupt`.
+ */
+export class StoredBodyAuthenticationError extends StoredMessageCorruptError {
+  override readonly code = EventBusErrorCode.StoredBodyAuthentication;
+  constructor(
+    readonly token: string,
+    /** What did not hold, without any of the body. */
+    readonly problem: string,
+  ) {
+    super(`stored body ${token} was rejected: ${problem}`);
+  }
+}
+
+/**
+ * A stored body names an encryption key id that none of `storage.encryption.keys` has (a removed
+ * key, or a publisher ahead of this service's keys), also after asking the key provider again.
+ */
+export class UnknownEncryptionKeyError extends StoredMessageCorruptError {
+  override readonly code = EventBusErrorCode.UnknownEncryptionKey;
+  constructor(
+    readonly keyId: string,
+    readonly token: string,
+    reason = 'which is not among storage.encryption.keys',
+  ) {
+    super(`stored body ${token} is encrypted with key "${keyId}", ${reason}`);
+  }
+}
 
 /** The envelope's token is unknown to the storage: never stored, or expired by TTL. */
 export class StoredMessageNotFoundError extends EventBusError {

@@ -3,6 +3,7 @@
 // consumer-pool.ts, subscriptions.ts and delivery/ (the send and receive cores).
 import { Logger, OnModuleDestroy, OnModuleInit } from '@nestjs/common';
 import { ClaimCheckCodec } from '../claim-check/claim-check.codec';
+import { bodyCodecOf } from '../claim-check/body-codec';
 import { Outbound } from '../delivery/outbound';
 import { InvalidOptionsError, NotConnectedError, RpcTimeoutError } from '../errors/event-bus.errors';
 import { RELEASE_TIMEOUT_MS } from '../options/defaults';
@@ -80,7 +81,7 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
   ) {
     validateCoreOptions(options);
     this.options = { ...EVENT_BUS_DEFAULTS, ...options };
-    this.codec = new ClaimCheckCodec(tracedStore(storage, this.telemetry), options.largeMessageThreshold);
+    this.codec = new ClaimCheckCodec(tracedStore(storage, this.telemetry), options.largeMessageThreshold, bodyCodecOf(storage));
     this.outbound = new Outbound(this.codec);
     this.durability = new Durability(options.jetstream, this.outbound, this.logger);
     this.producer = new BusConnection('producer', { ...options.nats, name: this.connectionName() });

@@ -2,8 +2,12 @@ import { Inject, Injectable, Optional } from '@nestjs/common';
 import { HealthIndicatorService } from '@nestjs/terminus';
 import { MESSAGE_STORAGE_MANAGER, MessageStorageManager } from '../storage/message-storage-manager';
 import { withTimeout } from '../shared/deadline';
+import { bodyCodecOf } from '../claim-check/body-codec';
 
-/** Up when the message storage answers its ping (Redis: takes a small write); up when no storage is configured. */
+/**
+ * Up when the message storage answers its ping (Redis: takes a small write) and, with encryption
+ * keys from a provider, the provider answers with the current key; up when no storage is configured.
+ */
 @Injectable()
 export class StorageHealthIndicator {
   constructor(
@@ -14,6 +18,15 @@ export class StorageHealthIndicator {
   async isHealthy(key: string, timeoutMs: number) {
     const session = this.indicator.check(key);
     if (!this.storage) return session.up({ configured: false });
+    // A key provider that fails leaves the bus on the keys it has, but with no rotation: say so.
+    const codec = bodyCodecOf(this.storage);
+    if (codec) {
+      try {
+        await withTimeout(codec.checkKeys(), timeoutMs, () => new Error(`no answer within ${timeoutMs} ms`));
+      } catch {
+        return session.down({ message: 'encryption key provider is unusable' });
+      }
+    }
     if (typeof this.storage.ping !== 'function') return session.up({ configured: true });
     try {
       await withTimeout(this.storage.ping(), timeoutMs, () => new Error(`no answer within ${timeoutMs} ms`));

@@ -1,5 +1,6 @@
 import type { NatsOptions } from '@nestjs/microservices';
 import { ClaimCheckCodec } from '../claim-check/claim-check.codec';
+import { bodyCodecOf } from '../claim-check/body-codec';
 import { Outbound } from '../delivery/outbound';
 import { InvalidOptionsError } from '../errors/event-bus.errors';
 import { RELEASE_TIMEOUT_MS } from '../options/defaults';
@@ -91,7 +92,7 @@ export function transportSetup(options: EventBusTransportOptions | undefined, wh
   const connection: Record<string, any> = { servers: 'nats://localhost:4222' };
   for (const [k, v] of Object.entries(nest)) if (!NEST_ONLY_KEYS.includes(k)) connection[k] = v;
   return {
-    codec: new ClaimCheckCodec(tracedStore(storage ?? null, telemetry), t),
+    codec: new ClaimCheckCodec(tracedStore(storage ?? null, telemetry), t, bodyCodecOf(storage)),
     nest,
     connection: connection as NatsConnectionOptions,
     storage: storage ?? null,

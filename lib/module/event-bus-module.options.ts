@@ -4,6 +4,7 @@ import type { EventBusCoreOptions } from '../event-bus/event-bus.options';
 import type { RedisStorageOptions } from '../storage/redis-storage-manager';
 import type { MessageStorageManager } from '../storage/message-storage-manager';
 import type { ObjectStoreStorageOptions } from '../storage/object-store-storage-manager';
+import type { BodyCodecOptions } from '../claim-check/body-codec';
 
 /** One Redis server: a URL (`redis://` or `rediss://`), ioredis options, or both. */
 export interface RedisSingleConnection {
@@ -38,7 +39,8 @@ export type CustomStorageOptions =
       inject?: Array<InjectionToken | OptionalFactoryDependency>;
     };
 
-export type EventBusStorageOptions = RedisStorageModuleOptions | ObjectStoreStorageModuleOptions | CustomStorageOptions;
+/** Each form also takes the body codec's `encryption`, `compression` and `allReadersUseThisLibrary` (docs/storage.md). */
+export type EventBusStorageOptions = (RedisStorageModuleOptions | ObjectStoreStorageModuleOptions | CustomStorageOptions) & BodyCodecOptions;
 
 /** Options of `EventBusModule.forRoot()` / the factory of `forRootAsync()`. */
 export interface EventBusModuleOptions extends EventBusCoreOptions {

@@ -7,6 +7,7 @@ import { knownKeys, storageManager, MAX_TIMER_MS, wholeNumber } from '../options
 import { MESSAGE_STORAGE_MANAGER, MessageStorageManager } from '../storage/message-storage-manager';
 import { ObjectStoreStorageManager } from '../storage/object-store-storage-manager';
 import { REDIS_CLIENT_DEFAULTS, RedisStorageManager } from '../storage/redis-storage-manager';
+import { BODY_CODEC_KEYS, withBodyCodec } from '../claim-check/body-codec';
 import { EVENT_BUS_MODULE_OPTIONS } from './event-bus.module-definition';
 import {
   EventBusModuleOptions,
@@ -119,10 +120,16 @@ export const storageProvider: Provider = {
         'replyTtlSeconds',
         'connectTimeoutMs',
         'legacyShadowCopy',
+        ...BODY_CODEC_KEYS,
       ]);
-      const manager = new RedisStorageManager(redis!, storage);
+      let manager: RedisStorageManager;
       try {
+        // The shadow copy is for Python readers, which a body codec rules out.
+        const codec = !!storage.encryption || !!storage.compression;
+        const legacyShadowCopy = storage.legacyShadowCopy ?? (codec ? false : undefined);
+        manager = new RedisStorageManager(redis!, { ...storage, legacyShadowCopy });
         wholeNumber('storage.connectTimeoutMs', storage.connectTimeoutMs, 1, 'milliseconds', MAX_TIMER_MS);
+        await withBodyCodec(manager, storage);
         await manager.connect(storage.connectTimeoutMs ?? DEFAULTS.storage.connectTimeoutMs);
       } catch (err) {
         // Bootstrap fails, so no shutdown hook will close this client: stop its reconnecting here.
@@ -132,22 +139,22 @@ export const storageProvider: Provider = {
       return manager;
     }
     if (isObjectStoreStorage(storage)) {
-      knownKeys('storage', storage, ['objectStore']);
+      knownKeys('storage', storage, ['objectStore', ...BODY_CODEC_KEYS]);
       const objectStore = storage.objectStore ?? {};
       if (typeof objectStore !== 'object') throw new InvalidOptionsError('storage.objectStore', 'must be an object');
       // The bucket is created when the bus's producer connection opens (EventBus.connect).
-      return new ObjectStoreStorageManager(objectStore);
+      return withBodyCodec(new ObjectStoreStorageManager(objectStore), storage);
     }
     // A custom form with a stray key; an object of no known form gets the message below instead.
     if ('useClass' in storage || 'useExisting' in storage || 'useFactory' in storage) {
-      knownKeys('storage', storage, ['useClass', 'useExisting', 'useFactory', 'inject']);
+      knownKeys('storage', storage, ['useClass', 'useExisting', 'useFactory', 'inject', ...BODY_CODEC_KEYS]);
     }
     if ('useClass' in storage) {
       if (typeof storage.useClass !== 'function') throw new InvalidOptionsError('storage.useClass', 'must be a class');
-      return checked('storage.useClass', await moduleRef.create(storage.useClass));
+      return withBodyCodec(checked('storage.useClass', await moduleRef.create(storage.useClass)), storage);
     }
     if ('useExisting' in storage) {
-      return checked('storage.useExisting', moduleRef.get(storage.useExisting, { strict: false }));
+      return withBodyCodec(checked('storage.useExisting', moduleRef.get(storage.useExisting, { strict: false })), storage);
     }
     if ('useFactory' in storage) {
       if (typeof storage.useFactory !== 'function') throw new InvalidOptionsError('storage.useFactory', 'must be a function');
@@ -161,7 +168,7 @@ export const storageProvider: Provider = {
           throw err;
         }
       });
-      return checked('storage.useFactory', await storage.useFactory(...deps));
+      return withBodyCodec(checked('storage.useFactory', await storage.useFactory(...deps)), storage);
     }
     throw new InvalidOptionsError('storage', 'must have one of: redis, objectStore, useClass, useExisting, useFactory');
   },

@@ -15,3 +15,11 @@ import { DEFAULTS } from '../options/defaults';
 export type NatsConnectionOptions = NodeConnectionOptions;
 
 export const NATS_CONNECTION_DEFAULTS = DEFAULTS.nats satisfies NodeConnectionOptions;
+
+/** Connection options with the library's defaults filled in; a key given as `undefined` keeps its default. */
+export type ResolvedConnectionOptions = NatsConnectionOptions & { reconnectTimeWait: number; reconnectJitter: number };
+
+export function resolveConnectionOptions(options: NatsConnectionOptions): ResolvedConnectionOptions {
+  const given = Object.fromEntries(Object.entries(options ?? {}).filter(([, v]) => v !== undefined));
+  return { ...NATS_CONNECTION_DEFAULTS, ...given } as ResolvedConnectionOptions;
+}

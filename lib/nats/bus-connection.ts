@@ -1,129 +1,24 @@
-// One NATS connection: state machine, publish/request/subscribe and the status watcher belong
-// together, hence over 200 lines; the reconnect hold buffer is in reconnect-hold.ts and connect
-// errors in connect-error.ts.
+// One NATS connection: state machine, publish/request/subscribe and the status watcher. The
+// reconnect hold buffer is in reconnect-hold.ts, the first connect's retries in first-connect.ts,
+// header building in headers.ts, and connect errors in connect-error.ts.
 import { Logger } from '@nestjs/common';
-import {
-  createInbox,
-  errors,
-  headers as natsHeaders,
-  Msg,
-  MsgHdrs,
-  NatsConnection,
-  ServerInfo,
-  Subscription,
-} from '@nats-io/transport-node';
-import { InvalidOptionsError, NotConnectedError, RemoteHandlerError } from '../errors/event-bus.errors';
+import { createInbox, Msg, MsgHdrs, NatsConnection, ServerInfo, Subscription } from '@nats-io/transport-node';
+import { NotConnectedError } from '../errors/event-bus.errors';
+import { describeThrown } from '../errors/thrown';
 import { toBusError } from './nats-errors';
-import { LONE_SURROGATE } from './subjects';
-import { NATS_CONNECTION_DEFAULTS, NatsConnectionOptions } from './bus-connection.options';
+import { NatsConnectionOptions, resolveConnectionOptions, ResolvedConnectionOptions } from './bus-connection.options';
+import { BusConnectionEvent, ConnectionState, ConnectionStatus } from './connection-status';
+import { dialFirst } from './first-connect';
+import { throwIfServiceError } from './headers';
 import { ReconnectHold } from './reconnect-hold';
-import { dialNats } from './dial';
 import { settleWithin } from '../shared/deadline';
-import { DEFAULTS } from '../options/defaults';
+import { DEFAULTS, SERVER_MAX_PAYLOAD_BYTES } from '../options/defaults';
 
 // The rest of the library sees nats.js only through this folder.
 export type { Msg, MsgHdrs, NatsConnection, Subscription } from '@nats-io/transport-node';
 export { createInbox };
-
-/** Connection events others may follow (the microservices transport's `on()`). */
-export type BusConnectionEvent = 'disconnect' | 'reconnect' | 'update';
-
-/**
- * NATS headers from a plain record (or empty). Names are header tokens and values strings without
- * CR or LF; anything else is an `InvalidOptionsError` naming the header, raised before anything
- * is stored or sent.
- */
-export function createHeaders(record?: Record<string, string>): MsgHdrs {
-  const h = natsHeaders();
-  if (!record) return h;
-  if (typeof record !== 'object') throw new InvalidOptionsError('headers', 'must be an object of string values');
-  for (const [k, v] of Object.entries(record)) {
-    if (!/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/.test(k)) throw new InvalidOptionsError(`headers.${k}`, 'is not a valid header name');
-    if (typeof v !== 'string') throw new InvalidOptionsError(`headers.${k}`, `must be a string, got ${typeof v}`);
-    checkHeaderValue(`headers.${k}`, v);
-    try {
-      h.set(k, v);
-    } catch (err) {
-      throw new InvalidOptionsError(`headers.${k}`, (err as Error).message);
-    }
-  }
-  return h;
-}
-
-/** A header value that NATS carries unchanged, or `InvalidOptionsError` naming `option`. */
-export function checkHeaderValue(option: string, v: string): void {
-  if (/[\r\n]/.test(v)) throw new InvalidOptionsError(option, 'must not contain CR or LF');
-  // nats.js trims values when it sets and when it reads them: refuse what would arrive changed.
-  if (v !== v.trim()) throw new InvalidOptionsError(option, 'must not start or end with whitespace (NATS would trim it)');
-  // A lone surrogate becomes U+FFFD in UTF-8: two different values would arrive as one.
-  if (LONE_SURROGATE.test(v)) throw new InvalidOptionsError(option, 'must be well-formed Unicode (it has a lone surrogate)');
-}
-
-/**
- * Text made fit for a header value: header values cannot carry CR, LF or other control
- * characters, so keep the first line, with the rest of the control characters as spaces, bounded.
- */
-export function headerText(text: string, maxLength = 1024): string {
-  return (
-    text
-      .split(/\r?\n/, 1)[0]
-      // eslint-disable-next-line no-control-regex -- control characters are what this looks for
-      .replace(/[\u0000-\u001f\u007f]/g, ' ')
-      .slice(0, maxLength)
-      .trim()
-  );
-}
-
-/** Bytes `h` takes on the wire (`NATS/1.0\r\n`, a `name: value\r\n` line per value, `\r\n`). */
-export function headersSize(h: MsgHdrs): number {
-  let size = 12;
-  for (const [name, values] of h) {
-    for (const v of values) size += Buffer.byteLength(name) + Buffer.byteLength(v) + 4;
-  }
-  return size;
-}
-
-/** A first-connect failure that a later attempt may not have: refused, reset, name not resolvable yet, or no answer. */
-function worthRetrying(err: unknown): boolean {
-  if (err instanceof errors.TimeoutError) return true;
-  if (!(err instanceof errors.ConnectionError)) return false;
-  const text = `${err.message} ${(err.cause as Error | undefined)?.message ?? ''}`;
-  return /refused|ECONNREFUSED|ECONNRESET|ENOTFOUND|EAI_AGAIN|EHOSTUNREACH|ENETUNREACH/i.test(text);
-}
-
-/** The NATS service-error headers (as `@nats-io/services` and the Go/Python micro frameworks write them). */
-export const SERVICE_ERROR_HEADER = 'Nats-Service-Error';
-export const SERVICE_ERROR_CODE_HEADER = 'Nats-Service-Error-Code';
-
-/** 1 MiB: the server default, used until a connection has said otherwise in its INFO. */
-export const DEFAULT_MAX_PAYLOAD = 1024 * 1024;
-
-export { RECONNECT_BUFFER_BYTES } from './reconnect-hold';
-
-/**
- * Where a connection is:
- * - `new`: `connect()` not called or not finished;
- * - `connected`: publishes go straight out;
- * - `reconnecting`: the server is gone; publishes are held;
- * - `settling`: back, but still holding for one reconnect interval (see `settle`);
- * - `closed`: drained or closed; nothing more is sent.
- */
-export type ConnectionState = 'new' | 'connected' | 'reconnecting' | 'settling' | 'closed';
-
-/** What `EventBus.connections()` shows of each connection: a read-only view. */
-export interface ConnectionStatus {
-  readonly label: string;
-  readonly state: ConnectionState;
-  readonly isConnected: boolean;
-  /** The server this connection is on (`host:port`), once connected. */
-  readonly server: string | undefined;
-  /** The server's INFO (`max_payload`, `tls_required`, …), once connected. */
-  readonly serverInfo: Readonly<ServerInfo> | undefined;
-  /** Round-trip time to the server in ms. */
-  rtt(): Promise<number>;
-  /** Resolves once the server has processed everything sent so far. */
-  flush(): Promise<void>;
-}
+export type { BusConnectionEvent, ConnectionState, ConnectionStatus } from './connection-status';
+export { checkHeaderValue, createHeaders, headersSize, headerText, SERVICE_ERROR_CODE_HEADER, SERVICE_ERROR_HEADER } from './headers';
 
 /**
  * One NATS connection with library defaults: reconnects forever, holds publishes while the
@@ -136,12 +31,14 @@ export class BusConnection implements ConnectionStatus {
   private settleTimer?: NodeJS.Timeout;
   private connectCancelled = false;
   private readonly logger: Logger;
+  private readonly options: ResolvedConnectionOptions;
   private readonly listeners: Array<(event: BusConnectionEvent, data: unknown) => void> = [];
 
   constructor(
     readonly label: string,
-    private readonly options: NatsConnectionOptions,
+    options: NatsConnectionOptions,
   ) {
+    this.options = resolveConnectionOptions(options);
     this.logger = new Logger(`EventBus:nats:${label}`);
     this.hold = new ReconnectHold(label, this.logger);
   }
@@ -158,29 +55,11 @@ export class BusConnection implements ConnectionStatus {
     return this.nc?.info;
   }
 
-  /**
-   * Open the connection. While the server refuses or does not answer (a service started before
-   * NATS, as containers often are), keep trying every `reconnectTimeWait` for up to
-   * `firstConnectTimeoutMs`; a refusal that retrying cannot mend (credentials, TLS) fails at once.
-   */
+  /** Open the connection, retrying for up to `firstConnectTimeoutMs` (see `dialFirst`). */
   async connect(firstConnectTimeoutMs = 0): Promise<void> {
     if (this.nc) return;
-    const options = { ...NATS_CONNECTION_DEFAULTS, ...this.options };
-    const deadline = Date.now() + firstConnectTimeoutMs;
-    for (let attempt = 1; ; attempt++) {
-      try {
-        this.nc = await dialNats(options);
-        break;
-      } catch (err) {
-        const waitMs = options.reconnectTimeWait ?? NATS_CONNECTION_DEFAULTS.reconnectTimeWait;
-        if (this.connectCancelled || !worthRetrying(err) || Date.now() + waitMs > deadline) throw err;
-        if (attempt === 1) {
-          this.logger.warn(`NATS is not reachable yet (${(err as Error).message}); trying again for up to ${firstConnectTimeoutMs} ms`);
-        }
-        await new Promise((r) => setTimeout(r, waitMs));
-        if (this.connectCancelled) throw new NotConnectedError(`NATS connection "${this.label}" was closed while connecting`);
-      }
-    }
+    const owner = { label: this.label, logger: this.logger, cancelled: () => this.connectCancelled };
+    this.nc = await dialFirst(this.options, firstConnectTimeoutMs, owner);
     // Closed while the last attempt was under way: let it go at once.
     if (this.connectCancelled) {
       await this.nc.close().catch(() => undefined);
@@ -208,7 +87,7 @@ export class BusConnection implements ConnectionStatus {
 
   /** The server's max_payload from its INFO; 1 MiB before the first connect. */
   get maxPayload(): number {
-    return this.nc?.info?.max_payload ?? DEFAULT_MAX_PAYLOAD;
+    return this.nc?.info?.max_payload ?? SERVER_MAX_PAYLOAD_BYTES;
   }
 
   /** True while connected to a server (false while reconnecting, draining or closed). */
@@ -273,12 +152,7 @@ export class BusConnection implements ConnectionStatus {
       return Promise.reject(toBusError(err, subject, timeoutMs));
     }
     return pending.then(
-      (reply) => {
-        const code = reply.headers?.get(SERVICE_ERROR_CODE_HEADER);
-        if (code)
-          throw new RemoteHandlerError(subject, reply.headers!.get(SERVICE_ERROR_HEADER) || 'remote handler failed', Number(code) || 500);
-        return reply;
-      },
+      (reply) => throwIfServiceError(subject, reply),
       (err) => {
         throw toBusError(err, subject, timeoutMs);
       },
@@ -305,7 +179,7 @@ export class BusConnection implements ConnectionStatus {
     // A connection that cannot drain (server gone, still reconnecting) must still be released.
     const drained = await settleWithin(draining, timeoutMs);
     if (!drained || failure) {
-      this.logger.warn(`drain ${drained ? `failed (${(failure as Error).message})` : `did not finish in ${timeoutMs} ms`}; closing`);
+      this.logger.warn(`drain ${drained ? `failed (${describeThrown(failure)})` : `did not finish in ${timeoutMs} ms`}; closing`);
     }
     // nats.js can resolve drain() while disconnected without closing, and its reconnect loop would
     // then run (and reconnect) forever; close() is the call that stops it.
@@ -321,8 +195,7 @@ export class BusConnection implements ConnectionStatus {
   private settle(nc: NatsConnection): void {
     clearTimeout(this.settleTimer);
     this.stateNow = 'settling';
-    const o = { ...NATS_CONNECTION_DEFAULTS, ...this.options };
-    const graceMs = (o.reconnectTimeWait ?? 0) + (o.reconnectJitter ?? 0);
+    const graceMs = this.options.reconnectTimeWait + this.options.reconnectJitter;
     this.settleTimer = setTimeout(() => {
       if (this.stateNow !== 'settling') return;
       this.stateNow = 'connected';
@@ -348,7 +221,7 @@ export class BusConnection implements ConnectionStatus {
           this.emit('reconnect', status.server);
           break;
         case 'error':
-          this.logger.error(`connection error: ${status.error?.message ?? String(status.error)}`);
+          this.logger.error(`connection error: ${describeThrown(status.error)}`);
           break;
         case 'update':
           this.emit('update', { added: status.added, deleted: status.deleted });
@@ -365,7 +238,7 @@ export class BusConnection implements ConnectionStatus {
       try {
         listener(event, data);
       } catch (err) {
-        this.logger.error(`"${event}" listener failed: ${(err as Error).message}`);
+        this.logger.error(`"${event}" listener failed: ${describeThrown(err)}`);
       }
     }
   }

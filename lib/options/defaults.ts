@@ -97,6 +97,13 @@ export const DEFAULTS = deepFreeze({
     /** KV bucket name: `<prefix>-<windowSeconds>s`, one bucket per window. */
     bucketPrefix: 'eventbus-inbox',
   },
+  /** `storage: { …, encryption, compression }`: the body codec. */
+  bodyCodec: {
+    /** A compressed body is kept only when it is at least this fraction smaller; else it is stored as it is. */
+    minCompressionSaving: 0.1,
+    /** `encryption.keyProviderIntervalMs`: least time between two calls of a key provider for one key id, or by `/_health`. */
+    keyProviderIntervalMs: 10_000,
+  },
   /** `/_health`. */
   health: {
     enabled: true,

@@ -14,6 +14,8 @@ export interface InMemoryStorageOptions {
  * process can use it: meant for tests and single-process tools, never for a fleet.
  */
 export class InMemoryStorageManager extends MessageStorageManager {
+  // Keeps a body under the token the bus proposes, so the body codec can bind encrypted bodies to it.
+  readonly honoursTokenHint = true;
   private readonly entries = new Map<string, { body: Uint8Array; expiresAt: number }>();
   private readonly ttlMs: number;
 
@@ -24,7 +26,7 @@ export class InMemoryStorageManager extends MessageStorageManager {
 
   async storeMessage(body: Uint8Array, hints?: StoreHints): Promise<StoredMessageEnvelope> {
     this.evictExpired();
-    const token = randomUUID();
+    const token = isValidToken(hints?.token) ? hints.token : randomUUID();
     const ttlMs = hints?.reply
       ? Math.min(this.ttlMs, DEFAULTS.storage.replyTtlSeconds * 1000)
       : Math.max(this.ttlMs, (hints?.minTtlSeconds ?? 0) * 1000);

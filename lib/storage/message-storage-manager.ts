@@ -56,4 +56,11 @@ export abstract class MessageStorageManager {
    * arrives (`recoverOnReceipt` defaults to true). Absent means false.
    */
   declare readonly deletesOnRead?: boolean;
+
+  /**
+   * Set it to true when the store keeps a body under `hints.token` when it is given (a valid
+   * token). An encrypted body is then bound to its token, so one swapped for another message's
+   * body is rejected; and a body that is not bound is refused. Absent means false.
+   */
+  declare readonly honoursTokenHint?: boolean;
 }

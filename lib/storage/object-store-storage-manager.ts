@@ -47,6 +47,8 @@ export class ObjectStoreStorageManager extends MessageStorageManager {
   readonly storageType: 'file' | 'memory';
   readonly maxBytes: number;
   readonly operationTimeoutMs: number;
+  // Keeps a body under the token the bus proposes, so the body codec can bind encrypted bodies to it.
+  readonly honoursTokenHint = true;
   private readonly buckets = new Map<StoreConnection, Promise<ObjectStoreBucket>>();
 
   constructor(options: ObjectStoreStorageOptions = {}) {
@@ -111,7 +113,7 @@ export class ObjectStoreStorageManager extends MessageStorageManager {
       );
     }
     const bucket = await this.bucket();
-    const token = randomUUID();
+    const token = isValidToken(hints?.token) ? hints.token : randomUUID();
     await bucket.put(token, body, Date.now());
     return { token, is_stored: true };
   }

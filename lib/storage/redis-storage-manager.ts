@@ -57,6 +57,8 @@ export class RedisStorageManager extends MessageStorageManager {
   readonly legacyShadowCopy: boolean;
   // Bare-token keys are the Python services', which delete what they read: recover on receipt.
   readonly deletesOnRead: boolean;
+  // Keeps a body under the token the bus proposes, so the body codec can bind encrypted bodies to it.
+  readonly honoursTokenHint = true;
   // Redis before 6.2 has no COPY: the copy is then sent as a second SET.
   private copyUnsupported = false;
 
@@ -156,7 +158,7 @@ export class RedisStorageManager extends MessageStorageManager {
   }
 
   private async set(value: Buffer | string, hints?: StoreHints): Promise<StoredMessageEnvelope> {
-    const token = randomUUID();
+    const token = isValidToken(hints?.token) ? hints.token : randomUUID();
     const ttl = hints?.reply ? this.replyTtlSeconds : Math.max(this.ttlSeconds, hints?.minTtlSeconds ?? 0);
     try {
       // A reply has one reader, our own requester, which no Python service races.
