@@ -49,5 +49,9 @@ export {
 export { EVENT_BUS_REDIS, EVENT_BUS_REDIS_CONNECTION } from './module/storage.providers';
 export { Subscribe, SubscribeMetadata } from './discovery/subscribe.decorator';
 export { HEALTH_DEFAULTS } from './health/health.controller';
+export { EventBusServiceOptions } from './services/service.options';
+export { AsyncApiRouteOptions, AsyncApiSend } from './asyncapi/asyncapi.options';
+export { buildAsyncApiDocument, AsyncApiSources } from './asyncapi/asyncapi-document';
+export { discoverSubscribers, DiscoveredSubscriber } from './asyncapi/subscriber-catalog';
 // The @nestjs/microservices transport is at 'nestjs-nats-eventbus/microservices', so this entry
 // does not require @nestjs/microservices.

@@ -49,6 +49,19 @@ export interface InboundMessage {
   readonly reply?: string;
 }
 
+/**
+ * Watches one handler's deliveries (a service endpoint's stats). Set on the handler function under
+ * `DELIVERY_OBSERVER`, so a bus without observed handlers pays one property read per message.
+ */
+export interface DeliveryObserver {
+  /** A delivery began (before recovery, so a claim-checked message's fetch is in its time). */
+  started(): bigint;
+  /** It ended: `failure` is undefined when the handler resolved. */
+  settled(started: bigint, failure: DeliveryFailure | undefined): void;
+}
+
+export const DELIVERY_OBSERVER = Symbol('nestjs-nats-eventbus:delivery-observer');
+
 /** How one message is delivered. */
 export interface DeliverOptions {
   /** The subscription's topic when it has no wildcard: the subject the handler and the logs see. */
@@ -74,6 +87,21 @@ export class HandlerDelivery {
   ) {}
 
   deliver(msg: InboundMessage, handler: MessageHandler, options: DeliverOptions = {}): MaybePromise<DeliveryOutcome> {
+    const observer = (handler as { [DELIVERY_OBSERVER]?: DeliveryObserver })[DELIVERY_OBSERVER];
+    if (!observer) return this.deliverOne(msg, handler, options);
+    const started = observer.started();
+    const outcome = this.deliverOne(msg, handler, options);
+    if (!isPromise(outcome)) {
+      observer.settled(started, outcome);
+      return outcome;
+    }
+    return outcome.then((o) => {
+      observer.settled(started, o);
+      return o;
+    });
+  }
+
+  private deliverOne(msg: InboundMessage, handler: MessageHandler, options: DeliverOptions): MaybePromise<DeliveryOutcome> {
     const { literalSubject, held, eager = false, durable } = options;
     const subject = literalSubject ?? msg.subject;
     // nats.js decodes `msg.reply` again on every read while it is empty (an event), so read it once.

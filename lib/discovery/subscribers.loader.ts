@@ -1,10 +1,11 @@
-import { Injectable, Logger, OnApplicationBootstrap } from '@nestjs/common';
+import { Injectable, Logger, OnApplicationBootstrap, Optional } from '@nestjs/common';
 import { DiscoveryService, ExternalContextCreator, MetadataScanner } from '@nestjs/core';
 import { InstanceWrapper } from '@nestjs/core/injector/instance-wrapper';
 import { InvalidOptionsError, InvalidSubjectError } from '../errors/event-bus.errors';
 import { EventBus } from '../event-bus/event-bus';
 import { SubscriberEnhancers } from './subscriber-enhancers';
 import { SubscribeMetadataAccessor } from './subscribe-metadata.accessor';
+import { ServiceEndpoints } from '../services/service-endpoints';
 
 /**
  * At bootstrap, finds `@Subscribe` methods on providers and controllers and subscribes them.
@@ -21,6 +22,8 @@ export class SubscribersLoader implements OnApplicationBootstrap {
     private readonly accessor: SubscribeMetadataAccessor,
     private readonly bus: EventBus,
     contextCreator: ExternalContextCreator,
+    // Present with `forRoot({ service })`: each handler is then counted as a service endpoint.
+    @Optional() private readonly serviceEndpoints?: ServiceEndpoints,
   ) {
     this.enhancers = new SubscriberEnhancers(contextCreator);
   }
@@ -65,7 +68,8 @@ export class SubscribersLoader implements OnApplicationBootstrap {
     options: Parameters<EventBus['subscribe']>[2],
     owner: unknown,
   ): Promise<void> {
-    const handler = this.enhancers.callable(instance, method);
+    const callable = this.enhancers.callable(instance, method);
+    const handler = this.serviceEndpoints?.observe(topic, options, String(owner), method, callable) ?? callable;
     try {
       await this.bus.subscribe(topic, handler, options);
     } catch (err) {

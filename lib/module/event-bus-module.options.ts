@@ -5,6 +5,8 @@ import type { RedisStorageOptions } from '../storage/redis-storage-manager';
 import type { MessageStorageManager } from '../storage/message-storage-manager';
 import type { ObjectStoreStorageOptions } from '../storage/object-store-storage-manager';
 import type { BodyCodecOptions } from '../claim-check/body-codec';
+import type { EventBusServiceOptions } from '../services/service.options';
+import type { AsyncApiRouteOptions } from '../asyncapi/asyncapi.options';
 
 /** One Redis server: a URL (`redis://` or `rediss://`), ioredis options, or both. */
 export interface RedisSingleConnection {
@@ -40,7 +42,8 @@ export type CustomStorageOptions =
     };
 
 /** Each form also takes the body codec's `encryption`, `compression` and `allReadersUseThisLibrary` (docs/storage.md). */
-export type EventBusStorageOptions = (RedisStorageModuleOptions | ObjectStoreStorageModuleOptions | CustomStorageOptions) & BodyCodecOptions;
+export type EventBusStorageOptions = (RedisStorageModuleOptions | ObjectStoreStorageModuleOptions | CustomStorageOptions) &
+  BodyCodecOptions;
 
 /** Options of `EventBusModule.forRoot()` / the factory of `forRootAsync()`. */
 export interface EventBusModuleOptions extends EventBusCoreOptions {
@@ -64,4 +67,8 @@ export interface EventBusHealthOptions {
 
 export interface EventBusModuleExtras {
   health?: EventBusHealthOptions;
+  /** Run the `@Subscribe` handlers as one NATS service (`$SRV.PING/INFO/STATS`). Default: none. See docs/services.md. */
+  service?: EventBusServiceOptions;
+  /** Serve the app's AsyncAPI 3.0 document at `path`. Default: not served. See docs/services.md. */
+  asyncapi?: AsyncApiRouteOptions;
 }

@@ -8,5 +8,9 @@ export const {
   ASYNC_OPTIONS_TYPE: EVENT_BUS_ASYNC_OPTIONS_TYPE,
 } = new ConfigurableModuleBuilder<EventBusModuleOptions>({ moduleName: 'EventBus' })
   .setClassMethodName('forRoot')
-  .setExtras<EventBusModuleExtras>({ health: {} }, (definition) => ({ ...definition, global: true }))
+  // Every extra is listed, so it is kept out of the options the EventBus is built from.
+  .setExtras<EventBusModuleExtras>({ health: {}, service: undefined, asyncapi: undefined }, (definition) => ({
+    ...definition,
+    global: true,
+  }))
   .build();

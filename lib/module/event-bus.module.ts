@@ -20,6 +20,8 @@ import {
 } from './event-bus.module-definition';
 import { EventBusHealthOptions, EventBusModuleOptions } from './event-bus-module.options';
 import { EVENT_BUS_REDIS, redisConnectionProvider, storageProvider } from './storage.providers';
+import { withService } from '../services/service.module-part';
+import { withAsyncApi } from '../asyncapi/asyncapi.module-part';
 
 const eventBusProvider: Provider = {
   provide: EventBus,
@@ -71,11 +73,11 @@ export class EventBusModule extends EventBusConfigurableModule implements OnAppl
   }
 
   static forRoot(options: typeof EVENT_BUS_OPTIONS_TYPE): DynamicModule {
-    return withHealth(super.forRoot(options), options.health);
+    return withAsyncApi(withService(withHealth(super.forRoot(options), options.health), options.service), options.asyncapi);
   }
 
   static forRootAsync(options: typeof EVENT_BUS_ASYNC_OPTIONS_TYPE): DynamicModule {
-    return withHealth(super.forRootAsync(options), options.health);
+    return withAsyncApi(withService(withHealth(super.forRootAsync(options), options.health), options.service), options.asyncapi);
   }
 
   /** Runs after every handler finished and the bus closed (`onModuleDestroy`). */
