@@ -114,3 +114,6 @@ export const DEFAULTS = deepFreeze({
 
 /** A bounded wait for shutdown steps with no option of their own (release after a failed start). */
 export const RELEASE_TIMEOUT_MS = 1000;
+
+/** 1 MiB: a default nats-server's `max_payload`, assumed until a connection has said otherwise in its INFO. */
+export const SERVER_MAX_PAYLOAD_BYTES = 1024 * 1024;
