@@ -110,6 +110,18 @@ export const DEFAULTS = deepFreeze({
     path: '_health',
     timeoutMs: 2000,
   },
+  /** `EventBusOutboxModule.forRoot(…)` (`nestjs-nats-eventbus/outbox`). */
+  outbox: {
+    table: 'eventbus_outbox',
+    /** NOTIFY wakes the relay at once; polling only catches what a lost notification missed. */
+    pollIntervalMs: 2000,
+    batchSize: 100,
+    /** Delay before each retry while NATS or PostgreSQL fail; the last step repeats. */
+    retryBackoffMs: [250, 1000, 5000],
+    relay: true,
+    /** The library never creates its table unless asked. */
+    ensureSchema: false,
+  },
 } as const);
 
 /** A bounded wait for shutdown steps with no option of their own (release after a failed start). */

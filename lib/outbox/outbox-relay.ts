@@ -1,0 +1,261 @@
+import { Logger, OnApplicationBootstrap, OnModuleDestroy } from '@nestjs/common';
+import type { EventBus } from '../event-bus/event-bus';
+import type { ResolvedOutboxOptions } from './outbox.options';
+import { notifyChannel, quotedTable } from './outbox-schema';
+import type { PgPoolClientLike, PgPoolLike } from './pg-types';
+
+/** One outbox row as the relay reads it (json as text, so it stays byte for byte). */
+export interface RelayedRow {
+  /** bigint: pg gives it as a string. */
+  seq: string;
+  id: string;
+  topic: string;
+  payload: string;
+  msg_id: string | null;
+}
+
+/**
+ * Publishes committed outbox rows as persisted messages (`msgId` = the row's id) and deletes them,
+ * one batch a transaction: `SELECT … FOR UPDATE SKIP LOCKED` lets the relays of several instances
+ * share the table without sending a row twice. Wakes on NOTIFY, polls when none comes. While NATS
+ * or PostgreSQL fail, the rows stay and the batch is retried with backoff.
+ */
+export class OutboxRelay implements OnApplicationBootstrap, OnModuleDestroy {
+  private readonly logger = new Logger('EventBusOutbox');
+  private readonly selectSql: string;
+  private readonly deleteSql: string;
+  private readonly channel: string;
+  private stopped = false;
+  private woken = false;
+  private wakeSleeper?: () => void;
+  private loop?: Promise<void>;
+  private listener?: PgPoolClientLike;
+  private listenAttempts = 0;
+  private listenTimer?: NodeJS.Timeout;
+  private failures = 0;
+  private firstPass?: Promise<void>;
+  private firstPassDone?: () => void;
+  /** Rows published and deleted by this relay. */
+  relayed = 0;
+  /** Times a NOTIFY woke this relay. */
+  notified = 0;
+
+  constructor(
+    private readonly pool: PgPoolLike,
+    private readonly bus: EventBus,
+    private readonly options: ResolvedOutboxOptions,
+  ) {
+    const table = quotedTable(options.table);
+    this.channel = notifyChannel(options.table);
+    this.selectSql =
+      // ORDER BY the bigint column: an alias `seq::text AS seq` would sort '10' before '2'.
+      `SELECT seq, id::text AS id, topic, payload::text AS payload, msg_id FROM ${table} ` + `ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED`;
+    this.deleteSql = `DELETE FROM ${table} WHERE seq = ANY($1::bigint[])`;
+  }
+
+  /** Nest hook: after every module's init, so the bus is connected. */
+  onApplicationBootstrap(): void {
+    if (this.options.relay) this.start();
+  }
+
+  /** Nest hook: the relay's module is not global, so this runs before the (global) bus closes. */
+  onModuleDestroy(): Promise<void> {
+    return this.stop();
+  }
+
+  start(): void {
+    if (this.loop || this.stopped) return;
+    this.firstPass = new Promise((resolve) => (this.firstPassDone = resolve));
+    void this.listen();
+    this.loop = this.run();
+  }
+
+  /** Resolves once the relay listens for NOTIFY and has made its first pass over the table. */
+  async ready(): Promise<void> {
+    await this.firstPass;
+    while (!this.listener && !this.stopped) await new Promise((r) => setTimeout(r, 20));
+  }
+
+  /** Finish the batch in flight (its rows are published and deleted, or stay), then stop. Idempotent. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.listenTimer);
+    this.wakeSleeper?.();
+    await this.loop;
+    const listener = this.listener;
+    this.listener = undefined;
+    // Destroyed, not returned: a pool client left LISTENing would wake nobody.
+    listener?.release(true);
+  }
+
+  private async run(): Promise<void> {
+    while (!this.stopped) {
+      let full: boolean;
+      try {
+        full = await this.relayBatch();
+        if (this.failures > 0) this.logger.log(`outbox relay: ${this.options.table} relays again after ${this.failures} failed attempts`);
+        this.failures = 0;
+      } catch (err) {
+        this.failures++;
+        const steps = this.options.retryBackoffMs;
+        const delay = steps[Math.min(this.failures, steps.length) - 1];
+        // First failure and then every tenth: an outage of minutes must not flood the log.
+        if (this.failures === 1 || this.failures % 10 === 0) {
+          this.logger.warn(
+            `outbox relay: ${describe(err)}; the rows stay in ${this.options.table}, retrying in ${delay} ms (attempt ${this.failures})`,
+          );
+        }
+        this.firstPassDone?.();
+        await this.sleep(delay, false);
+        continue;
+      }
+      this.firstPassDone?.();
+      if (!full) await this.sleep(this.options.pollIntervalMs, true);
+    }
+    this.firstPassDone?.();
+  }
+
+  /** One transaction: lock a batch, publish it in order, delete what was published. True when the batch was full. */
+  private async relayBatch(): Promise<boolean> {
+    // A NOTIFY from here on may be for a commit the SELECT below does not see: it must cause another pass.
+    this.woken = false;
+    const client = await this.pool.connect();
+    let published: { count: number; error?: unknown } = { count: 0 };
+    let rows: RelayedRow[];
+    try {
+      await client.query('BEGIN');
+      rows = (await client.query<RelayedRow>(this.selectSql, [this.options.batchSize])).rows;
+      if (rows.length > 0) published = await this.publishInOrder(rows);
+      if (published.count > 0) await this.deleteRelayed(client, rows.slice(0, published.count));
+      await client.query('COMMIT');
+    } catch (err) {
+      await client.query('ROLLBACK').catch(() => undefined);
+      // A PostgreSQL error may have broken the connection: do not hand it back to the pool.
+      client.release(true);
+      throw err;
+    }
+    client.release();
+    this.relayed += published.count;
+    if (published.error !== undefined) throw published.error;
+    return rows.length === this.options.batchSize;
+  }
+
+  /**
+   * Publishes `rows` in seq order, each after the previous one was acked: publishes in flight
+   * together may be stored out of order (a test saw it), and a claim-checked one stores its body
+   * first. Stops at the first failure. Returns how many rows from the start were acked.
+   */
+  private async publishInOrder(rows: RelayedRow[]): Promise<{ count: number; error?: unknown }> {
+    let count = 0;
+    for (const row of rows) {
+      if (this.stopped && count > 0) break;
+      try {
+        await this.publishRow(row);
+      } catch (error) {
+        return { count, error };
+      }
+      count++;
+    }
+    return { count };
+  }
+
+  private async publishRow(row: RelayedRow): Promise<void> {
+    try {
+      await this.bus.publish(row.topic, JSON.parse(row.payload), { persist: true, msgId: row.msg_id ?? row.id });
+    } catch (err) {
+      throw new OutboxRelayError(row, err);
+    }
+  }
+
+  /** Deletes the published rows, in the batch's transaction. Protected: the fault tests make it fail. */
+  protected async deleteRelayed(client: PgPoolClientLike, rows: RelayedRow[]): Promise<void> {
+    await client.query(this.deleteSql, [rows.map((r) => r.seq)]);
+  }
+
+  private async listen(): Promise<void> {
+    if (this.stopped) return;
+    let client: PgPoolClientLike | undefined;
+    try {
+      client = await this.pool.connect();
+      const own = client;
+      own.on('notification', (msg) => {
+        if (msg.channel !== this.channel) return;
+        this.notified++;
+        this.wake();
+      });
+      // A checked-out pg client with no 'error' listener would crash the process when PostgreSQL goes away.
+      own.on('error', (err) => this.listenerLost(own, err));
+      own.on('end', () => this.listenerLost(own));
+      await own.query(`LISTEN "${this.channel}"`);
+      if (this.stopped) {
+        own.release(true);
+        return;
+      }
+      this.listener = own;
+      if (this.listenAttempts > 0) this.logger.log(`outbox relay: listening on ${this.channel} again`);
+      this.listenAttempts = 0;
+      // Rows committed while nobody listened are found by the pass this starts.
+      this.wake();
+    } catch (err) {
+      client?.release(true);
+      this.retryListen(err);
+    }
+  }
+
+  private listenerLost(client: PgPoolClientLike, err?: Error): void {
+    if (this.listener !== client) return;
+    this.listener = undefined;
+    client.release(true);
+    this.retryListen(err ?? new Error('connection ended'));
+  }
+
+  /** Without LISTEN the relay still polls; it listens again after a backoff. */
+  private retryListen(err: unknown): void {
+    if (this.stopped) return;
+    this.listenAttempts++;
+    const steps = this.options.retryBackoffMs;
+    const delay = steps[Math.min(this.listenAttempts, steps.length) - 1];
+    if (this.listenAttempts === 1) {
+      this.logger.warn(
+        `outbox relay: LISTEN ${this.channel} failed: ${describe(err)}; polling every ${this.options.pollIntervalMs} ms meanwhile`,
+      );
+    }
+    this.listenTimer = setTimeout(() => void this.listen(), delay);
+  }
+
+  private wake(): void {
+    this.woken = true;
+    this.wakeSleeper?.();
+  }
+
+  /** Waits `ms`; a NOTIFY ends a `wakeable` wait (a backoff is not cut short), stop() ends any. */
+  private sleep(ms: number, wakeable: boolean): Promise<void> {
+    if (this.stopped || (wakeable && this.woken)) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.wakeSleeper = undefined;
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      this.wakeSleeper = () => {
+        if (wakeable || this.stopped) done();
+      };
+    });
+  }
+}
+
+/** A row the relay could not publish; it stays in the table and is retried. */
+export class OutboxRelayError extends Error {
+  constructor(
+    readonly row: Pick<RelayedRow, 'id' | 'topic'>,
+    cause: unknown,
+  ) {
+    super(`publishing outbox row ${row.id} to "${row.topic}" failed: ${describe(cause)}`, { cause });
+    this.name = 'OutboxRelayError';
+  }
+}
+
+function describe(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
