@@ -53,7 +53,12 @@ export function buildAsyncApiDocument(sources: AsyncApiSources): Record<string, 
 
   const channelFor = (topic: string, payload: JsonSchema, summary: string): string => {
     let id = channelIds.get(topic);
-    if (!id) {
+    if (id) {
+      // A topic both received and sent: the first known schema describes it.
+      const known = channels[id].messages as Record<string, { payload: { anyOf: JsonSchema[] } }>;
+      const first = known[`${id}_message`].payload.anyOf;
+      if (!Object.keys(first[0]).length) first[0] = payload;
+    } else {
       id = uniqueId(safeId(topic), ids);
       channelIds.set(topic, id);
       channels[id] = { address: topic, messages: { [`${id}_message`]: message(payload, summary) } };
@@ -170,6 +175,10 @@ function claimCheckOf(options: Partial<EventBusModuleOptions> | undefined): Reco
     rule: 'A body over the threshold is stored first, then its envelope is published in its place; the receiver reads the body by the token. Replies are offloaded the same way.',
   };
   const storage = options?.storage as Record<string, any> | undefined;
+  if (storage?.encryption || (storage?.compression !== undefined && storage.compression !== false)) {
+    // The body codec (storage.encryption / storage.compression): the stored bytes are not the JSON body itself.
+    base.rule += ' The stored value is encoded by the body codec (compression and/or AES-256-GCM); its header says how.';
+  }
   if (storage && 'redis' in storage) {
     const keyPrefix = storage.keyPrefix ?? DEFAULTS.storage.keyPrefix;
     return {
