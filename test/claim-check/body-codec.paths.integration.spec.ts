@@ -28,7 +28,11 @@ import { MiB, waitUntil } from '../harness/wait';
 const K1 = randomBytes(32);
 const MARKER = 'CODEC-PATHS-MARKER-99';
 const MAGIC = Buffer.from([0, 0x45, 0x42, 0x43, 0x31]);
-const report = (bytes: number, id: string) => ({ id, marker: MARKER, rows: Array.from({ length: Math.ceil(bytes / 60) }, (_, i) => ({ i, ok: i % 3 > 0 })) });
+const report = (bytes: number, id: string) => ({
+  id,
+  marker: MARKER,
+  rows: Array.from({ length: Math.ceil(bytes / 60) }, (_, i) => ({ i, ok: i % 3 > 0 })),
+});
 
 @Controller()
 class Handlers {
@@ -161,7 +165,8 @@ describe('body codec through the module, the transport and durable delivery (iss
     const clientStore = await store();
     const ref = await Test.createTestingModule({ controllers: [Handlers] }).compile();
     app = ref.createNestApplication({ logger: false });
-    app.connectMicroservice({ strategy: new EventBusTransport({ nats: { servers: [nats.url] }, storage: serverStore, largeMessageThreshold: 64 * 1024 }) });
+    const strategy = new EventBusTransport({ nats: { servers: [nats.url] }, storage: serverStore, largeMessageThreshold: 64 * 1024 });
+    app.connectMicroservice({ strategy });
     await app.startAllMicroservices();
     await app.init();
     const client = new EventBusClientProxy({ nats: { servers: [nats.url] }, storage: clientStore, largeMessageThreshold: 64 * 1024 });
