@@ -64,6 +64,9 @@ function token(name: string): string {
   return /^[-\w]+$/.test(name) ? name : `=${Buffer.from(name, 'utf8').toString('base64url')}`;
 }
 
+/** How long a handled message's record is retried (NATS down, say) before it is acked unrecorded. */
+const RECORD_RETRY_MS = 60_000;
+
 // One id per process: the instance part of a claim's owner.
 const INSTANCE = `${hostname().replace(/[^-\w]/g, '_')}-${process.pid}-${randomBytes(4).toString('hex')}`;
 let claims = 0;
@@ -71,6 +74,9 @@ let claims = 0;
 /** The inbox of one idempotent durable subscription. */
 export class Inbox {
   private bucket?: Promise<KV>;
+  // Ids whose handler runs (or whose record is still being written) in this process: a redelivery of
+  // one is busy here without asking KV, even after its lease could have expired during an outage.
+  private readonly local = new Set<string>();
   private readonly leaseMs: number;
 
   constructor(
@@ -95,6 +101,7 @@ export class Inbox {
    */
   async check(m: DurableMessage): Promise<InboxVerdict> {
     const key = inboxKey(m, this.durable);
+    if (this.local.has(key)) return { kind: 'busy', retryInMs: this.leaseMs };
     const owner = `${INSTANCE}.${++claims}`;
     try {
       const kv = await this.kv();
@@ -138,6 +145,7 @@ export class Inbox {
   }
 
   private claim(kv: KV, key: string, owner: string, first: number): InboxClaim {
+    this.local.add(key);
     let revision = first;
     let settled = false;
     // Renew the lease while the handler runs, so no other instance takes the id over meanwhile.
@@ -157,18 +165,31 @@ export class Inbox {
         settled = true;
         clearInterval(renewing);
         const done = `done ${Date.now()}`;
+        const until = Date.now() + RECORD_RETRY_MS;
         try {
-          await kv.update(key, done, revision);
-        } catch (err) {
-          if (!isWrongRevision(err)) return this.notRecorded(key, err);
-          // The lease was taken over while the handler ran (renewals failed): record the success anyway.
-          this.logger.warn(`idempotent durable "${this.durable}": the claim on ${key} was taken over while its handler ran`);
+          // The handler ran: keep trying to record it (the message stays in progress meanwhile), so a
+          // NATS outage between the handler's end and the record does not run it again afterwards.
+          for (let delay = 100; ; delay = Math.min(delay * 2, 2000)) {
+            try {
+              await kv.update(key, done, revision);
+              return;
+            } catch (err) {
+              if (isWrongRevision(err)) break;
+              if (Date.now() + delay > until) return this.notRecorded(key, err);
+              await new Promise((r) => setTimeout(r, delay));
+            }
+          }
+          // Our revision is gone: an earlier try was stored but its answer lost, or the lease was
+          // taken over while the handler ran (renewals failed). Record the success anyway.
           await kv.put(key, done).catch((e: unknown) => this.notRecorded(key, e));
+        } finally {
+          this.local.delete(key);
         }
       },
       released: async () => {
         settled = true;
         clearInterval(renewing);
+        this.local.delete(key);
         // Only our own claim: one taken over by another delivery stays. A failure leaves it to expire.
         await kv.delete(key, { previousSeq: revision }).catch(() => undefined);
       },
