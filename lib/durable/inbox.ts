@@ -4,7 +4,7 @@ import { Logger } from '@nestjs/common';
 import { jetstream, JetStreamApiCodes, JetStreamApiError } from '@nats-io/jetstream';
 import { Kvm, type KV } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/nats-core';
-import { NotConnectedError } from '../errors/event-bus.errors';
+import { InvalidOptionsError, NotConnectedError } from '../errors/event-bus.errors';
 import { DEFAULTS } from '../options/defaults';
 import type { DurableMessage } from '../nats/jetstream';
 
@@ -92,7 +92,25 @@ export class Inbox {
 
   /** Open (creating when missing) the bucket; at subscribe, so a server that cannot keep it fails bootstrap. */
   async open(): Promise<void> {
-    await this.kv();
+    const kv = await this.kv();
+    // Claims rest on create refusing an existing key: check that this server's KV does (the testing
+    // module's in-process broker, say, has no KV and would let every delivery run).
+    const probe = `_probe.${INSTANCE}.${++claims}`;
+    await kv.create(probe, 'probe');
+    const second = await kv.create(probe, 'probe').then(
+      () => true,
+      (err: unknown) => {
+        if (isWrongRevision(err)) return false;
+        throw err;
+      },
+    );
+    await kv.purge(probe).catch(() => undefined);
+    if (second) {
+      throw new InvalidOptionsError(
+        'idempotent',
+        `the JetStream KV bucket ${inboxBucket(this.windowSeconds)} let one key be created twice, so it cannot keep two deliveries of one id apart (durable "${this.durable}"). The testing module's in-process broker has no JetStream KV: test idempotent durables against a nats-server`,
+      );
+    }
   }
 
   /**
