@@ -285,7 +285,10 @@ export class BodyCodec {
     decipher.setAAD(additionalData(header, cipherId === Cipher.AesGcmBound ? token : undefined));
     decipher.setAuthTag(buf.subarray(buf.byteLength - TAG_BYTES));
     try {
-      return Buffer.concat([decipher.update(buf.subarray(headerLength, buf.byteLength - TAG_BYTES)), decipher.final()]);
+      const plain = decipher.update(buf.subarray(headerLength, buf.byteLength - TAG_BYTES));
+      // GCM's final() only checks the tag and returns no bytes: no copy of the whole body to join it.
+      const rest = decipher.final();
+      return rest.byteLength === 0 ? plain : Buffer.concat([plain, rest]);
     } catch {
       throw new StoredBodyAuthenticationError(token, 'it failed AES-256-GCM authentication (changed, cut short, from another message, or another key under the same id)');
     }
