@@ -11,7 +11,7 @@ export {
   SubscribeOptions,
 } from './event-bus/event-bus.options';
 export { MessageContext, MessageContextInit, MessageHandler } from './delivery/message-context';
-export { JetStreamOptions, DurableSubscribeOptions } from './durable/durable.options';
+export { JetStreamOptions, DurableSubscribeOptions, IdempotentOptions } from './durable/durable.options';
 export { PersistAck, StreamSpec } from './nats/jetstream';
 export { DEAD_REASON_HEADER } from './durable/dead-letters';
 export { StoredMessageEnvelope, isValidToken } from './claim-check/envelope';

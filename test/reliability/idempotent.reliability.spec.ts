@@ -88,6 +88,7 @@ describe('idempotent durables under faults', () => {
     crashes = watchCrashes();
   });
   afterEach(async () => {
+    logs.clear();
     await buses.closeAll();
     for (const c of cleanup.splice(0).reverse()) await c().catch(() => undefined);
     expect(crashes.errors).toEqual([]);
@@ -141,6 +142,8 @@ describe('idempotent durables under faults', () => {
       lost: counter.lost,
       completedTwice: counter.duplicated,
       duplicatesSkipped: stats.duplicatesSkipped,
+      claimsTakenOver: logs.matching(/took over the expired claim/).length,
+      recordsNotWritten: logs.matching(/could not record it/).length,
     });
     expect(flow.stats.rejected).toBeGreaterThan(0);
     expect(counter.lostIds().slice(0, 20)).toEqual([]);
@@ -236,6 +239,8 @@ describe('idempotent durables under faults', () => {
       completedTwice: twice.length,
       twicePositionsFromChildEnd: fromEnd,
       survivorSkipped: survivor.subscriptionStats()[0].duplicatesSkipped,
+      // Claims the killed child held, taken over by the survivor once their lease ran out.
+      claimsTakenOver: logs.matching(/took over the expired claim/).length,
     });
     expect(lost).toBe(0);
     // The documented window: at most the messages in flight at the kill, each among the child's last completions.
