@@ -357,6 +357,8 @@ function freshOutbox() {
 
 async function main() {
   if (env('SAMPLE_SKIP_BUILD', '') !== '1') build();
+  // `node sample/asyncapi.js` needs the build only.
+  if (env('SAMPLE_BUILD_ONLY', '') === '1') return process.exit(0);
   freshOutbox();
   if (STORAGE !== 'redis' && STORAGE !== 'objectstore') {
     log('error', `EVENTBUS_STORAGE must be redis or objectstore, got "${STORAGE}"`);

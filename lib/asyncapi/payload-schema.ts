@@ -110,6 +110,11 @@ function ruleOf(name: string, c: unknown[]): JsonSchema | undefined {
       return { maxLength: c[0] };
     case 'isPositive':
       return { exclusiveMinimum: 0 };
+    case 'isNotEmpty':
+      // Not '', null or undefined: for a string, at least one character.
+      return { minLength: 1 };
+    case 'arrayNotEmpty':
+      return { minItems: 1 };
     case 'arrayMinSize':
       return { minItems: c[0] };
     case 'arrayMaxSize':

@@ -1,4 +1,4 @@
-import { EventBus, EventBusModule } from 'nestjs-nats-eventbus';
+import { AsyncApiSend, EventBus, EventBusModule } from 'nestjs-nats-eventbus';
 import { envInt, ServiceConfig } from './config';
 
 /** The stream that keeps notifications until the notifier has handled them, and the subject failed ones go to. */
@@ -8,16 +8,23 @@ export const NOTIFICATIONS = {
   deadLetter: 'notification.dead',
 } as const;
 
+/** The sample's version, as each service reports it to `nats micro` and in its AsyncAPI document. */
+export const SAMPLE_VERSION = '1.0.0';
+
 /**
  * The one `EventBusModule.forRoot()` every sample service uses; `/_health` comes with it. With
  * `durable`, the bus also ensures the notifications stream at bootstrap (NATS needs JetStream then).
  * Large e-mails are stored in Redis or the object store, whose bodies expire: the stream needs an age limit, and the
  * bus keeps each stored body a little longer than that.
  */
-export function eventBusModule(config: ServiceConfig, opts: { durable?: boolean } = {}) {
+export function eventBusModule(config: ServiceConfig, opts: { durable?: boolean; description?: string; sends?: AsyncApiSend[] } = {}) {
   const notificationsMaxAge = envInt('NOTIFICATIONS_MAX_AGE_SECONDS', 3600, 1);
   return EventBusModule.forRoot({
     nats: { servers: [config.natsUrl], name: config.service },
+    // A NATS service per sample service: `nats micro ls` lists the three (docs/services.md).
+    service: { name: config.service, version: SAMPLE_VERSION, description: opts.description ?? '' },
+    // What it publishes, for its AsyncAPI document (sample/<service>/asyncapi.json).
+    ...(opts.sends ? { asyncapi: { sends: opts.sends } } : {}),
     storage:
       config.storage === 'objectstore'
         ? // One bucket per fleet, on the NATS the services already use: no Redis. Every service gives it

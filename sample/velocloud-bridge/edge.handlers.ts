@@ -1,6 +1,7 @@
 import { Inject, Injectable, Logger } from '@nestjs/common';
 import { EventBus, MessageContext, Subscribe } from 'nestjs-nats-eventbus';
-import { EdgeListReply, EdgeListRequest, EdgeStatusReply, EdgeStatusRequest } from '../common/contracts';
+import { EdgeListReply, EdgeStatusReply } from '../common/contracts';
+import { GetEdgeStatus, ListEdges } from './edge.requests';
 import { claimCheckThreshold, jsonBytes } from '../common/event-bus.config';
 import { Fleet } from './fleet';
 
@@ -17,7 +18,7 @@ export class EdgeHandlers {
   ) {}
 
   @Subscribe('edge.list.request', { queue: 'velocloud-bridge' })
-  listEdges(req: EdgeListRequest, ctx: MessageContext): EdgeListReply {
+  listEdges(req: ListEdges, ctx: MessageContext): EdgeListReply {
     this.logger.log({ hop: 'received', topic: ctx.subject, request_id: req.request_id, recovered: ctx.recovered, token: ctx.token });
     const reply = { request_id: req.request_id, edges: this.fleet.list() };
     this.logger.log({ hop: 'reply', topic: ctx.subject, request_id: req.request_id, edges: reply.edges.length });
@@ -25,7 +26,7 @@ export class EdgeHandlers {
   }
 
   @Subscribe('edge.status.request', { queue: 'velocloud-bridge' })
-  edgeStatus(req: EdgeStatusRequest, ctx: MessageContext): EdgeStatusReply {
+  edgeStatus(req: GetEdgeStatus, ctx: MessageContext): EdgeStatusReply {
     this.logger.log({
       hop: 'received',
       topic: ctx.subject,

@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
+import { Svcm, ServiceIdentity, ServiceInfo, ServiceStats } from '@nats-io/services';
 import { EventBus } from '../../lib';
 import {
   freeServicePorts,
@@ -208,6 +209,61 @@ function outboxIds(): string[] {
     .filter(Boolean)
     .map((l) => JSON.parse(l).request_id as string);
 }
+
+test('the three services are NATS services: a plain @nats-io/services client lists them, their endpoints, and counts the requests this test made', async () => {
+  const nc = await connect({ servers: nats.url });
+  const bus = new EventBus({ nats: { servers: nats.url } });
+  try {
+    const client = new Svcm(nc as never).client();
+    const all = async <T>(replies: Promise<AsyncIterable<T>>): Promise<T[]> => {
+      const out: T[] = [];
+      for await (const r of await replies) out.push(r);
+      return out;
+    };
+    const pings = await all<ServiceIdentity>(client.ping());
+    expect(pings.map((p) => [p.name, p.version]).sort()).toEqual([
+      ['notifier', '1.0.0'],
+      ['sites-monitor', '1.0.0'],
+      ['velocloud-bridge', '1.0.0'],
+    ]);
+    const infos = await all<ServiceInfo>(client.info());
+    const endpoints = Object.fromEntries(
+      infos.map((i) => [i.name, i.endpoints.map((e) => [e.name, e.subject, e.queue_group ?? null, e.metadata])]),
+    );
+    expect(endpoints).toEqual({
+      'velocloud-bridge': [
+        ['EdgeHandlers-listEdges', 'edge.list.request', 'velocloud-bridge', {}],
+        ['EdgeHandlers-edgeStatus', 'edge.status.request', 'velocloud-bridge', {}],
+      ],
+      notifier: [
+        ['NotificationHandlers-slack', 'notification.slack.request', null, { 'eventbus.durable': 'notifier-slack' }],
+        ['NotificationHandlers-email', 'notification.email.request', null, { 'eventbus.durable': 'notifier-email' }],
+      ],
+      'sites-monitor': [],
+    });
+
+    const bridgeStats = async () => {
+      const [stats] = await all<ServiceStats>(client.stats('velocloud-bridge'));
+      const of = (name: string) => stats.endpoints!.find((e) => e.name === name)!;
+      return { list: of('EdgeHandlers-listEdges'), status: of('EdgeHandlers-edgeStatus') };
+    };
+    const before = await bridgeStats();
+    await bus.connect();
+    for (let i = 0; i < 3; i++) await bus.rpcRequest('edge.list.request', { request_id: `srv-${i}` });
+    await expect(bus.rpcRequest('edge.status.request', { request_id: 'srv-x', edge_id: 'no-such-edge' })).rejects.toMatchObject({
+      remoteCode: 500,
+    });
+    const after = await bridgeStats();
+    // The monitor's cycles go on asking too: at least the test's 3; its unknown edge is the only error.
+    expect(after.list.num_requests - before.list.num_requests).toBeGreaterThanOrEqual(3);
+    expect(after.status.num_errors - before.status.num_errors).toBe(1);
+    expect(after.status.last_error).toBe('unknown edge "no-such-edge"');
+    expect(after.list.processing_time).toBeGreaterThan(before.list.processing_time);
+  } finally {
+    await bus.close();
+    await nc.close();
+  }
+});
 
 test('the notifier validates notifications: an e-mail without a recipient never reaches the outbox and ends in the dead letter', async () => {
   const nc = await connect({ servers: nats.url });
