@@ -145,8 +145,13 @@ function report(results) {
   if (results.durable) {
     const d = results.durable;
     const s = d.perSide;
-    const names = { bus: 'bus (@Subscribe durable)', rawjs: 'rawjs (@nats-io/jetstream)', peer: 'peer (nestjs-nats-jetstream-transport)' };
-    for (const side of ['bus', 'rawjs', 'peer'].filter((x) => s[x])) {
+    const names = {
+      bus: 'bus (@Subscribe durable)',
+      rawjs: 'rawjs (@nats-io/jetstream)',
+      peer: 'peer (nestjs-nats-jetstream-transport)',
+      'bus-idem': 'bus-idem (durable, idempotent)',
+    };
+    for (const side of ['bus', 'rawjs', 'peer', 'bus-idem'].filter((x) => s[x])) {
       const lost = s[side].some((x) => x.received !== d.n);
       const med = (k) => median(s[side].map((x) => x[k]));
       medRows.push([
@@ -159,6 +164,8 @@ function report(results) {
     }
     addPair('durable', s.bus, s.rawjs, 'bus/rawjs', 'rate', 0.85);
     if (s.peer) addPair('durable', s.bus, s.peer, 'bus/peer', 'rate');
+    // The inbox's cost: an idempotent durable against the plain one (issue 30's goal: 0.7 or more).
+    if (s['bus-idem']) addPair('durable', s['bus-idem'], s.bus, 'bus-idem/bus', 'rate', 0.7);
   }
   if (results.latency) {
     const names = { events: ['events', 'raw', 'msg/s'], rpc: ['rpc', 'raw', 'req/s'], large2m: ['large2m', 'floor', 'msg/s'] };
@@ -290,6 +297,8 @@ const RATIO_KEYS = [
   ['aa_rpc64', 'rpc64 bus/bus-off'],
   ['aa_events_cpu', 'events cpu bus/bus-off'],
   ['aa_rpc64_cpu', 'rpc64 cpu bus/bus-off'],
+  ['idem_vs_durable', 'durable bus-idem/bus'],
+  ['idem_cpu_vs_durable', 'durable cpu bus-idem/bus'],
 ];
 
 /** The last line of a bench run; `nan` for a scenario that did not run. */

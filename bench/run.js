@@ -437,8 +437,9 @@ async function mem() {
 
 // Durable sides: the bus's @Subscribe({ durable }) fed by publish(…, { persist: true }); raw
 // @nats-io/jetstream (publish with ack, a durable pull consumer with explicit ack); and the peer,
-// @nestjs-plugins/nestjs-nats-jetstream-transport (emit with ack into an @EventPattern handler).
-const DURABLE_SIDES = ['bus', 'rawjs', 'peer'];
+// @nestjs-plugins/nestjs-nats-jetstream-transport (emit with ack into an @EventPattern handler);
+// and bus-idem, the bus's durable with `idempotent: true` (idem_vs_durable, issue 30).
+const DURABLE_SIDES = ['bus', 'rawjs', 'peer', 'bus-idem'];
 
 async function durable() {
   log(`durable: ${P.durable} x 128 B, ${P.durableWindow} publishes awaiting their acks at a time`);

@@ -572,13 +572,12 @@ const durableStream = () => ({ name: cfg.stream, subjects: [cfg.subject], maxAge
 async function durableRecv() {
   const { onMessage, go, report } = roundCounter(cfg.n);
   let close;
-  if (cfg.side === 'bus') {
-    ({ close } = await busApp(
-      [{ topic: cfg.subject, fn: (payload) => void (payload.id, onMessage()), options: { durable: DURABLE_NAME } }],
-      {
-        jetstream: { streams: [durableStream()] },
-      },
-    ));
+  if (cfg.side === 'bus' || cfg.side === 'bus-idem') {
+    // bus-idem: the same durable with the inbox (a KV claim and a `done` record per message, issue 30).
+    const options = cfg.side === 'bus-idem' ? { durable: DURABLE_NAME, idempotent: true } : { durable: DURABLE_NAME };
+    ({ close } = await busApp([{ topic: cfg.subject, fn: (payload) => void (payload.id, onMessage()), options }], {
+      jetstream: { streams: [durableStream()] },
+    }));
   } else if (cfg.side === 'rawjs') {
     // Hand-wired @nats-io/jetstream: the same stream and a durable pull consumer with explicit ack.
     const { AckPolicy, DeliverPolicy, jetstream, jetstreamManager } = require('@nats-io/jetstream');
@@ -622,7 +621,7 @@ async function durableSend() {
   const payload = fixedJson(cfg.bytes);
   let publish;
   let close;
-  if (cfg.side === 'bus') {
+  if (cfg.side === 'bus' || cfg.side === 'bus-idem') {
     // No `jetstream` option: a persisted publish binds to the stream that captures the subject.
     const app = await busApp([]);
     publish = () => app.bus.publish(cfg.subject, payload, { persist: true });

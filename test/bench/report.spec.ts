@@ -36,6 +36,8 @@ const KEYS = [
   'aa_rpc64',
   'aa_events_cpu',
   'aa_rpc64_cpu',
+  'idem_vs_durable',
+  'idem_cpu_vs_durable',
 ];
 const RATIOS_LINE = new RegExp(`^RATIOS ${KEYS.map((k) => `${k}=(\\d+\\.\\d\\d|nan)`).join(' ')}$`);
 /** The RATIOS line as key -> printed value. */
@@ -152,6 +154,7 @@ const results = {
       bus: [80, 70, 90].map((rate) => ({ rate, received: 10, sendRate: rate, sendCpuUs: 30, recvCpuUs: 20 })),
       rawjs: [100, 100, 100].map((rate) => ({ rate, received: 10, sendRate: rate, sendCpuUs: 25, recvCpuUs: 15 })),
       peer: [40, 35, 30].map((rate) => ({ rate, received: 10, sendRate: rate, sendCpuUs: 70, recvCpuUs: 15 })),
+      'bus-idem': [60, 63, 45].map((rate) => ({ rate, received: 10, sendRate: rate, sendCpuUs: 30, recvCpuUs: 70 })),
     },
   },
 };
@@ -167,7 +170,9 @@ describe('bench report', () => {
     expect(line).toBe(
       'RATIOS events_vs_raw=1.00 events_vs_nestms=3.00 rpc64_vs_raw=0.95 large2m_vs_floor=1.00 large8m_vs_floor=1.00 durable_vs_rawjs=0.80 durable_vs_peer=2.00 objstore2m_vs_redis=1.00 objstore8m_vs_redis=0.80 otel_noop_vs_off=0.95 otel_sdk_vs_off=0.80' +
         ' events_cpu_vs_raw=0.90 events_cpu_vs_nestms=5.00 events_icpt_cpu_vs_nestms=3.33 rpc64_cpu_vs_raw=0.80 large2m_cpu_vs_floor=0.80 large8m_cpu_vs_floor=0.80 durable_cpu_vs_rawjs=0.80 durable_cpu_vs_peer=1.70 objstore2m_cpu_vs_redis=0.75 objstore8m_cpu_vs_redis=0.75 otel_noop_cpu_vs_off=1.00 otel_sdk_cpu_vs_off=0.50' +
-        ' events_p99_vs_raw=1.00 rpc_p99_vs_raw=2.00 large2m_p99_vs_floor=1.00 queue4_vs_queue1=4.00 aa_events=1.00 aa_rpc64=0.95 aa_events_cpu=1.25 aa_rpc64_cpu=1.00',
+        ' events_p99_vs_raw=1.00 rpc_p99_vs_raw=2.00 large2m_p99_vs_floor=1.00 queue4_vs_queue1=4.00 aa_events=1.00 aa_rpc64=0.95 aa_events_cpu=1.25 aa_rpc64_cpu=1.00' +
+        // bus-idem/bus per round: 60/80, 63/70, 45/90 -> 0.75, 0.90, 0.50 -> 0.75; CPU 50 / 100 µs -> 0.50.
+        ' idem_vs_durable=0.75 idem_cpu_vs_durable=0.50',
     );
     // CPU ratios are B's CPU per message over A's, both ends added (above 1 the bus spends less):
     // events raw 3.6 / bus 4 µs = 0.90; nestms 20 / bus-icpt 6 = 3.33; rpc64 raw 20 / bus 25 = 0.80;
