@@ -68,7 +68,7 @@ async function part1() {
       const enc = await measure(() => codec.encode(body, TOKEN), runs);
       const dec = await measure(() => codec.decode(stored, TOKEN), runs);
       const mib = body.byteLength / MiB;
-      const rate = (us) => (name === 'none' ? '-' : (mib / (us / 1e6)).toFixed(0));
+      const rate = (us) => (name === 'none' || us < 10 ? '-' : (mib / (us / 1e6)).toFixed(0));
       console.log(
         `| ${label} | ${name} | ${stored.byteLength.toLocaleString('en')} | ${(stored.byteLength / body.byteLength).toFixed(3)} | ` +
           `${Math.round(enc.cpu).toLocaleString('en')} | ${Math.round(dec.cpu).toLocaleString('en')} | ${rate(enc.cpu)} | ${rate(dec.cpu)} |`,

@@ -87,7 +87,7 @@ const MAX_TRIED_KEY_IDS = 1000;
 // No JSON text V8 can parse is longer; a "compressed" body that inflates past it is refused, not held.
 const MAX_DECODED_BYTES = 1024 * 1024 * 1024;
 
-type Compress = (data: Buffer) => Promise<Buffer>;
+type Compress = (data: Buffer | string) => Promise<Buffer>;
 type Decompress = (data: Buffer) => Promise<Buffer>;
 
 // zstd came to node:zlib in 22.15 / 23.8; on older Nodes these are undefined.
@@ -107,7 +107,7 @@ const codecs: Record<'gzip' | 'brotli' | 'zstd', { compress: Compress; decompres
   },
   zstd: ZSTD_AVAILABLE
     ? {
-        compress: promisify(z.zstdCompress as (d: Buffer, cb: (e: Error | null, r: Buffer) => void) => void),
+        compress: promisify(z.zstdCompress as (d: Buffer | string, cb: (e: Error | null, r: Buffer) => void) => void),
         decompress: (d) =>
           promisify(z.zstdDecompress as (d: Buffer, o: object, cb: (e: Error | null, r: Buffer) => void) => void)(d, {
             maxOutputLength: MAX_DECODED_BYTES,
@@ -205,17 +205,22 @@ export class BodyCodec {
    * The stored form of `body`: compressed where it saves enough, encrypted when keys are set,
    * with the header; `body` itself when neither applies. `token` (the envelope's) binds the body to it.
    */
-  async encode(body: Buffer, token?: string): Promise<Buffer> {
-    let data = body;
+  async encode(body: Buffer | string, token?: string): Promise<Buffer> {
+    // JSON text goes to zlib and the cipher as it is: they encode it themselves, without a whole-body Buffer of ours.
+    let data: Buffer | string = body;
     let compression = 0;
     if (this.compression !== false) {
       const packed = await codecs[this.compression]!.compress(body);
-      if (packed.byteLength <= body.byteLength * (1 - DEFAULTS.bodyCodec.minCompressionSaving)) {
+      const size = typeof body === 'string' ? Buffer.byteLength(body, 'utf8') : body.byteLength;
+      if (packed.byteLength <= size * (1 - DEFAULTS.bodyCodec.minCompressionSaving)) {
         data = packed;
         compression = COMPRESSION_IDS[this.compression];
       }
     }
-    if (!this.encrypts) return compression === 0 ? body : Buffer.concat([MAGIC, Buffer.from([compression, Cipher.None]), data]);
+    if (!this.encrypts) {
+      if (compression !== 0) return Buffer.concat([MAGIC, Buffer.from([compression, Cipher.None]), data as Buffer]);
+      return typeof body === 'string' ? Buffer.from(body, 'utf8') : body;
+    }
     await this.ready();
     const keyId = this.currentKeyId!;
     const id = Buffer.from(keyId, 'ascii');
@@ -227,7 +232,8 @@ export class BodyCodec {
     ]);
     const cipher = createCipheriv('aes-256-gcm', this.keys.get(keyId)!, header.subarray(header.byteLength - NONCE_BYTES));
     cipher.setAAD(additionalData(header, token));
-    return Buffer.concat([header, cipher.update(data), cipher.final(), cipher.getAuthTag()]);
+    const sealed = typeof data === 'string' ? cipher.update(data, 'utf8') : cipher.update(data);
+    return Buffer.concat([header, sealed, cipher.final(), cipher.getAuthTag()]);
   }
 
   /**

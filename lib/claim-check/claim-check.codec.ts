@@ -216,7 +216,7 @@ export class ClaimCheckCodec {
    */
   private async storeEncoded(codec: BodyCodec, body: Uint8Array | string, hints: StoreHints | undefined): Promise<Uint8Array> {
     const token = codec.bindsToken ? randomUUID() : undefined;
-    const plain = typeof body === 'string' ? Buffer.from(body, 'utf8') : asBuffer(body);
+    const plain = typeof body === 'string' ? body : asBuffer(body);
     let envelope: StoredMessageEnvelope;
     try {
       const encoded = await codec.encode(plain, token);
