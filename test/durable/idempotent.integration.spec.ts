@@ -4,7 +4,9 @@ import * as path from 'node:path';
 import { connect, NatsConnection } from '@nats-io/transport-node';
 import { jetstreamManager, JetStreamManager } from '@nats-io/jetstream';
 import { Kvm } from '@nats-io/kv';
-import { EventBus, InvalidOptionsError, MessageContext } from '../../lib';
+import { Injectable } from '@nestjs/common';
+import { Test } from '@nestjs/testing';
+import { EventBus, EventBusModule, InvalidOptionsError, MessageContext, Subscribe } from '../../lib';
 import { inboxBucket } from '../../lib/durable/inbox';
 import { NatsServer, RedisServer } from '../harness/local-servers';
 import { captureLogs } from '../harness/log-capture';
@@ -29,6 +31,16 @@ authorization {
   ]
 }
 `;
+
+const billed: unknown[] = [];
+
+@Injectable()
+class Billing {
+  @Subscribe('idemmod.orders.placed', { durable: 'mod-billing', idempotent: { windowSeconds: 120 } })
+  bill(order: unknown) {
+    billed.push(order);
+  }
+}
 
 // Idempotent durables (issue 30) against a real nats-server with JetStream and a real Redis.
 describe('idempotent durables (the inbox)', () => {
@@ -233,6 +245,55 @@ describe('idempotent durables (the inbox)', () => {
       logs.restore();
     }
   }, 60_000);
+
+  it('a claim left by a crashed instance holds the id until its lease expires, then is taken over and the handler runs once', async () => {
+    const { stream, subject } = space();
+    const bus = await busAs('full', 'i9:', stream, subject);
+    const kv = await new Kvm(raw).create(inboxBucket(600), { ttl: 600_000, history: 1 });
+    // As a crashed instance leaves it: a claim whose lease ends 2 s from now, never renewed.
+    await kv.put(msgKey(stream, 'crash', 'c-1'), `claim dead-host-1-0.1 ${Date.now() + 2000}`);
+    const seen: unknown[] = [];
+    const logs = captureLogs();
+    try {
+      await bus.subscribe(`${subject}.x`, (p) => void seen.push(p), { durable: 'crash', idempotent: true, backoffMs: [250] });
+      await bus.publish(`${subject}.x`, { c: 1 }, { persist: true, msgId: 'c-1' });
+      await sleep(1000);
+      expect(seen).toEqual([]);
+      await waitUntil(() => seen.length === 1, 'taken over after the lease', 10_000);
+      await drained(stream, 'crash', 1);
+      expect(seen).toEqual([{ c: 1 }]);
+      expect(logs.matching(/took over the expired claim of dead-host-1-0\.1/)).toHaveLength(1);
+      expect((await kv.get(msgKey(stream, 'crash', 'c-1')))?.string()).toMatch(/^done /);
+    } finally {
+      logs.restore();
+    }
+  });
+
+  it('@Subscribe({ durable, idempotent }) through EventBusModule: a second copy of one msgId is not handled', async () => {
+    const moduleRef = await Test.createTestingModule({
+      imports: [
+        EventBusModule.forRoot({
+          nats: { servers: nats.url, user: 'full', pass: 'pw' },
+          jetstream: { streams: [{ name: 'IDEMMOD', subjects: ['idemmod.>'], maxAgeSeconds: 3600, duplicateWindowSeconds: 1 }] },
+        }),
+      ],
+      providers: [Billing],
+    }).compile();
+    const app = moduleRef.createNestApplication({ logger: false });
+    await app.init();
+    try {
+      const bus = app.get(EventBus);
+      await publishTwice(bus, 'idemmod.orders.placed', { order: 7 }, 'order-7');
+      await drained('IDEMMOD', 'mod-billing', 2);
+      expect(billed).toEqual([{ order: 7 }]);
+      expect(bus.subscriptionStats().find((s) => s.durable === 'mod-billing')?.duplicatesSkipped).toBe(1);
+      expect((await (await new Kvm(raw).open(inboxBucket(120))).get(msgKey('IDEMMOD', 'mod-billing', 'order-7')))?.string()).toMatch(
+        /^done /,
+      );
+    } finally {
+      await app.close();
+    }
+  });
 
   it('refuses a bad idempotent option with InvalidOptionsError naming it', async () => {
     const { stream, subject } = space();
