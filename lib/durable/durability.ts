@@ -1,3 +1,5 @@
+// JetStream for one bus: streams ensured at bootstrap, persisted publishes, durable subscriptions.
+// Keeping each durable's consumer there and pulling is in consumer-upkeep.ts.
 import { Logger } from '@nestjs/common';
 import { InvalidOptionsError, NotConnectedError, NotPersistedError } from '../errors/event-bus.errors';
 import { HandlerDelivery } from '../delivery/handler-delivery';
@@ -5,19 +7,11 @@ import { MessageHandler } from '../delivery/message-context';
 import { DispatchLimits } from '../delivery/bounded-dispatcher';
 import { Outbound } from '../delivery/outbound';
 import { BusConnection, MsgHdrs } from '../nats/bus-connection';
-import {
-  DurableConsumerSpec,
-  DurablePull,
-  EnsureOptions,
-  EnsureResult,
-  JetStreamLink,
-  mayHaveBeenStored,
-  PersistAck,
-  StreamLimits,
-} from '../nats/jetstream';
-import { DEFAULTS } from '../options/defaults';
+import { DurableConsumerSpec, JetStreamLink, mayHaveBeenStored, PersistAck, StreamLimits, StreamSpec } from '../nats/jetstream';
+import { deepFreeze, DEFAULTS } from '../options/defaults';
+import { ConsumerUpkeep } from './consumer-upkeep';
 import { DeadLetters } from './dead-letters';
-import { DurablePullSource, DurableSubscription } from './durable-subscription';
+import { DurableSubscription } from './durable-subscription';
 import { DurableSettings, JetStreamOptions } from './durable.options';
 import { openInbox } from './inbox';
 
@@ -38,28 +32,32 @@ export class Durability {
   private readonly links = new WeakMap<BusConnection, Promise<JetStreamLink>>();
   // Which stream keeps a topic's messages, for the TTL of stored bodies, and when that was read; a service publishes to few topics.
   private readonly limits = new Map<string, { at: number; found: Promise<StreamLimits | undefined> }>();
+  private readonly options: ResolvedJetStreamOptions;
   private readonly apiTimeoutMs: number;
+  private readonly upkeep: ConsumerUpkeep;
 
   constructor(
-    private readonly options: JetStreamOptions | undefined,
+    options: JetStreamOptions | undefined,
     private readonly outbound: Outbound,
     private readonly logger: Logger,
   ) {
-    this.apiTimeoutMs = options?.apiTimeoutMs ?? DEFAULTS.jetstream.apiTimeoutMs;
+    this.options = resolveJetStreamOptions(options);
+    this.apiTimeoutMs = this.options.apiTimeoutMs;
+    this.upkeep = new ConsumerUpkeep(this.options, logger);
   }
 
   /** At bootstrap, with `jetstream` configured: JetStream must answer, and the listed streams are ensured. */
   async start(producer: BusConnection): Promise<void> {
-    if (!this.options) return;
+    if (!this.options.configured) return;
     const link = await this.linkFor(producer);
-    for (const [i, spec] of (this.options.streams ?? []).entries()) {
+    for (const [i, spec] of this.options.streams.entries()) {
       if (this.outbound.hasStorage && !spec.maxAgeSeconds) {
         throw new InvalidOptionsError(
           `jetstream.streams[${i}].maxAgeSeconds`,
           `stream ${spec.name} would keep messages with no age limit, but stored bodies of large messages expire; set maxAgeSeconds`,
         );
       }
-      const done = await link.ensureStream(spec, this.ensureOptions);
+      const done = await link.ensureStream(spec, this.options);
       if (done.outcome === 'created') this.logger.log(`JetStream stream ${spec.name} created (${spec.subjects.join(', ')})`);
       if (done.outcome === 'updated') this.logger.log(`JetStream stream ${spec.name} updated: ${done.changes.join(', ')}`);
     }
@@ -169,7 +167,7 @@ export class Durability {
       maxDeliver: settings.maxDeliver,
       backoffMs: settings.backoffMs,
     };
-    await this.ensureConsumer(link, consumer);
+    await this.upkeep.ensure(link, consumer);
     const deadLetterStream = settings.deadLetter ? await link.streamFor(settings.deadLetter) : undefined;
     const deadLetters = new DeadLetters(
       client,
@@ -183,80 +181,20 @@ export class Durability {
     const inbox = await openInbox(client.connection, settings, this.apiTimeoutMs, this.logger);
     const subscription = new DurableSubscription({ topic, handler, limits, settings, inbox }, delivery, deadLetters, this.logger);
     const first = await link.pull(stream.name, settings.durable);
-    subscription.start(this.pullSource(link, consumer, topic, first));
+    subscription.start(this.upkeep.pullSource(link, consumer, topic, first));
     return subscription;
   }
 
   /** Throws when JetStream does not answer on `client`, or a durable cannot pull (for `/_health`). */
   async ping(client: BusConnection): Promise<void> {
     await (await this.linkFor(client)).ping();
-    const [broken] = this.broken;
+    const broken = this.upkeep.firstBroken;
     if (broken) throw new NotConnectedError(`durable ${broken} cannot pull`);
-  }
-
-  // Durables that cannot pull and whose consumer could not be re-created: `/_health` reports them.
-  private readonly broken = new Set<string>();
-
-  /**
-   * The pull of one durable subscription. When a pull fails because the consumer is gone (an
-   * operator's `consumer rm`, a re-created stream), the consumer is re-created with a warning;
-   * when it cannot be, JetStream health goes down and one error line says why, until it can.
-   */
-  private pullSource(link: JetStreamLink, consumer: DurableConsumerSpec, topic: string, first: DurablePull): DurablePullSource {
-    const name = `"${consumer.durable}" on ${consumer.stream} ("${topic}")`;
-    let pull: DurablePull | undefined = first;
-    let failing = false;
-    return {
-      open: async () => {
-        const opened = pull ?? (await link.pull(consumer.stream, consumer.durable));
-        pull = undefined;
-        return opened;
-      },
-      failed: async (err) => {
-        const what = `pulling failed: ${(err as Error)?.message ?? String(err)}`;
-        try {
-          if ((await this.ensureConsumer(link, consumer)) === 'created') {
-            // Created afresh it starts at the stream's first message: those still kept are delivered again.
-            this.logger.warn(`durable ${name}: its consumer was gone (${what}); re-created it`);
-          } else if (!failing) {
-            // The consumer is there (a lost connection, a leader election): pulling is retried each second.
-            this.logger.warn(`durable ${name}: ${what}; retrying`);
-          }
-          failing = true;
-        } catch (ensureErr) {
-          if (this.broken.has(name)) return;
-          failing = true;
-          this.broken.add(name);
-          this.logger.error(
-            `durable ${name} cannot pull (${what}) and its consumer could not be re-created: ${(ensureErr as Error).message}; /_health reports JetStream down until it can`,
-          );
-        }
-      },
-      pulled: () => {
-        if (!failing) return;
-        failing = false;
-        this.broken.delete(name);
-        this.logger.log(`durable ${name} pulls again`);
-      },
-    };
-  }
-
-  /** Ensure a durable's consumer, logging each setting changed on one that existed. */
-  private async ensureConsumer(link: JetStreamLink, consumer: DurableConsumerSpec): Promise<EnsureResult['outcome']> {
-    const done = await link.ensureConsumer(consumer, this.ensureOptions);
-    if (done.outcome === 'updated') {
-      this.logger.log(`JetStream consumer ${consumer.durable} on ${consumer.stream} updated: ${done.changes.join(', ')}`);
-    }
-    return done.outcome;
-  }
-
-  private get ensureOptions(): EnsureOptions {
-    return { allowDestructiveUpdates: this.options?.allowDestructiveUpdates ?? DEFAULTS.jetstream.allowDestructiveUpdates };
   }
 
   /** Whether the bus uses JetStream: configured, or opened by a durable subscription or a persisted publish. */
   get inUse(): boolean {
-    return this.options !== undefined || this.used;
+    return this.options.configured || this.used;
   }
 
   private used = false;
@@ -283,4 +221,23 @@ export class Durability {
     this.limits.set(topic, entry);
     return entry.found;
   }
+}
+
+/** `jetstream` with its defaults filled in, read once. */
+export interface ResolvedJetStreamOptions {
+  /** Whether `jetstream` was given: then JetStream must answer at bootstrap. */
+  readonly configured: boolean;
+  readonly streams: readonly StreamSpec[];
+  readonly apiTimeoutMs: number;
+  readonly allowDestructiveUpdates: boolean;
+}
+
+export function resolveJetStreamOptions(options: JetStreamOptions | undefined): ResolvedJetStreamOptions {
+  return deepFreeze({
+    configured: options !== undefined,
+    // Copies: freezing must not reach the caller's own objects.
+    streams: (options?.streams ?? []).map((spec) => ({ ...spec, subjects: [...spec.subjects] })),
+    apiTimeoutMs: options?.apiTimeoutMs ?? DEFAULTS.jetstream.apiTimeoutMs,
+    allowDestructiveUpdates: options?.allowDestructiveUpdates ?? DEFAULTS.jetstream.allowDestructiveUpdates,
+  });
 }
