@@ -205,9 +205,16 @@ export class DurableSubscription {
       const msg: InboundMessage = { subject: m.subject, data: m.data, headers: m.headers };
       const durable = { deliveryCount: m.deliveryCount, stream: m.stream, seq: m.seq };
       // Inside a process span whose parent is the trace the publisher's headers carry.
-      const outcome = await this.delivery.claimCheck.telemetry.process(msg, m.subject, this.spec.settings.durable, () =>
-        this.delivery.deliver(msg, this.spec.handler, { literalSubject: this.literalSubject, held, durable }),
-      );
+      let outcome: DeliveryOutcome;
+      try {
+        outcome = await this.delivery.claimCheck.telemetry.process(msg, m.subject, this.spec.settings.durable, () =>
+          this.delivery.deliver(msg, this.spec.handler, { literalSubject: this.literalSubject, held, durable }),
+        );
+      } catch (err) {
+        // Delivery itself failed (not the handler): give the id back; the server redelivers.
+        await claim?.released();
+        throw err;
+      }
       // The record is written after the handler succeeded and before the ack.
       if (claim) await (outcome ? claim.released() : claim.succeeded());
       await this.settle(m, outcome);
