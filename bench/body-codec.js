@@ -90,7 +90,11 @@ async function part2() {
   const json = JSON.stringify(largeJson(2 * MiB));
   const rounds = 60;
   const results = {};
-  const names = [['plain', {}], ['aes', { encryption }], ['gzip', { compression: 'gzip' }]];
+  const names = [
+    ['plain', {}],
+    ['aes', { encryption }],
+    ['gzip', { compression: 'gzip' }],
+  ];
   if (ZSTD_AVAILABLE) names.push(['zstd', { compression: 'zstd' }]);
   try {
     const { bodyCodecOf } = require(path.join(dist, 'claim-check', 'body-codec'));
@@ -131,7 +135,9 @@ async function part2() {
     await server.dispose();
   }
   const vs = (name) => (results[name].perSecond / results.plain.perSecond).toFixed(2);
-  console.log(`RATIOS codec_aes_vs_plain=${vs('aes')} codec_zstd_vs_plain=${vs(ZSTD_AVAILABLE ? 'zstd' : 'gzip')}${ZSTD_AVAILABLE ? '' : ' (gzip: no zstd in this Node)'}`);
+  console.log(
+    `RATIOS codec_aes_vs_plain=${vs('aes')} codec_zstd_vs_plain=${vs(ZSTD_AVAILABLE ? 'zstd' : 'gzip')}${ZSTD_AVAILABLE ? '' : ' (gzip: no zstd in this Node)'}`,
+  );
 }
 
 (async () => {

@@ -244,7 +244,8 @@ export class BodyCodec {
   async decode(stored: Uint8Array, token: string): Promise<Uint8Array> {
     const buf = Buffer.isBuffer(stored) ? stored : Buffer.from(stored.buffer, stored.byteOffset, stored.byteLength);
     if (!hasHeader(buf)) {
-      if (this.requireEncryption) throw new StoredBodyAuthenticationError(token, 'it is not encrypted (storage.encryption.requireEncryption)');
+      if (this.requireEncryption)
+        throw new StoredBodyAuthenticationError(token, 'it is not encrypted (storage.encryption.requireEncryption)');
       return stored;
     }
     if (buf.byteLength < FIXED_HEADER) throw new StoredBodyAuthenticationError(token, 'its header is cut short');
@@ -255,7 +256,8 @@ export class BodyCodec {
     }
     let data: Buffer;
     if (cipherId === Cipher.None) {
-      if (this.requireEncryption) throw new StoredBodyAuthenticationError(token, 'it is not encrypted (storage.encryption.requireEncryption)');
+      if (this.requireEncryption)
+        throw new StoredBodyAuthenticationError(token, 'it is not encrypted (storage.encryption.requireEncryption)');
       data = buf.subarray(FIXED_HEADER);
     } else {
       data = await this.decrypt(buf, cipherId, token);
@@ -296,7 +298,10 @@ export class BodyCodec {
       const rest = decipher.final();
       return rest.byteLength === 0 ? plain : Buffer.concat([plain, rest]);
     } catch {
-      throw new StoredBodyAuthenticationError(token, 'it failed AES-256-GCM authentication (changed, cut short, from another message, or another key under the same id)');
+      throw new StoredBodyAuthenticationError(
+        token,
+        'it failed AES-256-GCM authentication (changed, cut short, from another message, or another key under the same id)',
+      );
     }
   }
 
@@ -403,7 +408,10 @@ function parseKeys(given: unknown, currentKeyId: string): Map<string, Buffer> {
   const keys = new Map<string, Buffer>();
   for (const [id, value] of Object.entries(given as Record<string, unknown>)) {
     if (!KEY_ID.test(id)) {
-      throw new InvalidOptionsError('storage.encryption.keys', `key id ${JSON.stringify(id.slice(0, 80))} must be 1 to 64 printable ASCII characters, no spaces`);
+      throw new InvalidOptionsError(
+        'storage.encryption.keys',
+        `key id ${JSON.stringify(id.slice(0, 80))} must be 1 to 64 printable ASCII characters, no spaces`,
+      );
     }
     keys.set(id, keyBytes(id, value));
   }
@@ -428,8 +436,10 @@ function keyBytes(id: string, value: unknown): Buffer {
     else throw new InvalidOptionsError(option, 'must be a 32-byte Buffer, 64 hex digits or base64 of 32 bytes');
   } else throw new InvalidOptionsError(option, `must be a 32-byte Buffer, 64 hex digits or base64 of 32 bytes, got ${typeof value}`);
   if (bytes.byteLength !== KEY_BYTES) {
-    throw new InvalidOptionsError(option, `must be ${KEY_BYTES} bytes for AES-256, got ${bytes.byteLength} (generate one with: openssl rand -base64 32)`);
+    throw new InvalidOptionsError(
+      option,
+      `must be ${KEY_BYTES} bytes for AES-256, got ${bytes.byteLength} (generate one with: openssl rand -base64 32)`,
+    );
   }
   return bytes;
 }
-

@@ -25,7 +25,11 @@ const MAGIC = Buffer.from([0, 0x45, 0x42, 0x43, 0x31]);
 
 /** About `bytes` of a site report (the kind of body that gets stored), with a marker string in it. */
 function siteReport(bytes: number, id: string) {
-  const sites = Array.from({ length: Math.ceil(bytes / 110) }, (_, i) => ({ site: `edge-${i}`, state: i % 7 ? 'up' : 'degraded', latencyMs: i % 89 }));
+  const sites = Array.from({ length: Math.ceil(bytes / 110) }, (_, i) => ({
+    site: `edge-${i}`,
+    state: i % 7 ? 'up' : 'degraded',
+    latencyMs: i % 89,
+  }));
   return { id, marker: MARKER, sites };
 }
 
@@ -158,7 +162,10 @@ describe('body codec on real servers (issue 32)', () => {
     it.each([
       ['a flipped byte', async (token: string) => backend.rawPut(token, flip(await backend.rawGet(token)))],
       ['a truncated body', async (token: string) => backend.rawPut(token, (await backend.rawGet(token)).subarray(0, -20))],
-      ['a body swapped in from another message (a custom store without honoursTokenHint delivers it)', async (token: string, other: string) => backend.rawPut(token, await backend.rawGet(other))],
+      [
+        'a body swapped in from another message (a custom store without honoursTokenHint delivers it)',
+        async (token: string, other: string) => backend.rawPut(token, await backend.rawGet(other)),
+      ],
     ])('%s is rejected: typed error logged, handler not called, and the next message is delivered', async (what, tamper) => {
       const publisher = await bus(backend, encryptGzip());
       const subscriber = await bus(backend, encryptGzip());
@@ -197,7 +204,9 @@ describe('body codec on real servers (issue 32)', () => {
     raw.publish('bc.rotate.rotated', old.wire);
     raw.publish('bc.rotate.removed', old.wire);
     await waitUntil(() => got.includes('old-key') && logs.matching(/k1/).length > 0, 'both outcomes');
-    expect(logs.matching(new RegExp(old.token)).join('\n')).toMatch(/encrypted with key "k1", which is not among storage\.encryption\.keys/);
+    expect(logs.matching(new RegExp(old.token)).join('\n')).toMatch(
+      /encrypted with key "k1", which is not among storage\.encryption\.keys/,
+    );
     const fresh = await storedEnvelope(rotated, siteReport(2 * MiB, 'new-key'));
     expect((await backend.rawGet(fresh.token)).subarray(8, 10).toString()).toBe('k2');
     expect(got).toEqual(['old-key']);

@@ -101,7 +101,12 @@ describe('body codec through the module, the transport and durable delivery (iss
   });
 
   it("keyPrefix '' with allReadersUseThisLibrary: bare-token keys hold encoded bodies, and no shadow copy is written", async () => {
-    app = await boot({ keyPrefix: '', encryption: { keys: { k1: K1.toString('base64') }, currentKeyId: 'k1' }, compression: 'gzip', allReadersUseThisLibrary: true });
+    app = await boot({
+      keyPrefix: '',
+      encryption: { keys: { k1: K1.toString('base64') }, currentKeyId: 'k1' },
+      compression: 'gzip',
+      allReadersUseThisLibrary: true,
+    });
     expect(app.get<RedisStorageManager>(MESSAGE_STORAGE_MANAGER).legacyShadowCopy).toBe(false);
     const bus = app.get(EventBus);
     const got: unknown[] = [];

@@ -21,7 +21,10 @@ const K1 = randomBytes(32);
 const K2 = randomBytes(32);
 const MARKER = 'site-report-marker-7f3a';
 const report = (bytes: number) =>
-  JSON.stringify({ marker: MARKER, sites: Array.from({ length: Math.ceil(bytes / 120) }, (_, i) => ({ id: i, state: 'up', latencyMs: i % 97 })) });
+  JSON.stringify({
+    marker: MARKER,
+    sites: Array.from({ length: Math.ceil(bytes / 120) }, (_, i) => ({ id: i, state: 'up', latencyMs: i % 97 })),
+  });
 const TOKEN = '0f8fad5b-d9cb-469f-a165-70867728950e';
 const OTHER = '1f8fad5b-d9cb-469f-a165-70867728950e';
 
@@ -241,7 +244,10 @@ describe('withBodyCodec and the claim-check codec', () => {
   });
 
   it('through ClaimCheckCodec on a store that honours the token hint: stored encrypted under the token it proposed, read back', async () => {
-    const store = await withBodyCodec(new InMemoryStorageManager(), { encryption: { keys: { k1: K1 }, currentKeyId: 'k1' }, compression: 'gzip' });
+    const store = await withBodyCodec(new InMemoryStorageManager(), {
+      encryption: { keys: { k1: K1 }, currentKeyId: 'k1' },
+      compression: 'gzip',
+    });
     const spy = jest.spyOn(store, 'storeMessage');
     const cc = new ClaimCheckCodec(store, 1024, bodyCodecOf(store));
     const json = report(MiB);
