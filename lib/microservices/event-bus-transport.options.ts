@@ -24,7 +24,7 @@ export interface EventBusTransportOptions {
   /**
    * What `Transport.NATS` takes in `options` (`servers`, `queue`, `headers`, `gracefulShutdown`,
    * `serializer`, …); the connection options go to nats.js v3 with the library's defaults
-   * (`NATS_CONNECTION_DEFAULTS`). Default server: `nats://localhost:4222`.
+   * (`NATS_CONNECTION_DEFAULTS`). Default server: `DEFAULTS.transport.servers` (`nats://localhost:4222`, as Nest's).
    */
   nats?: NestNatsOptions;
   /**
@@ -89,7 +89,7 @@ export function transportSetup(options: EventBusTransportOptions | undefined, wh
   wholeNumber('maxPendingMessages', options.maxPendingMessages, 0);
   const telemetry = new BusTelemetry();
   const nest = { ...(nats ?? {}) } as Record<string, any>;
-  const connection: Record<string, any> = { servers: 'nats://localhost:4222' };
+  const connection: Record<string, any> = { servers: DEFAULTS.transport.servers };
   for (const [k, v] of Object.entries(nest)) if (!NEST_ONLY_KEYS.includes(k)) connection[k] = v;
   return {
     codec: new ClaimCheckCodec(tracedStore(storage ?? null, telemetry), t, bodyCodecOf(storage)),

@@ -1,16 +1,18 @@
 // Nest's ClientProxy contract (connect, close, publish with its reply stream, dispatchEvent, on,
-// unwrap) in one class, as Nest's own ClientNats is; over 200 lines for that reason. Packet
-// format is in nest-packets.ts, claim-check in ../delivery.
+// unwrap) in one class, as Nest's own ClientNats is. Reading replies is in client-replies.ts,
+// packet format in nest-packets.ts, claim-check in ../delivery.
 import { Logger } from '@nestjs/common';
-import { ClientProxy, PacketId, ReadPacket, WritePacket } from '@nestjs/microservices';
-import { ClaimCheckDelivery, InboundBody } from '../delivery/claim-check-delivery';
-import { isPromise, MaybePromise } from '../shared/maybe-async';
+import { ClientProxy, ReadPacket, WritePacket } from '@nestjs/microservices';
+import { ClaimCheckDelivery } from '../delivery/claim-check-delivery';
+import { replyReader } from './client-replies';
+import { isPromise } from '../shared/maybe-async';
 import { NotConnectedError } from '../errors/event-bus.errors';
+import { describeThrown } from '../errors/thrown';
 import { RELEASE_TIMEOUT_MS } from '../options/defaults';
-import { createHeaders, createInbox, Msg, MsgHdrs, BusConnection, Subscription } from '../nats/bus-connection';
+import { createHeaders, createInbox, MsgHdrs, BusConnection, Subscription } from '../nats/bus-connection';
 import { TransportEvents } from './transport-events';
 import { TelemetryScope } from '../telemetry/bus-telemetry';
-import { CustomDeserializer, CustomSerializer, deserializeResponse, serializePacket } from './nest-packets';
+import { CustomDeserializer, CustomSerializer, serializePacket } from './nest-packets';
 import { EventBusTransportOptions, openTransportClient, TransportSetup, transportSetup } from './event-bus-transport.options';
 
 type Callback = (packet: WritePacket) => any;
@@ -75,7 +77,7 @@ export class EventBusClientProxy extends ClientProxy {
       try {
         callback({ err: new Error('Connection closed'), isDisposed: true });
       } catch (err) {
-        this.log.error(`a pending send's callback failed on close: ${(err as Error).message}`);
+        this.log.error(`a pending send's callback failed on close: ${describeThrown(err)}`);
       }
     }
     const client = this.client;
@@ -145,7 +147,7 @@ export class EventBusClientProxy extends ClientProxy {
       const headers = this.setup.telemetry.inject(this.mergeHeaders(out.headers));
       const wire = this.setup.telemetry.sized(delivery.outbound.plan(channel, out.data, client.maxPayload, headers));
       const inbox = createInbox(this.setup.nest.inboxPrefix);
-      const onReply = this.replyHandler(packet, callback, delivery);
+      const onReply = replyReader(channel, packet, callback, delivery, this.customDeserializer);
       // Replies are read (a stored one recovered) inside the send span.
       subscription = client.subscribe(inbox, scope ? (msg) => this.setup.telemetry.within(scope, () => onReply(msg)) : onReply);
       if (!isPromise(wire)) {
@@ -187,61 +189,6 @@ export class EventBusClientProxy extends ClientProxy {
     } catch (err) {
       return Promise.reject(err);
     }
-  }
-
-  /** Replies in arrival order (a stream may mix stored and inline items), each recovered before Nest reads it. */
-  private replyHandler(packet: ReadPacket & PacketId, callback: Callback, delivery: ClaimCheckDelivery): (msg: Msg) => void {
-    const subject = `${this.normalizePattern(packet.pattern)} (reply)`;
-    let tail: Promise<unknown> | null = null;
-    return (msg) => {
-      let inbound: InboundBody;
-      try {
-        inbound = delivery.inbound(subject, msg.data);
-      } catch (err) {
-        return void callback({ err, isDisposed: true });
-      }
-      const { envelope, bytes } = inbound;
-      // The common case: an inline reply and nothing stored ahead of it.
-      if (!envelope && !tail) return void this.handleReply(packet, callback, msg, bytes as Uint8Array);
-      const next: Promise<unknown> = (tail ?? Promise.resolve()).then(async () => {
-        let body: Uint8Array;
-        try {
-          body = await bytes;
-        } catch (err) {
-          return callback({ err, isDisposed: true });
-        }
-        // Not deleted after reading (see EventBus.readReply): replies are stored with a short TTL.
-        return this.handleReply(packet, callback, msg, body);
-      });
-      tail = next;
-      void next.finally(() => {
-        if (tail === next) tail = null;
-      });
-    };
-  }
-
-  private handleReply(packet: ReadPacket & PacketId, callback: Callback, msg: Msg, bytes: Uint8Array): MaybePromise<void> {
-    if (bytes.byteLength === 0) {
-      const pattern = this.normalizePattern(packet.pattern);
-      return callback({
-        err: new Error(`Empty response. There are no subscribers listening to that message ("${pattern}")`),
-        isDisposed: true,
-      });
-    }
-    let message: any;
-    try {
-      message = deserializeResponse(this.customDeserializer, msg, bytes);
-    } catch (err) {
-      return callback({ err, isDisposed: true });
-    }
-    const settle = (m: any) => {
-      if (m?.id && m.id !== packet.id) return;
-      const { err, response, isDisposed } = m ?? {};
-      if (isDisposed || err) return callback({ err, response, isDisposed: true });
-      callback({ err, response });
-    };
-    if (isPromise(message)) return message.then(settle, (err: unknown) => callback({ err, isDisposed: true }));
-    return settle(message);
   }
 
   /** The subject a packet goes to, for span names; a pattern Nest cannot normalize is named as such. */

@@ -1,3 +1,6 @@
+// Nest's NATS transport, server side: patterns subscribed with a bounded dispatcher each, stored
+// packets recovered before Nest reads them, and large replies stored. Error answers are in
+// error-answers.ts, packet format in nest-packets.ts, claim-check in ../delivery.
 import { Logger } from '@nestjs/common';
 import { CustomTransportStrategy, NatsContext, Server, Transport } from '@nestjs/microservices';
 import { BoundedDispatcher } from '../delivery/bounded-dispatcher';
@@ -6,19 +9,13 @@ import { ClaimCheckDelivery } from '../delivery/claim-check-delivery';
 import { StoredMessageEnvelope } from '../claim-check/envelope';
 import { DEFAULTS } from '../options/defaults';
 import { settleWithin } from '../shared/deadline';
-import { RateLimitedLog } from '../delivery/rate-limited-log';
-import { MessageStorageError } from '../errors/event-bus.errors';
+import { describeThrown } from '../errors/thrown';
 import { Msg, BusConnection, Subscription } from '../nats/bus-connection';
 import { TransportEvents } from './transport-events';
 import { TraceTaggedLogger } from '../telemetry/trace-tagged-logger';
 import { CustomDeserializer, CustomSerializer, deserializeRequest, NEST_DESERIALIZES_MESSAGES, serializePacket } from './nest-packets';
 import { EventBusTransportOptions, openTransportClient, rpcError, TransportSetup, transportSetup } from './event-bus-transport.options';
-
-/** Nest's own default `gracePeriod` for `gracefulShutdown`. */
-const NATS_DEFAULT_GRACE_PERIOD_MS = 10_000;
-
-/** Nest's reply when no `@MessagePattern` matches (the same text as its own NATS transport). */
-const NO_MESSAGE_HANDLER = 'There is no matching message handler defined in the remote service.';
+import { ErrorAnswers } from './error-answers';
 
 /**
  * Nest's NATS transport (server side) with claim-check, for Nest 11 and 12. Use it where
@@ -36,7 +33,7 @@ const NO_MESSAGE_HANDLER = 'There is no matching message handler defined in the 
 export class EventBusTransport extends Server implements CustomTransportStrategy {
   transportId = Transport.NATS;
   private readonly log: Logger;
-  private readonly badInputLog: RateLimitedLog;
+  private readonly answers: ErrorAnswers;
   private readonly setup: TransportSetup;
   private readonly customSerializer?: CustomSerializer;
   private readonly customDeserializer?: CustomDeserializer;
@@ -53,7 +50,7 @@ export class EventBusTransport extends Server implements CustomTransportStrategy
     super();
     this.setup = transportSetup(eventBusOptions, 'EventBusTransport');
     this.log = new TraceTaggedLogger('EventBusTransport', this.setup.telemetry);
-    this.badInputLog = new RateLimitedLog(this.log);
+    this.answers = new ErrorAnswers(this.log, () => this.delivery);
     this.customSerializer = this.setup.nest.serializer;
     this.customDeserializer = this.setup.nest.deserializer;
   }
@@ -93,7 +90,7 @@ export class EventBusTransport extends Server implements CustomTransportStrategy
         this.log,
         undefined,
         (msg, why) =>
-          msg.reply && this.sendError(msg, msg.reply, { err: rpcError(`server busy: "${channel}" is ${why}`), isDisposed: true }),
+          msg.reply && this.answers.sendError(msg, msg.reply, { err: rpcError(`server busy: "${channel}" is ${why}`), isDisposed: true }),
       );
       this.dispatchers.push(dispatcher);
       this.subscriptions.push(client.subscribe(channel, (msg) => dispatcher.push(msg), queue));
@@ -118,7 +115,7 @@ export class EventBusTransport extends Server implements CustomTransportStrategy
     if (this.setup.nest.gracefulShutdown) {
       for (const sub of this.subscriptions) sub.unsubscribe();
       await new Promise((resolve) =>
-        setTimeout(resolve, (this.setup.nest.gracePeriod as number | undefined) ?? NATS_DEFAULT_GRACE_PERIOD_MS),
+        setTimeout(resolve, (this.setup.nest.gracePeriod as number | undefined) ?? DEFAULTS.transport.gracePeriodMs),
       );
     }
     // Packets already taken but waiting for a handler slot still run, and their replies need the connection.
@@ -153,7 +150,7 @@ export class EventBusTransport extends Server implements CustomTransportStrategy
     try {
       envelope = this.delivery!.codec.peekEnvelope(msg.subject, msg.data);
     } catch (err) {
-      return Promise.resolve(this.drop(msg, (err as Error).message, 'invalid claim-check envelope'));
+      return Promise.resolve(this.answers.drop(msg, describeThrown(err), 'invalid claim-check envelope'));
     }
     if (!envelope) return this.handlePacket(channel, msg, msg.data);
     const stored = envelope;
@@ -166,9 +163,9 @@ export class EventBusTransport extends Server implements CustomTransportStrategy
     return (room ? room.then(recover) : recover()).then(
       (body) => this.handlePacket(channel, msg, body),
       (err) =>
-        this.drop(
+        this.answers.drop(
           msg,
-          `could not recover message (token ${stored.token}): ${(err as Error).message}`,
+          `could not recover message (token ${stored.token}): ${describeThrown(err)}`,
           `could not recover stored message ${stored.token}`,
         ),
     );
@@ -181,7 +178,7 @@ export class EventBusTransport extends Server implements CustomTransportStrategy
     try {
       packet = await deserializeRequest(this.customDeserializer, msg, bytes, { channel, replyTo });
     } catch (err) {
-      return this.drop(msg, (err as Error)?.message ?? String(err), 'invalid message');
+      return this.answers.drop(msg, describeThrown(err), 'invalid message');
     }
     try {
       if (packet.id === undefined) {
@@ -191,7 +188,7 @@ export class EventBusTransport extends Server implements CustomTransportStrategy
       const publish = this.getPublisher(msg, replyTo, packet.id, ctx);
       const handler = this.getHandlerByPattern(channel);
       if (!handler) {
-        publish({ id: packet.id, status: 'error', err: NO_MESSAGE_HANDLER } as any);
+        publish({ id: packet.id, status: 'error', err: DEFAULTS.transport.noHandlerMessage } as any);
         return;
       }
       const produce = async () => this.transformToObservable(await handler(packet.data, ctx));
@@ -206,7 +203,7 @@ export class EventBusTransport extends Server implements CustomTransportStrategy
         });
       }
     } catch (err) {
-      this.log.error(`handling a message on "${msg.subject}" failed: ${(err as Error)?.message ?? String(err)}`);
+      this.log.error(`handling a message on "${msg.subject}" failed: ${describeThrown(err)}`);
     }
   }
 
@@ -222,32 +219,14 @@ export class EventBusTransport extends Server implements CustomTransportStrategy
       try {
         out = serializePacket(this.customSerializer, response);
       } catch (err) {
-        return this.replyFailed(msg, replyTo, id, err);
+        return this.answers.replyFailed(msg, replyTo, id, err);
       }
-      const sent = this.delivery!.reply(replyTo, msg.subject, out.data, out.headers, (err) => this.replyFailed(msg, replyTo, id, err));
+      const sent = this.delivery!.reply(replyTo, msg.subject, out.data, out.headers, (err) =>
+        this.answers.replyFailed(msg, replyTo, id, err),
+      );
       const done = response?.isDisposed || response?.err !== undefined ? this.lastReply.get(msg) : undefined;
       if (done) void Promise.resolve(sent).then(done, done);
       return sent;
     };
-  }
-
-  /** A reply that cannot be stored still answers, so the client fails at once instead of timing out. */
-  private replyFailed(msg: Msg, replyTo: string, id: string | undefined, err: unknown): void {
-    const message = (err as Error)?.message ?? String(err);
-    this.log.error(`could not encode or store reply for "${msg.subject}": ${message}`);
-    const reason = err instanceof MessageStorageError ? 'reply could not be stored' : 'reply could not be sent';
-    this.sendError(msg, replyTo, { id, err: rpcError(`${reason}: ${message}`), isDisposed: true });
-  }
-
-  /** Log a message that cannot be handled; a requester gets an error packet instead of a timeout. */
-  private drop(msg: Msg, logMessage: string, replyMessage: string): void {
-    this.badInputLog.error(msg.subject, `dropped message on "${msg.subject}": ${logMessage}`);
-    // The packet id is unknown here; Nest's client accepts an answer without one on its own inbox.
-    if (msg.reply) this.sendError(msg, msg.reply, { err: rpcError(replyMessage), isDisposed: true });
-  }
-
-  private sendError(msg: Msg, replyTo: string, packet: object): void {
-    const out = serializePacket(undefined, packet);
-    this.delivery?.send(replyTo, msg.subject, out.data, out.headers);
   }
 }

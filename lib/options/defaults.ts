@@ -104,6 +104,14 @@ export const DEFAULTS = deepFreeze({
     /** `encryption.keyProviderIntervalMs`: least time between two calls of a key provider for one key id, or by `/_health`. */
     keyProviderIntervalMs: 10_000,
   },
+  /** `EventBusTransport` / `EventBusClientProxy`: what Nest's own NATS transport does when not told. */
+  transport: {
+    servers: 'nats://localhost:4222',
+    /** `gracefulShutdown`'s wait after unsubscribing, when `gracePeriod` is not given (Nest's own). */
+    gracePeriodMs: 10_000,
+    /** The error a request gets when no `@MessagePattern` matches (the stock transport's text). */
+    noHandlerMessage: 'There is no matching message handler defined in the remote service.',
+  },
   /** `/_health`. */
   health: {
     enabled: true,
