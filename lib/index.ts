@@ -14,6 +14,14 @@ export { MessageContext, MessageContextInit, MessageHandler } from './delivery/m
 export { JetStreamOptions, DurableSubscribeOptions, IdempotentOptions } from './durable/durable.options';
 export { PersistAck, StreamSpec } from './nats/jetstream';
 export { DEAD_REASON_HEADER } from './durable/dead-letters';
+export {
+  DeadLetters,
+  DeadLetter,
+  DeadLetterEntry,
+  DeadLetterFilter,
+  ReplayResult,
+  REPLAYED_FROM_HEADER,
+} from './durable/dead-letter-store';
 export { StoredMessageEnvelope, isValidToken } from './claim-check/envelope';
 export {
   withBodyCodec,

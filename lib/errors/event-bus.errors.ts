@@ -13,6 +13,7 @@ export const EventBusErrorCode = {
   NotPersisted: 'NOT_PERSISTED',
   StoredBodyAuthentication: 'STORED_BODY_AUTHENTICATION_FAILED',
   UnknownEncryptionKey: 'UNKNOWN_ENCRYPTION_KEY',
+  DeadLetterNotFound: 'DEAD_LETTER_NOT_FOUND',
 } as const;
 export type EventBusErrorCode = (typeof EventBusErrorCode)[keyof typeof EventBusErrorCode];
 
@@ -235,5 +236,19 @@ export class NotPersistedError extends EventBusError {
   ) {
     super(`message on "${subject}" was not persisted (${reason}): ${detail}`, options);
     this.retryable = RETRYABLE_NOT_PERSISTED_REASONS.includes(reason);
+  }
+}
+
+/**
+ * No dead letter has this id: never one (a malformed id says so), or purged, or aged out of its
+ * dead-letter stream. `id` is `<stream>:<sequence>` (see `DeadLetters`).
+ */
+export class DeadLetterNotFoundError extends EventBusError {
+  readonly code = EventBusErrorCode.DeadLetterNotFound;
+  constructor(
+    readonly id: string,
+    why = 'no such dead letter (purged, aged out, or never one)',
+  ) {
+    super(`dead letter "${id}": ${why}`);
   }
 }

@@ -6,8 +6,9 @@ import { ClaimCheckCodec } from '../claim-check/claim-check.codec';
 import { bodyCodecOf } from '../claim-check/body-codec';
 import { Outbound } from '../delivery/outbound';
 import { InvalidOptionsError, NotConnectedError } from '../errors/event-bus.errors';
-import { RELEASE_TIMEOUT_MS } from '../options/defaults';
+import { DEFAULTS, RELEASE_TIMEOUT_MS } from '../options/defaults';
 import { Durability } from '../durable/durability';
+import { DeadLetters } from '../durable/dead-letter-store';
 import type { PersistAck } from '../nats/jetstream';
 import { BusConnection, ConnectionStatus } from '../nats/bus-connection';
 import { InFlight } from './in-flight';
@@ -198,6 +199,19 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
   async pingJetStream(): Promise<void> {
     await this.durability.ping(this.openProducer());
   }
+
+  /** Dead letters as data (list, get, replay, purge) on the producer connection; see `DeadLetters`. */
+  get deadLetters(): DeadLetters {
+    this.dead ??= new DeadLetters({
+      connection: () => this.openProducer(),
+      codec: this.codec,
+      publish: (subject, body, headers, msgId) => this.durability.publish(this.openProducer(), subject, body, headers, msgId),
+      apiTimeoutMs: this.options.jetstream?.apiTimeoutMs ?? DEFAULTS.jetstream.apiTimeoutMs,
+    });
+    return this.dead;
+  }
+
+  private dead?: DeadLetters;
 
   /** The storage the bus offloads to, or null. */
   get messageStorage(): MessageStorageManager | null {

@@ -7,6 +7,7 @@ import { SubscribersLoader } from '../discovery/subscribers.loader';
 import { knownKeys, string, MAX_TIMER_MS, wholeNumber } from '../options/rules';
 import { InvalidOptionsError } from '../errors/event-bus.errors';
 import { EventBus } from '../event-bus/event-bus';
+import { DeadLetters } from '../durable/dead-letter-store';
 import { createHealthController, HEALTH_DEFAULTS } from '../health/health.controller';
 import { NatsHealthIndicator } from '../health/nats.health-indicator';
 import { StorageHealthIndicator } from '../health/storage.health-indicator';
@@ -32,6 +33,9 @@ const eventBusProvider: Provider = {
   },
 };
 
+// `DeadLetters` is the bus's own: injected, it works on the bus's connection and storage.
+const deadLettersProvider: Provider = { provide: DeadLetters, inject: [EventBus], useFactory: (bus: EventBus) => bus.deadLetters };
+
 /**
  * The event bus for a Nest app. Global: import it once, in the root module.
  *
@@ -44,13 +48,14 @@ const eventBusProvider: Provider = {
     redisConnectionProvider,
     storageProvider,
     eventBusProvider,
+    deadLettersProvider,
     SubscribeMetadataAccessor,
     SubscribersLoader,
     NatsHealthIndicator,
     StorageHealthIndicator,
     JetStreamHealthIndicator,
   ],
-  exports: [EventBus, MESSAGE_STORAGE_MANAGER, EVENT_BUS_REDIS],
+  exports: [EventBus, DeadLetters, MESSAGE_STORAGE_MANAGER, EVENT_BUS_REDIS],
 })
 export class EventBusModule extends EventBusConfigurableModule implements OnApplicationShutdown {
   constructor(@Inject(EVENT_BUS_REDIS) private readonly redis: Redis | Cluster | null) {

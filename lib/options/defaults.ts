@@ -97,6 +97,16 @@ export const DEFAULTS = deepFreeze({
     /** KV bucket name: `<prefix>-<windowSeconds>s`, one bucket per window. */
     bucketPrefix: 'eventbus-inbox',
   },
+  /** `bus.deadLetters` / `DeadLetters` and the `dlq` CLI. */
+  deadLetters: {
+    /** Entries `list()` returns when no `limit` is given. */
+    listLimit: 100,
+  },
+  /** Consumer lag gauges (`eventbus.consumer.pending`, `.ack_pending`, `.redelivered`). */
+  consumerLag: {
+    /** Least time between two reads of one durable's consumer info; a metric export in between reuses the last. */
+    intervalMs: 15_000,
+  },
   /** `storage: { …, encryption, compression }`: the body codec. */
   bodyCodec: {
     /** A compressed body is kept only when it is at least this fraction smaller; else it is stored as it is. */
