@@ -30,7 +30,7 @@ export type InboxVerdict =
   | { kind: 'done' }
   /** Another delivery of the id holds a live lease: try again later (nak with this delay). */
   | { kind: 'busy'; retryInMs: number }
-  /** This delivery holds the lease: run the handler, then `finish`. */
+  /** This delivery holds the lease: run the handler, then call `succeeded` or `released`. */
   | { kind: 'run'; claim: InboxClaim };
 
 /** A lease held by one delivery while its handler runs. */
