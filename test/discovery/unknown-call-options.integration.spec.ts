@@ -37,8 +37,8 @@ describe('unknown keys in @Subscribe, publish and rpcRequest options', () => {
     }
   }
 
-  it('@Subscribe with a key a later version may add (idempotent, partitionBy, batch) stops bootstrap naming the key and the method', async () => {
-    for (const key of ['idempotent', 'partitionBy', 'batch']) {
+  it('@Subscribe with a key a later version may add (partitionBy, batch) stops bootstrap naming the key and the method', async () => {
+    for (const key of ['partitionBy', 'batch']) {
       @Injectable()
       class Handlers {
         @Subscribe('uk.later', { [key]: true } as never)
@@ -50,6 +50,20 @@ describe('unknown keys in @Subscribe, publish and rpcRequest options', () => {
       expect(err!.message).toContain('Handlers.onLater');
       expect(err!.message).toContain('is not an option');
     }
+  });
+
+  // idempotent became an option in issue 30; without a durable it is still refused at bootstrap.
+  it('@Subscribe with idempotent but no durable stops bootstrap naming the method', async () => {
+    @Injectable()
+    class EagerHandlers {
+      @Subscribe('uk.idem', { idempotent: true })
+      onIdem() {}
+    }
+    const err = await bootstrapError(EagerHandlers);
+    expect(err).toBeInstanceOf(InvalidOptionsError);
+    expect(err!.option).toBe('idempotent');
+    expect(err!.message).toContain('EagerHandlers.onIdem');
+    expect(err!.message).toContain("add durable: '<name>'");
   });
 
   it('@Subscribe with a typo gets a "did you mean"', async () => {
