@@ -3,9 +3,11 @@
 // ...), so more commands join the table below without touching the others.
 import { asyncApiCommand } from './asyncapi.command';
 import { CliCommand, CliUsageError } from './cli-command';
+import { dlqCommand } from './dlq.command';
 
 const COMMANDS: Record<string, CliCommand> = {
   asyncapi: asyncApiCommand,
+  dlq: dlqCommand,
 };
 
 function usage(): string {
