@@ -6,6 +6,6 @@ export type { OutboxPublishOptions, OutboxRow } from './event-bus-outbox';
 export { OutboxRelay, OutboxRelayError } from './outbox-relay';
 export type { RelayedRow } from './outbox-relay';
 export { OUTBOX_DEFAULTS } from './outbox.options';
-export type { EventBusOutboxOptions } from './outbox.options';
+export type { EventBusOutboxOptions, ResolvedOutboxOptions } from './outbox.options';
 export { OUTBOX_SCHEMA_SQL, outboxSchemaSql } from './outbox-schema';
 export type { OutboxTransaction, PgPoolLike, PgPoolClientLike } from './pg-types';

@@ -3,6 +3,7 @@ import * as path from 'node:path';
 import { InvalidOptionsError } from '../../lib';
 import { EventBusOutboxModule, OUTBOX_DEFAULTS, OUTBOX_SCHEMA_SQL, outboxSchemaSql } from '../../lib/outbox';
 import { resolveOutboxOptions } from '../../lib/outbox/outbox.options';
+import * as outboxEntry from '../../lib/outbox';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 
@@ -62,6 +63,15 @@ describe('outbox options and schema (no servers)', () => {
     expect(pkg.files).toContain('sql');
     expect(pkg.exports['./outbox']).toEqual({ types: './dist/outbox/index.d.ts', default: './dist/outbox/index.js' });
     expect(pkg.peerDependenciesMeta.pg).toEqual({ optional: true });
+  });
+
+  it('the outbox entry exports at run time only what docs/api.md lists', () => {
+    const docs = fs.readFileSync(path.join(ROOT, 'docs', 'api.md'), 'utf8');
+    const section = /<!-- api:outbox -->([\s\S]*?)<!-- \/api:outbox -->/.exec(docs)![1];
+    const listed = new Set([...section.matchAll(/`([A-Za-z_][A-Za-z0-9_]*)`/g)].map((m) => m[1]));
+    const runtime = Object.keys(outboxEntry).filter((k) => k !== '__esModule');
+    expect(runtime.filter((k) => !listed.has(k))).toEqual([]);
+    expect(runtime.length).toBeGreaterThan(5);
   });
 
   it('the main entry does not load pg; the outbox entry loads it only when the module makes its own pool', () => {
