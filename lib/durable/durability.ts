@@ -231,6 +231,8 @@ export interface ResolvedJetStreamOptions {
   readonly apiTimeoutMs: number;
   readonly allowDestructiveUpdates: boolean;
 }
+  /** False: bind to existing streams and consumers, never create or update them. */
+  readonly manage: boolean;
 
 export function resolveJetStreamOptions(options: JetStreamOptions | undefined): ResolvedJetStreamOptions {
   return deepFreeze({
@@ -240,4 +242,5 @@ export function resolveJetStreamOptions(options: JetStreamOptions | undefined): 
     apiTimeoutMs: options?.apiTimeoutMs ?? DEFAULTS.jetstream.apiTimeoutMs,
     allowDestructiveUpdates: options?.allowDestructiveUpdates ?? DEFAULTS.jetstream.allowDestructiveUpdates,
   });
+    manage: options?.manage ?? DEFAULTS.jetstream.manage,
 }

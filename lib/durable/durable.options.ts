@@ -24,6 +24,14 @@ export interface JetStreamOptions {
    * handlers still run). Growing a stream's limits is always allowed; every change made is logged.
    */
   allowDestructiveUpdates?: boolean;
+  /**
+   * Default true: the bus creates and updates its streams and durable consumers. `false` binds to
+   * streams and consumers made elsewhere (Terraform, the `nats` CLI) without any create or update
+   * call, so the NATS user needs no stream-admin rights: a stream of `streams` or a durable's
+   * consumer that does not exist fails bootstrap with `InvalidOptionsError` naming it, and a
+   * consumer deleted later is not re-created (`/_health` reports JetStream down).
+   */
+  manage?: boolean;
 }
 
 /** The durable half of `SubscribeOptions`. */
@@ -73,7 +81,10 @@ const STREAM_KEYS = ['name', 'subjects', 'maxAgeSeconds', 'replicas', 'storage',
 export function validateJetStreamOptions(options: JetStreamOptions | undefined): void {
   if (options === undefined) return;
   if (!options || typeof options !== 'object') throw new InvalidOptionsError('jetstream', 'must be an object');
-  knownKeys('jetstream', options, ['streams', 'apiTimeoutMs', 'allowDestructiveUpdates']);
+  knownKeys('jetstream', options, ['streams', 'apiTimeoutMs', 'allowDestructiveUpdates', 'manage']);
+  if (options.manage !== undefined && typeof options.manage !== 'boolean') {
+    throw new InvalidOptionsError('jetstream.manage', `must be true or false, got ${String(options.manage)}`);
+  }
   if (options.allowDestructiveUpdates !== undefined && typeof options.allowDestructiveUpdates !== 'boolean') {
     throw new InvalidOptionsError(
       'jetstream.allowDestructiveUpdates',

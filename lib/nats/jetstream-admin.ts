@@ -49,6 +49,8 @@ export interface EnsureResult {
 /** Whether settings that can lose messages or redeliver running ones may be changed (`jetstream.allowDestructiveUpdates`). */
 export interface EnsureOptions {
   allowDestructiveUpdates?: boolean;
+  /** False (`jetstream.manage`): only look; a missing stream or consumer is an `InvalidOptionsError` naming it. */
+  manage?: boolean;
 }
 
 /** Ensures streams and durable consumers through one JetStream manager. */
@@ -92,6 +94,12 @@ export class JetStreamAdmin {
       current = (await this.jsm.streams.info(spec.name)).config;
     } catch (err) {
       if (!isApiError(err, JetStreamApiCodes.StreamNotFound)) throw err;
+      if (options.manage === false) {
+        throw new InvalidOptionsError(
+          `jetstream.streams (${spec.name})`,
+          `stream ${spec.name} does not exist, and with jetstream.manage: false the bus does not create it; create it where your streams are managed`,
+        );
+      }
       try {
         await this.jsm.streams.add({ name: spec.name, ...wanted });
         return { outcome: 'created', changes: [] };
@@ -101,6 +109,8 @@ export class JetStreamAdmin {
         throw addErr;
       }
     }
+    // Managed elsewhere: what exists is what is used.
+    if (options.manage === false) return { outcome: 'unchanged', changes: [] };
     const drift = streamDrift(spec, current, wanted);
     if (drift.length === 0) return { outcome: 'unchanged', changes: [] };
     const shrinking = drift.filter((d) => d.destructive);
@@ -147,6 +157,12 @@ export class JetStreamAdmin {
       current = (await this.jsm.consumers.info(spec.stream, spec.durable)).config;
     } catch (err) {
       if (!isApiError(err, JetStreamApiCodes.ConsumerNotFound)) throw err;
+      if (options.manage === false) {
+        throw new InvalidOptionsError(
+          'durable',
+          `consumer "${spec.durable}" does not exist on stream ${spec.stream}, and with jetstream.manage: false the bus does not create it; create it (a pull consumer filtered on "${spec.filterSubject}", explicit ack) where your consumers are managed`,
+        );
+      }
       try {
         await this.jsm.consumers.add(spec.stream, {
           durable_name: spec.durable,
@@ -164,6 +180,17 @@ export class JetStreamAdmin {
         if (mayRace && addErr instanceof JetStreamApiError) return this.reconcileConsumer(spec, options, false);
         throw addErr;
       }
+    }
+    if (options.manage === false) {
+      // Its ack wait and limits are the operator's; only a filter that lets other topics in is refused.
+      const filters = current.filter_subjects ?? (current.filter_subject ? [current.filter_subject] : []);
+      if (filters.length !== 1 || filters[0] !== spec.filterSubject) {
+        throw new InvalidOptionsError(
+          'durable',
+          `consumer "${spec.durable}" on stream ${spec.stream} filters ${filters.length ? filters.map((f) => `"${f}"`).join(', ') : 'nothing (the whole stream)'}, not "${spec.filterSubject}"; with jetstream.manage: false the bus does not change it`,
+        );
+      }
+      return { outcome: 'unchanged', changes: [] };
     }
     const drift = consumerDrift(spec, current, ackWait, description);
     if (drift.length === 0) return { outcome: 'unchanged', changes: [] };

@@ -69,6 +69,8 @@ export const DEFAULTS = deepFreeze({
     apiTimeoutMs: 5000,
     /** Shrinking a shared stream or changing a consumer in use is refused at bootstrap unless allowed. */
     allowDestructiveUpdates: false,
+    /** Create and update streams and consumers; `false` only binds to existing ones. */
+    manage: true,
   },
   /** Each entry of `jetstream.streams` that leaves these out. */
   stream: {
