@@ -1,6 +1,6 @@
 // The public API of nestjs-nats-eventbus. Nothing else is exported.
 export * from './errors/event-bus.errors';
-export { EventBus, EventBusSubscription, DEFAULT_CONSUMER } from './event-bus/event-bus';
+export { EventBus, EventBusSubscription, DEFAULT_CONNECTION, DEFAULT_CONSUMER } from './event-bus/event-bus';
 export { SubscriptionStats } from './event-bus/subscriptions';
 export {
   EventBusCoreOptions,

@@ -33,7 +33,8 @@ export class Durability {
   // Which stream keeps a topic's messages, for the TTL of stored bodies, and when that was read; a service publishes to few topics.
   private readonly limits = new Map<string, { at: number; found: Promise<StreamLimits | undefined> }>();
   private readonly options: ResolvedJetStreamOptions;
-  private readonly apiTimeoutMs: number;
+  /** `jetstream.apiTimeoutMs`, resolved. */
+  readonly apiTimeoutMs: number;
   private readonly upkeep: ConsumerUpkeep;
 
   constructor(
@@ -230,9 +231,9 @@ export interface ResolvedJetStreamOptions {
   readonly streams: readonly StreamSpec[];
   readonly apiTimeoutMs: number;
   readonly allowDestructiveUpdates: boolean;
-}
   /** False: bind to existing streams and consumers, never create or update them. */
   readonly manage: boolean;
+}
 
 export function resolveJetStreamOptions(options: JetStreamOptions | undefined): ResolvedJetStreamOptions {
   return deepFreeze({
@@ -241,6 +242,6 @@ export function resolveJetStreamOptions(options: JetStreamOptions | undefined): 
     streams: (options?.streams ?? []).map((spec) => ({ ...spec, subjects: [...spec.subjects] })),
     apiTimeoutMs: options?.apiTimeoutMs ?? DEFAULTS.jetstream.apiTimeoutMs,
     allowDestructiveUpdates: options?.allowDestructiveUpdates ?? DEFAULTS.jetstream.allowDestructiveUpdates,
-  });
     manage: options?.manage ?? DEFAULTS.jetstream.manage,
+  });
 }

@@ -1,5 +1,6 @@
 import { Logger } from '@nestjs/common';
-import { NotConnectedError } from '../errors/event-bus.errors';
+import { InvalidOptionsError, NotConnectedError } from '../errors/event-bus.errors';
+import { describeThrown } from '../errors/thrown';
 import { RELEASE_TIMEOUT_MS } from '../options/defaults';
 import { BusConnection } from '../nats/bus-connection';
 import type { NatsConnectionOptions } from '../nats/bus-connection.options';
@@ -20,16 +21,20 @@ export class ConsumerPool {
   private closed = false;
 
   constructor(
-    /** Connection options of consumer `name`: the bus's, merged with what `add` was given. */
-    private readonly optionsFor: (name: string, own: Partial<NatsConnectionOptions>) => NatsConnectionOptions,
+    /** The bus's connection options, under each connection's own. */
+    private readonly busNats: NatsConnectionOptions,
+    /** The bus's connection name; connection `x` is named `<busName>:x` unless its options name it. */
+    private readonly busName: string,
     /** Runs once a consumer is connected; a throw releases it (e.g. a threshold the server refuses). */
     private readonly check: (client: BusConnection) => void,
     private readonly logger: Logger,
   ) {}
 
-  /** Register `name` with options of its own (before its first use; later calls change nothing). */
-  add(name: string, options: Partial<NatsConnectionOptions>): void {
+  /** Register `name` with options of its own (before its first use; later calls change nothing), and connect it. */
+  add(name: string, options: Partial<NatsConnectionOptions>): Promise<BusConnection> {
+    if (typeof name !== 'string' || !name) throw new InvalidOptionsError('connection', 'must be a non-empty string');
     if (!this.consumers.has(name)) this.consumers.set(name, { options });
+    return this.get(name);
   }
 
   /** The connected client of `name`, connecting it on first use. */
@@ -41,7 +46,8 @@ export class ConsumerPool {
       this.consumers.set(name, consumer);
     }
     if (consumer.ready) return consumer.ready;
-    const client = new BusConnection(`consumer:${name}`, this.optionsFor(name, consumer.options));
+    const own = consumer.options;
+    const client = new BusConnection(`consumer:${name}`, { ...this.busNats, ...own, name: own.name ?? `${this.busName}:${name}` });
     const entry = consumer;
     entry.client = client;
     entry.ready = client.connect().then(() => {
@@ -54,7 +60,7 @@ export class ConsumerPool {
         entry.client = undefined;
         entry.ready = undefined;
       }
-      this.logger.debug(`consumer "${name}" could not start: ${(err as Error).message}`);
+      this.logger.debug(`connection "${name}" could not start: ${describeThrown(err)}`);
       void client.drain(RELEASE_TIMEOUT_MS);
     });
     return entry.ready;

@@ -1,6 +1,6 @@
 import { InvalidOptionsError } from '../errors/event-bus.errors';
 import { DEFAULTS } from '../options/defaults';
-import { knownKeys, nonEmptyString, MAX_TIMER_MS, wholeNumber } from '../options/rules';
+import { knownKeys, nonEmptyString, MAX_TIMER_MS, renamed, wholeNumber } from '../options/rules';
 import type { NatsConnectionOptions } from '../nats/bus-connection.options';
 import { DurableSubscribeOptions, JetStreamOptions, validateJetStreamOptions } from '../durable/durable.options';
 
@@ -12,6 +12,8 @@ export interface EventBusCoreOptions {
    * Bodies above this many bytes are stored and sent as a claim-check envelope.
    * Default: the server's max_payload minus 8 KiB for headers. Never above that.
    */
+  largeMessageThresholdBytes?: number;
+  /** @deprecated Use `largeMessageThresholdBytes` (the same option, its unit in the name). */
   largeMessageThreshold?: number;
   /** Default `rpcRequest` timeout in ms. Default 10000. */
   rpcTimeoutMs?: number;
@@ -66,7 +68,9 @@ export const EVENT_BUS_DEFAULTS = DEFAULTS.bus;
 export interface SubscribeOptions extends DurableSubscribeOptions {
   /** Queue group: each message goes to one member of the group. Default: none (every subscriber gets it). Not with `durable`. */
   queue?: string;
-  /** Named consumer connection to subscribe on. Default `'default'`. Created on first use. */
+  /** Named connection to subscribe on (see `EventBus.addConnection`). Default `'default'`. Created on first use. */
+  connection?: string;
+  /** @deprecated Use `connection` (a named connection, not a JetStream consumer; see `durable` for those). */
   consumer?: string;
   /** Overrides `maxConcurrentHandlers` for this subscription. */
   maxConcurrent?: number;
@@ -94,6 +98,8 @@ export interface PersistOptions extends PublishOptions {
 
 export interface RpcRequestOptions extends PublishOptions {
   /** Milliseconds to wait for the reply. Default `rpcTimeoutMs` (10000). */
+  timeoutMs?: number;
+  /** @deprecated Use `timeoutMs` (the same option, its unit in the name). */
   timeout?: number;
 }
 
@@ -104,6 +110,7 @@ export interface RpcRequestOptions extends PublishOptions {
  */
 export const SUBSCRIBE_KEYS = [
   'queue',
+  'connection',
   'consumer',
   'maxConcurrent',
   'maxHeldBytes',
@@ -116,7 +123,7 @@ export const SUBSCRIBE_KEYS = [
   'idempotent',
 ] as const satisfies ReadonlyArray<keyof SubscribeOptions>;
 export const PUBLISH_KEYS = ['headers', 'persist', 'msgId'] as const satisfies ReadonlyArray<keyof PersistOptions>;
-export const RPC_REQUEST_KEYS = ['headers', 'timeout'] as const satisfies ReadonlyArray<keyof RpcRequestOptions>;
+export const RPC_REQUEST_KEYS = ['headers', 'timeoutMs', 'timeout'] as const satisfies ReadonlyArray<keyof RpcRequestOptions>;
 
 /** A call's options object: absent, or an object with only `known` keys; else `InvalidOptionsError`. */
 export function checkCallOptions(value: unknown, known: readonly string[]): void {
@@ -128,6 +135,7 @@ export function checkCallOptions(value: unknown, known: readonly string[]): void
 /** Every key of `EventBusCoreOptions`; `storage` and `health` are the module's. */
 const CORE_KEYS = [
   'nats',
+  'largeMessageThresholdBytes',
   'largeMessageThreshold',
   'rpcTimeoutMs',
   'maxConcurrentHandlers',
@@ -151,7 +159,8 @@ export function validateCoreOptions(options: EventBusCoreOptions): void {
   const servers = nats.servers;
   if (servers === undefined || (Array.isArray(servers) ? servers.length === 0 : typeof servers !== 'string' || !servers))
     throw new InvalidOptionsError('nats.servers', 'must be a URL or a non-empty array of URLs');
-  wholeNumber('largeMessageThreshold', options.largeMessageThreshold, 1, 'bytes');
+  const threshold = renamed<number>(options, 'largeMessageThresholdBytes', 'largeMessageThreshold');
+  wholeNumber(threshold.option, threshold.value, 1, 'bytes');
   wholeNumber('rpcTimeoutMs', options.rpcTimeoutMs, 1, 'milliseconds', MAX_TIMER_MS);
   wholeNumber('maxConcurrentHandlers', options.maxConcurrentHandlers);
   wholeNumber('maxPendingMessages', options.maxPendingMessages);
@@ -170,4 +179,23 @@ export function validateCoreOptions(options: EventBusCoreOptions): void {
     if (options[key] !== undefined && typeof options[key] !== 'boolean')
       throw new InvalidOptionsError(key, `must be true or false, got ${typeof options[key]}`);
   }
+}
+
+/** The bus's options checked, with every default filled in and each renamed option under its new name. */
+export type ResolvedBusOptions = Readonly<
+  Required<Omit<EventBusCoreOptions, 'largeMessageThreshold' | 'largeMessageThresholdBytes' | 'recoverOnReceipt' | 'jetstream'>> &
+    Pick<EventBusCoreOptions, 'largeMessageThresholdBytes' | 'recoverOnReceipt' | 'jetstream'>
+>;
+
+/** Checks the bus's options (see `validateCoreOptions`) and resolves them once; a key given as `undefined` keeps its default. */
+export function resolveBusOptions(options: EventBusCoreOptions): ResolvedBusOptions {
+  validateCoreOptions(options);
+  const given = Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)) as EventBusCoreOptions & {
+    storage?: unknown;
+    health?: unknown;
+  };
+  // The module's own keys, and the deprecated name, are not the bus's.
+  const { storage: _storage, health: _health, largeMessageThreshold: _old, ...core } = given;
+  const threshold = renamed<number>(options, 'largeMessageThresholdBytes', 'largeMessageThreshold').value;
+  return Object.freeze({ ...EVENT_BUS_DEFAULTS, ...core, largeMessageThresholdBytes: threshold });
 }

@@ -1,14 +1,15 @@
-// EventBus is the public facade: publish, rpcRequest, subscribe, addConsumer, connect, close, with
+// EventBus is the public facade: publish, rpcRequest, subscribe, addConnection, connect, close, with
 // their documentation. The work is in sender.ts (publish, rpcRequest), receiver.ts (subscribe),
 // consumer-pool.ts, subscriptions.ts and delivery/ (the send and receive cores).
 import { Logger, OnModuleDestroy, OnModuleInit } from '@nestjs/common';
 import { ClaimCheckCodec } from '../claim-check/claim-check.codec';
 import { bodyCodecOf } from '../claim-check/body-codec';
 import { Outbound } from '../delivery/outbound';
-import { InvalidOptionsError, NotConnectedError } from '../errors/event-bus.errors';
-import { DEFAULTS, RELEASE_TIMEOUT_MS } from '../options/defaults';
+import { NotConnectedError } from '../errors/event-bus.errors';
+import { RELEASE_TIMEOUT_MS } from '../options/defaults';
 import { Durability } from '../durable/durability';
 import { DeadLetters } from '../durable/dead-letter-store';
+import { ConsumerLag, startConsumerLag } from '../telemetry/consumer-lag';
 import type { PersistAck } from '../nats/jetstream';
 import { BusConnection, ConnectionStatus } from '../nats/bus-connection';
 import { InFlight } from './in-flight';
@@ -16,13 +17,13 @@ import { NATS_CONNECTION_DEFAULTS, NatsConnectionOptions } from '../nats/bus-con
 import { MessageStorageManager } from '../storage/message-storage-manager';
 import { ConsumerPool } from './consumer-pool';
 import { Sender } from './sender';
-import { DEFAULT_CONSUMER, EventBusSubscription, Receiver } from './receiver';
+import { DEFAULT_CONNECTION, DEFAULT_CONSUMER, EventBusSubscription, Receiver } from './receiver';
 import { SubscriptionStats } from './subscriptions';
 import { describeConnectError } from '../nats/connect-error';
 import {
-  EVENT_BUS_DEFAULTS,
-  validateCoreOptions,
   EventBusCoreOptions,
+  resolveBusOptions,
+  ResolvedBusOptions,
   PersistOptions,
   PublishOptions,
   RpcRequestOptions,
@@ -33,12 +34,11 @@ import { BusTelemetry } from '../telemetry/bus-telemetry';
 import { TraceTaggedLogger } from '../telemetry/trace-tagged-logger';
 import { tracedStore } from '../telemetry/traced-store';
 
-export { DEFAULT_CONSUMER };
-export type { EventBusSubscription };
+export { DEFAULT_CONNECTION, DEFAULT_CONSUMER, type EventBusSubscription };
 
 /**
- * One event bus per service: a producer connection for `publish`/`rpcRequest`, and named consumer
- * connections for subscriptions. Large bodies go through claim-check both ways.
+ * One event bus per service: a producer connection for `publish`/`rpcRequest`, and named
+ * connections (`addConnection`) for subscriptions. Large bodies go through claim-check both ways.
  */
 export class EventBus implements OnModuleInit, OnModuleDestroy {
   private readonly telemetry = new BusTelemetry();
@@ -48,24 +48,27 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
   private readonly producer: BusConnection;
   private readonly consumers: ConsumerPool;
   private readonly inFlight = new InFlight();
-  private readonly options: Required<Omit<EventBusCoreOptions, 'largeMessageThreshold' | 'recoverOnReceipt' | 'jetstream'>> &
-    EventBusCoreOptions;
+  private readonly options: ResolvedBusOptions;
   private readonly durability: Durability;
   private readonly sender: Sender;
   private readonly receiver: Receiver;
   private connecting?: Promise<void>;
   private closing?: Promise<void>;
+  private dead?: DeadLetters;
+  // The lag gauges of its durables; undefined without a meter provider.
+  private lag?: ConsumerLag;
 
   constructor(
     options: EventBusCoreOptions,
     private readonly storage: MessageStorageManager | null = null,
   ) {
-    validateCoreOptions(options);
-    this.options = { ...EVENT_BUS_DEFAULTS, ...options };
-    this.codec = new ClaimCheckCodec(tracedStore(storage, this.telemetry), options.largeMessageThreshold, bodyCodecOf(storage));
+    this.options = resolveBusOptions(options);
+    const threshold = this.options.largeMessageThresholdBytes;
+    this.codec = new ClaimCheckCodec(tracedStore(storage, this.telemetry), threshold, bodyCodecOf(storage));
     this.outbound = new Outbound(this.codec);
     this.durability = new Durability(options.jetstream, this.outbound, this.logger);
-    this.producer = new BusConnection('producer', { ...options.nats, name: this.connectionName() });
+    const name = this.options.nats.name ?? NATS_CONNECTION_DEFAULTS.name;
+    this.producer = new BusConnection('producer', { ...this.options.nats, name });
     this.sender = new Sender({
       codec: this.codec,
       outbound: this.outbound,
@@ -74,13 +77,9 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
       telemetry: this.telemetry,
       rpcTimeoutMs: this.options.rpcTimeoutMs,
       openProducer: () => this.openProducer(),
-      storageTtlSeconds: () => this.storageTtlSeconds(),
+      storage,
     });
-    this.consumers = new ConsumerPool(
-      (name, own) => ({ ...this.options.nats, ...own, name: own.name ?? `${this.connectionName()}:${name}` }),
-      (client) => this.checkThreshold(client),
-      this.logger,
-    );
+    this.consumers = new ConsumerPool(this.options.nats, name, (client) => this.checkThreshold(client), this.logger);
     this.receiver = new Receiver({
       codec: this.codec,
       durability: this.durability,
@@ -108,6 +107,7 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
     if (this.closing) return Promise.reject(new NotConnectedError('EventBus is closed'));
     // Tracer and meter are taken now, not at import: an SDK registered before the app starts is used.
     this.telemetry.start(this.options.telemetry, () => this.subscriptionStats());
+    this.lag ??= startConsumerLag(this.options.telemetry, this.options.jetstream, () => this.producer.connection, () => this.subscriptionStats());
     this.connecting ??= this.producer
       .connect(this.options.firstConnectTimeoutMs)
       .then(
@@ -126,14 +126,17 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
   }
 
   /**
-   * Register a consumer: a connection of its own for subscriptions that name it. `natsOptions`
-   * are merged over the bus's NATS options. Connects now if the bus is connected.
+   * Register a named connection of its own for the subscriptions that name it (`{ connection }`).
+   * `natsOptions` are merged over the bus's NATS options. Connects now.
    */
-  async addConsumer(name: string, natsOptions: Partial<NatsConnectionOptions> = {}): Promise<void> {
-    if (typeof name !== 'string' || !name) throw new InvalidOptionsError('consumer', 'must be a non-empty string');
+  async addConnection(name: string, natsOptions: Partial<NatsConnectionOptions> = {}): Promise<void> {
     if (this.closing) throw new NotConnectedError('EventBus is closed');
-    this.consumers.add(name, natsOptions);
-    await this.consumers.get(name);
+    await this.consumers.add(name, natsOptions);
+  }
+
+  /** @deprecated Use `addConnection` (a named connection, not a JetStream consumer). */
+  addConsumer(name: string, natsOptions?: Partial<NatsConnectionOptions>): Promise<void> {
+    return this.addConnection(name, natsOptions);
   }
 
   /**
@@ -183,7 +186,7 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
 
   /**
    * Bytes above which `publish`, `rpcRequest` and replies offload a body to storage: the
-   * `largeMessageThreshold` option, or the server's max_payload (known once connected, 1 MiB
+   * `largeMessageThresholdBytes` option, or the server's max_payload (known once connected, 1 MiB
    * before) minus header room.
    */
   get offloadThreshold(): number {
@@ -206,12 +209,10 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
       connection: () => this.openProducer(),
       codec: this.codec,
       publish: (subject, body, headers, msgId) => this.durability.publish(this.openProducer(), subject, body, headers, msgId),
-      apiTimeoutMs: this.options.jetstream?.apiTimeoutMs ?? DEFAULTS.jetstream.apiTimeoutMs,
+      apiTimeoutMs: this.durability.apiTimeoutMs,
     });
     return this.dead;
   }
-
-  private dead?: DeadLetters;
 
   /** The storage the bus offloads to, or null. */
   get messageStorage(): MessageStorageManager | null {
@@ -239,6 +240,7 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
     await this.connecting?.catch(() => undefined);
     await this.producer.drain(deadline);
     this.telemetry.stop();
+    this.lag?.stop();
   }
 
   private openProducer(): BusConnection {
@@ -247,17 +249,7 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
     return this.producer;
   }
 
-  /** How long the storage keeps a body by default, when it says (the Redis and object stores do). */
-  private storageTtlSeconds(): number | undefined {
-    const ttl = (this.storage as { ttlSeconds?: unknown } | null)?.ttlSeconds;
-    return typeof ttl === 'number' ? ttl : undefined;
-  }
-
-  private connectionName(): string {
-    return this.options.nats.name ?? NATS_CONNECTION_DEFAULTS.name;
-  }
-
   private checkThreshold(client: BusConnection): void {
-    this.outbound.checkThreshold(this.options.largeMessageThreshold, client.maxPayload);
+    this.outbound.checkThreshold(this.options.largeMessageThresholdBytes, client.maxPayload);
   }
 }

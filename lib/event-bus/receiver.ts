@@ -11,7 +11,7 @@ import { durableSettings } from '../durable/durable.options';
 import { InvalidOptionsError } from '../errors/event-bus.errors';
 import { BusConnection } from '../nats/bus-connection';
 import { checkQueue, checkTopic } from '../nats/subjects';
-import { wholeNumber } from '../options/rules';
+import { renamed, wholeNumber } from '../options/rules';
 import { BusTelemetry } from '../telemetry/bus-telemetry';
 import { ConsumerPool } from './consumer-pool';
 import { checkCallOptions, EventBusCoreOptions, SUBSCRIBE_KEYS, SubscribeOptions } from './event-bus.options';
@@ -23,12 +23,18 @@ export interface EventBusSubscription {
   readonly queue?: string;
   /** The durable consumer's name, for a durable subscription. */
   readonly durable?: string;
+  /** The named connection it is on. */
+  readonly connection: string;
+  /** @deprecated The same as `connection`. */
   readonly consumer: string;
   /** Stop receiving, let in-flight handlers finish, then resolve. */
   unsubscribe(): Promise<void>;
 }
 
-export const DEFAULT_CONSUMER = 'default';
+/** The connection a subscription that names none is on. */
+export const DEFAULT_CONNECTION = 'default';
+/** @deprecated Use `DEFAULT_CONNECTION`. */
+export const DEFAULT_CONSUMER = DEFAULT_CONNECTION;
 
 /** What the receive side uses of its bus. */
 export interface ReceiverParts {
@@ -65,7 +71,7 @@ export class Receiver {
     checkQueue(opts.queue, topic);
     if (typeof handler !== 'function') throw new InvalidOptionsError('handler', `must be a function (topic "${topic}")`);
     const durable = durableSettings(topic, opts);
-    const consumerName = opts.consumer ?? DEFAULT_CONSUMER;
+    const consumerName = renamed<string>(opts, 'connection', 'consumer').value ?? DEFAULT_CONNECTION;
     const maxConcurrent = opts.maxConcurrent ?? this.options.maxConcurrentHandlers;
     wholeNumber('maxConcurrent', maxConcurrent);
     const maxHeldBytes = opts.maxHeldBytes ?? this.options.maxHeldBytes;
@@ -83,7 +89,7 @@ export class Receiver {
         limits,
       );
       const stopDurable = this.subscriptions.addDurable(sub, topic, consumerName, durable.durable, this.options.shutdownTimeoutMs);
-      return { subject: topic, durable: durable.durable, consumer: consumerName, unsubscribe: stopDurable };
+      return { subject: topic, durable: durable.durable, connection: consumerName, consumer: consumerName, unsubscribe: stopDurable };
     }
     const stop = await this.subscriptions.start(
       client,
@@ -98,7 +104,7 @@ export class Receiver {
       },
       this.options.shutdownTimeoutMs,
     );
-    return { subject: topic, queue: opts.queue, consumer: consumerName, unsubscribe: stop };
+    return { subject: topic, queue: opts.queue, connection: consumerName, consumer: consumerName, unsubscribe: stop };
   }
 
   stats(): SubscriptionStats[] {

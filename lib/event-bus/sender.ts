@@ -7,11 +7,12 @@ import { InvalidOptionsError, RpcTimeoutError } from '../errors/event-bus.errors
 import type { PersistAck } from '../nats/jetstream';
 import { BusConnection, checkHeaderValue, createHeaders, Msg, MsgHdrs } from '../nats/bus-connection';
 import { checkTopic } from '../nats/subjects';
-import { MAX_TIMER_MS, nonEmptyString, wholeNumber } from '../options/rules';
+import { MAX_TIMER_MS, nonEmptyString, renamed, wholeNumber } from '../options/rules';
 import { withTimeout } from '../shared/deadline';
 import { BusTelemetry } from '../telemetry/bus-telemetry';
 import { checkCallOptions, PersistOptions, PUBLISH_KEYS, PublishOptions, RPC_REQUEST_KEYS, RpcRequestOptions } from './event-bus.options';
 import { InFlight } from './in-flight';
+import type { MessageStorageManager } from '../storage/message-storage-manager';
 
 /** What the send side uses of its bus. */
 export interface SenderParts {
@@ -24,8 +25,8 @@ export interface SenderParts {
   rpcTimeoutMs: number;
   /** The producer connection, or `NotConnectedError` when the bus is not connected or closed. */
   openProducer(): BusConnection;
-  /** How long the storage keeps a body by default, when it says. */
-  storageTtlSeconds(): number | undefined;
+  /** The store large bodies go to, or null. */
+  storage: MessageStorageManager | null;
 }
 
 /** `publish` and `rpcRequest` of one bus. */
@@ -75,7 +76,7 @@ export class Sender {
         return Promise.resolve();
       }
       // A stream that captures the topic would keep the message longer than its body: warned once per topic.
-      this.parts.durability.noteStoredWithoutPersist(producer, topic, this.parts.storageTtlSeconds());
+      this.parts.durability.noteStoredWithoutPersist(producer, topic, this.storageTtlSeconds());
       // close() waits for a publish whose body is being stored, so that it still goes out.
       return this.inFlight.publish(wire.then((envelope) => this.outbound.sendStored(envelope, (e) => producer.publish(topic, e, hdrs))));
     } catch (err) {
@@ -89,8 +90,9 @@ export class Sender {
       const started = Date.now();
       if (opts !== undefined) checkCallOptions(opts, RPC_REQUEST_KEYS);
       const producer = this.parts.openProducer();
-      const timeout = opts?.timeout ?? this.parts.rpcTimeoutMs;
-      wholeNumber('timeout', timeout, 1, 'milliseconds', MAX_TIMER_MS);
+      const given = renamed<number>(opts, 'timeoutMs', 'timeout');
+      const timeout = given.value ?? this.parts.rpcTimeoutMs;
+      wholeNumber(given.option, timeout, 1, 'milliseconds', MAX_TIMER_MS);
       this.checkPublishTopic(topic);
       // Everything that can be refused is checked before a large body is stored.
       const hdrs = this.telemetry.inject(opts?.headers ? createHeaders(opts.headers) : undefined);
@@ -147,6 +149,12 @@ export class Sender {
     // message's body by answering with its envelope. Replies are stored with a short TTL instead.
     const recovered = this.codec.recover(`${topic} (reply)`, decoded.envelope) as Promise<T>;
     return withTimeout(recovered, remainingMs(started, timeout), () => new RpcTimeoutError(topic, timeout));
+  }
+
+  /** How long the storage keeps a body by default, when it says (the Redis and object stores do). */
+  private storageTtlSeconds(): number | undefined {
+    const ttl = (this.parts.storage as { ttlSeconds?: unknown } | null)?.ttlSeconds;
+    return typeof ttl === 'number' ? ttl : undefined;
   }
 }
 

@@ -4,7 +4,7 @@ import { bodyCodecOf } from '../claim-check/body-codec';
 import { Outbound } from '../delivery/outbound';
 import { InvalidOptionsError } from '../errors/event-bus.errors';
 import { RELEASE_TIMEOUT_MS } from '../options/defaults';
-import { storageManager, wholeNumber } from '../options/rules';
+import { renamed, storageManager, wholeNumber } from '../options/rules';
 import { BusConnection } from '../nats/bus-connection';
 import type { NatsConnectionOptions } from '../nats/bus-connection.options';
 import { MessageStorageManager } from '../storage/message-storage-manager';
@@ -38,6 +38,8 @@ export interface EventBusTransportOptions {
    * Serialized Nest packets above this many bytes are stored and sent as a claim-check envelope.
    * Default: the server's max_payload minus 8 KiB for headers. Never above that.
    */
+  largeMessageThresholdBytes?: number;
+  /** @deprecated Use `largeMessageThresholdBytes` (the same option, its unit in the name). */
   largeMessageThreshold?: number;
   /**
    * Trace and count through `@opentelemetry/api` when the app has it installed and registered an
@@ -72,16 +74,20 @@ export interface TransportSetup {
   telemetry: BusTelemetry;
   /** What the server side holds and runs at once, per pattern. */
   limits: DispatchLimits;
+  /** `largeMessageThresholdBytes` (or its deprecated name), when given. */
+  thresholdBytes: number | undefined;
 }
 
 /** Validates the options and builds the claim-check codec both sides share. */
 export function transportSetup(options: EventBusTransportOptions | undefined, who: string): TransportSetup {
   if (!options || typeof options !== 'object') throw new InvalidOptionsError('options', `${who} needs { nats, storage }`);
-  const { storage, largeMessageThreshold: t, nats } = options;
+  const { storage, nats } = options;
+  const threshold = renamed<number>(options, 'largeMessageThresholdBytes', 'largeMessageThreshold');
+  const t = threshold.value;
   if (nats !== undefined && (nats === null || typeof nats !== 'object'))
     throw new InvalidOptionsError('nats', `${who}: must be the options object of Transport.NATS`);
   if (storage != null) storageManager('storage', storage);
-  wholeNumber('largeMessageThreshold', t, 1, 'bytes');
+  wholeNumber(threshold.option, t, 1, 'bytes');
   if (options.telemetry !== undefined && typeof options.telemetry !== 'boolean')
     throw new InvalidOptionsError('telemetry', `${who}: must be true or false, got ${typeof options.telemetry}`);
   wholeNumber('maxHeldBytes', options.maxHeldBytes, 1, 'bytes');
@@ -97,6 +103,7 @@ export function transportSetup(options: EventBusTransportOptions | undefined, wh
     connection: connection as NatsConnectionOptions,
     storage: storage ?? null,
     telemetry,
+    thresholdBytes: t,
     limits: {
       maxHeldBytes: options.maxHeldBytes ?? DEFAULTS.bus.maxHeldBytes,
       maxConcurrent: options.maxConcurrentHandlers ?? DEFAULTS.bus.maxConcurrentHandlers,
@@ -117,7 +124,7 @@ export async function openTransportClient(setup: TransportSetup, options: EventB
   const client = new BusConnection(label, setup.connection);
   await client.connect();
   try {
-    new Outbound(setup.codec).checkThreshold(options.largeMessageThreshold, client.maxPayload);
+    new Outbound(setup.codec).checkThreshold(setup.thresholdBytes, client.maxPayload);
   } catch (err) {
     await client.drain(RELEASE_TIMEOUT_MS);
     throw err;

@@ -85,3 +85,27 @@ function distance(a: string, b: string): number {
   }
   return row[b.length];
 }
+
+/** What `renamed` found: the value, and the name it was given under (for the errors that name it). */
+export interface RenamedOption<T> {
+  value: T | undefined;
+  option: string;
+}
+
+/**
+ * An option renamed, its old name kept as a deprecated alias: the value under either name. Both
+ * given with different values is an `InvalidOptionsError`, since neither can be guessed to win.
+ */
+export function renamed<T>(owner: object | null | undefined, name: string, deprecated: string, prefix = ''): RenamedOption<T> {
+  const o = (owner ?? {}) as Record<string, unknown>;
+  const [now, old] = [o[name], o[deprecated]];
+  if (now !== undefined && old !== undefined && now !== old) {
+    throw new InvalidOptionsError(
+      `${prefix}${name}`,
+      `and its deprecated name ${prefix}${deprecated} are both given, with different values (${String(now)} and ${String(old)}); give ${name} alone`,
+    );
+  }
+  return now !== undefined || old === undefined
+    ? { value: now as T | undefined, option: `${prefix}${name}` }
+    : { value: old as T, option: `${prefix}${deprecated}` };
+}

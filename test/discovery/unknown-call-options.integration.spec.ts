@@ -79,7 +79,7 @@ describe('unknown keys in @Subscribe, publish and rpcRequest options', () => {
     expect(err!.message).toContain('TypoHandlers.onTypo');
   });
 
-  it('publish with delayMs or notBefore, and rpcRequest with timeoutMs, are InvalidOptionsError at once; nothing is sent', async () => {
+  it('publish with delayMs or notBefore, and rpcRequest with a mistyped timeoutMs, are InvalidOptionsError at once; nothing is sent', async () => {
     const bus = buses.track(new EventBus({ nats: { servers: nats.url } }));
     await bus.connect();
     const got: string[] = [];
@@ -91,9 +91,10 @@ describe('unknown keys in @Subscribe, publish and rpcRequest options', () => {
     expect(delayed.option).toBe('delayMs');
     await expect(bus.publish('uk.later', {}, { notBefore: Date.now() + 1000 } as never)).rejects.toThrow(InvalidOptionsError);
     await expect(bus.publish('uk.later', {}, { partitionBy: 'id' } as never)).rejects.toThrow(/partitionBy/);
-    const typo = await bus.rpcRequest<never>('uk.rpc', {}, { timeoutMs: 50 } as never).catch((e: InvalidOptionsError) => e);
+    // timeoutMs is an option since issue 28 (timeout its deprecated name): a typo of it is refused.
+    const typo = await bus.rpcRequest<never>('uk.rpc', {}, { timeoutMS: 50 } as never).catch((e: InvalidOptionsError) => e);
     expect(typo).toBeInstanceOf(InvalidOptionsError);
-    expect(typo.message).toContain('did you mean "timeout"');
+    expect(typo.message).toContain('did you mean "timeoutMs"');
     await expect(bus.subscribe('uk.sub', () => undefined, { idempotent: true } as never)).rejects.toThrow(InvalidOptionsError);
 
     // What each call does take still works.
