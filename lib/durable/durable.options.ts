@@ -32,6 +32,12 @@ export interface JetStreamOptions {
    * consumer deleted later is not re-created (`/_health` reports JetStream down).
    */
   manage?: boolean;
+  /**
+   * Least time between two reads of each durable's consumer info for the lag gauges
+   * (`eventbus.consumer.pending`, `.ack_pending`, `.redelivered`), in ms; a metric export in
+   * between reports the last reading. Default 15000. Only with an OpenTelemetry meter provider.
+   */
+  consumerLagIntervalMs?: number;
 }
 
 /** The durable half of `SubscribeOptions`. */
@@ -81,7 +87,11 @@ const STREAM_KEYS = ['name', 'subjects', 'maxAgeSeconds', 'replicas', 'storage',
 export function validateJetStreamOptions(options: JetStreamOptions | undefined): void {
   if (options === undefined) return;
   if (!options || typeof options !== 'object') throw new InvalidOptionsError('jetstream', 'must be an object');
-  knownKeys('jetstream', options, ['streams', 'apiTimeoutMs', 'allowDestructiveUpdates', 'manage']);
+  knownKeys('jetstream', options, ['streams', 'apiTimeoutMs', 'allowDestructiveUpdates', 'manage', 'consumerLagIntervalMs']);
+  const lag = options.consumerLagIntervalMs;
+  if (lag !== undefined && (typeof lag !== 'number' || !Number.isSafeInteger(lag) || lag < 100)) {
+    throw new InvalidOptionsError('jetstream.consumerLagIntervalMs', `must be a whole number of ms, at least 100, got ${String(lag)}`);
+  }
   if (options.manage !== undefined && typeof options.manage !== 'boolean') {
     throw new InvalidOptionsError('jetstream.manage', `must be true or false, got ${String(options.manage)}`);
   }

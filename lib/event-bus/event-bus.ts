@@ -9,6 +9,7 @@ import { NotConnectedError } from '../errors/event-bus.errors';
 import { RELEASE_TIMEOUT_MS } from '../options/defaults';
 import { Durability } from '../durable/durability';
 import { DeadLetters } from '../durable/dead-letter-store';
+import { ConsumerLag, startConsumerLag } from '../telemetry/consumer-lag';
 import type { PersistAck } from '../nats/jetstream';
 import { BusConnection, ConnectionStatus } from '../nats/bus-connection';
 import { InFlight } from './in-flight';
@@ -54,6 +55,8 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
   private connecting?: Promise<void>;
   private closing?: Promise<void>;
   private dead?: DeadLetters;
+  // The lag gauges of its durables; undefined without a meter provider.
+  private lag?: ConsumerLag;
 
   constructor(
     options: EventBusCoreOptions,
@@ -104,6 +107,12 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
     if (this.closing) return Promise.reject(new NotConnectedError('EventBus is closed'));
     // Tracer and meter are taken now, not at import: an SDK registered before the app starts is used.
     this.telemetry.start(this.options.telemetry, () => this.subscriptionStats());
+    this.lag ??= startConsumerLag(
+      this.options.telemetry,
+      this.options.jetstream,
+      () => this.producer.connection,
+      () => this.subscriptionStats(),
+    );
     this.connecting ??= this.producer
       .connect(this.options.firstConnectTimeoutMs)
       .then(
@@ -236,6 +245,7 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
     await this.connecting?.catch(() => undefined);
     await this.producer.drain(deadline);
     this.telemetry.stop();
+    this.lag?.stop();
   }
 
   private openProducer(): BusConnection {

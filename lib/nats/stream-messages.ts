@@ -3,7 +3,7 @@
 import { JetStreamApiCodes, jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
 import { type MsgHdrs, type NatsConnection } from '@nats-io/transport-node';
 import { InvalidOptionsError } from '../errors/event-bus.errors';
-import { asNotConnected, isApiError } from './jetstream-errors';
+import { asNotConnected, isApiError, isNoStream } from './jetstream-errors';
 
 /** One message as the stream keeps it. */
 export interface StreamMessage {
@@ -23,7 +23,17 @@ export interface StreamBounds {
   messages: number;
 }
 
-/** Messages of streams by sequence, on one connection. */
+/** What a durable consumer's info says about its backlog. */
+export interface ConsumerCounts {
+  /** Messages in the stream not yet delivered to it. */
+  pending: number;
+  /** Delivered, not yet acked. */
+  ackPending: number;
+  /** Delivered more than once and not yet acked. */
+  redelivered: number;
+}
+
+/** Messages of streams by sequence, and consumers' counts, on one connection; no consumer is made. */
 export class StreamMessages {
   private constructor(private readonly jsm: JetStreamManager) {}
 
@@ -42,6 +52,27 @@ export class StreamMessages {
       return { firstSeq: state.first_seq, lastSeq: state.last_seq, messages: state.messages };
     } catch (err) {
       throw this.described(stream, err);
+    }
+  }
+
+  /** The stream that captures `subject`, or undefined when none does. */
+  async streamFor(subject: string): Promise<string | undefined> {
+    try {
+      return await this.jsm.streams.find(subject);
+    } catch (err) {
+      if (isNoStream(err)) return undefined;
+      throw asNotConnected(`could not look up the stream for "${subject}"`, err);
+    }
+  }
+
+  /** A durable consumer's counts from its info, or undefined when it does not exist. */
+  async consumerCounts(stream: string, durable: string): Promise<ConsumerCounts | undefined> {
+    try {
+      const info = await this.jsm.consumers.info(stream, durable);
+      return { pending: info.num_pending, ackPending: info.num_ack_pending, redelivered: info.num_redelivered };
+    } catch (err) {
+      if (isApiError(err, JetStreamApiCodes.ConsumerNotFound) || isApiError(err, JetStreamApiCodes.StreamNotFound)) return undefined;
+      throw asNotConnected(`could not read consumer ${durable} on ${stream}`, err);
     }
   }
 

@@ -120,6 +120,10 @@ export class OutboxRelay implements OnApplicationBootstrap, OnModuleDestroy {
     // A NOTIFY from here on may be for a commit the SELECT below does not see: it must cause another pass.
     this.woken = false;
     const client = await this.pool.connect();
+    // pg emits a lost connection on a checked-out client as an 'error' event, which unheard would
+    // crash the process; heard, the pending query rejects and the batch is retried.
+    const onError = () => undefined;
+    client.on('error', onError);
     let published: { count: number; error?: unknown } = { count: 0 };
     let rows: RelayedRow[];
     try {
@@ -131,9 +135,11 @@ export class OutboxRelay implements OnApplicationBootstrap, OnModuleDestroy {
     } catch (err) {
       await client.query('ROLLBACK').catch(() => undefined);
       // A PostgreSQL error may have broken the connection: do not hand it back to the pool.
+      client.removeListener('error', onError);
       client.release(true);
       throw err;
     }
+    client.removeListener('error', onError);
     client.release();
     this.relayed += published.count;
     if (published.error !== undefined) throw published.error;
@@ -141,22 +147,33 @@ export class OutboxRelay implements OnApplicationBootstrap, OnModuleDestroy {
   }
 
   /**
-   * Publishes `rows` in seq order, each after the previous one was acked: publishes in flight
-   * together may be stored out of order (a test saw it), and a claim-checked one stores its body
-   * first. Stops at the first failure. Returns how many rows from the start were acked.
+   * Publishes `rows` in seq order. Small ones go out back to back without waiting for each ack:
+   * they take the same path to one connection, and the server stores them in the order they
+   * arrive. A claim-checked one waits for the acks before it and holds back those after it, since
+   * storing its body first would let later rows overtake it. Stops sending at the first failure.
+   * Returns how many rows from the start were acked.
    */
   private async publishInOrder(rows: RelayedRow[]): Promise<{ count: number; error?: unknown }> {
-    let count = 0;
+    const threshold = this.bus.offloadThreshold;
+    const sent: Array<Promise<unknown>> = [];
+    let failed = false;
     for (const row of rows) {
-      if (this.stopped && count > 0) break;
-      try {
-        await this.publishRow(row);
-      } catch (error) {
-        return { count, error };
-      }
-      count++;
+      if (failed || (this.stopped && sent.length > 0)) break;
+      const large = Buffer.byteLength(row.payload, 'utf8') > threshold;
+      if (large) await Promise.allSettled(sent);
+      if (failed) break;
+      const ack = this.publishRow(row).catch((err: unknown) => {
+        failed = true;
+        throw err;
+      });
+      sent.push(ack);
+      if (large) await ack.catch(() => undefined);
     }
-    return { count };
+    const settled = await Promise.allSettled(sent);
+    let count = 0;
+    while (count < settled.length && settled[count].status === 'fulfilled') count++;
+    const first = settled[count];
+    return { count, error: first?.status === 'rejected' ? first.reason : undefined };
   }
 
   private async publishRow(row: RelayedRow): Promise<void> {

@@ -149,6 +149,18 @@ describe('outbox: rows written in a transaction, relayed as persisted messages',
     expect(stored.map((m) => m.msgId)).toEqual(ids);
   });
 
+  it('a relay keeps seq order across batches: 250 rows, batch 100, stored in the order written', async () => {
+    await freshTable(pool, 'ob_order');
+    const outbox = new EventBusOutbox(bus, 'ob_order');
+    const ids: string[] = [];
+    for (let t = 0; t < 5; t++) ids.push(...(await commitRows(pool, outbox, 'ob.order', 50, t * 50)));
+    start(relayFor(pool, bus, 'ob_order', { batchSize: 100 }));
+    await waitUntil(async () => (await streamCount(raw.jsm, 'OB')) === 250, '250 messages in the stream');
+    const stored = await streamMessages(raw.jsm, 'OB');
+    expect(stored.map((m) => m.msgId)).toEqual(ids);
+    expect(stored.map((m) => JSON.parse(m.data.toString()).i)).toEqual(ids.map((_, i) => i));
+  });
+
   it('two relays on one table publish every row once between them', async () => {
     await freshTable(pool, 'ob_race');
     const outbox = new EventBusOutbox(bus, 'ob_race');
