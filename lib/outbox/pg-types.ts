@@ -17,7 +17,7 @@ export interface PgPoolClientLike {
   release(destroy?: boolean | Error): void;
   on(event: 'notification', listener: (msg: { channel: string; payload?: string }) => void): unknown;
   on(event: 'error' | 'end', listener: (err?: Error) => void): unknown;
-  removeAllListeners(event?: string): unknown;
+  removeListener(event: 'error', listener: (err?: Error) => void): unknown;
 }
 
 /** A `pg` Pool. */
