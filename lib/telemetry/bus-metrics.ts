@@ -20,15 +20,7 @@ import {
   METRIC_SHED,
 } from './semconv';
 
-/** One subscription's losses, as `EventBus.subscriptionStats()` reports them. */
-export interface LossStats {
-  subject: string;
-  queue?: string;
-  dropped: number;
-  shed: number;
-  deadLettersFailed?: number;
-  duplicatesSkipped?: number;
-}
+import type { LossStats } from './loss-stats';
 
 // Seconds, as the messaging conventions advise for both duration histograms.
 const DURATION_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10];

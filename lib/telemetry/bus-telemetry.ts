@@ -3,14 +3,16 @@
 // store wrapper and the logger are in files of their own.
 import { createHeaders, Msg, MsgHdrs } from '../nats/bus-connection';
 import { isPromise, MaybePromise } from '../shared/maybe-async';
-import { destinationAttrs, type LossStats } from './bus-metrics';
+import { destinationAttrs } from './bus-metrics';
+import type { LossStats } from './loss-stats';
 import { loadOtelApi, sdkRegistered } from './otel-api';
 import { HEADER_GETTER, HEADER_SETTER } from './nats-carrier';
 import { ATTR_BODY_SIZE, ATTR_CONSUMER_GROUP, ATTR_ERROR_TYPE, ATTR_OPERATION_NAME } from './semconv';
-import { Instrumentation, INSTRUMENTATION_NAME, markFailed, OperationScope, spanAttrs, traceClaimCheck, withScope } from './spans';
+import { INSTRUMENTATION_NAME } from './semconv';
+import { Instrumentation, markFailed, OperationScope, spanAttrs, traceClaimCheck, withScope } from './spans';
 
-export type { LossStats } from './bus-metrics';
-export { INSTRUMENTATION_NAME } from './spans';
+export type { LossStats } from './loss-stats';
+export { INSTRUMENTATION_NAME } from './semconv';
 
 /** What a `process` span reads of a received message: its body size, its headers' trace context, whether it is a request. */
 export interface ProcessedMessage {

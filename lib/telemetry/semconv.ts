@@ -15,6 +15,9 @@ export const ATTR_CLAIMCHECK_OPERATION = 'eventbus.claimcheck.operation';
 
 export const MESSAGING_SYSTEM = 'nats';
 
+/** The instrumentation scope name of the library's tracer and meter. */
+export const INSTRUMENTATION_NAME = 'nestjs-nats-eventbus';
+
 export const METRIC_SENT = 'messaging.client.sent.messages';
 export const METRIC_CONSUMED = 'messaging.client.consumed.messages';
 export const METRIC_PROCESS_DURATION = 'messaging.process.duration';

@@ -1,7 +1,8 @@
 // The bus's spans through @opentelemetry/api: the scope of one send or process operation, reachable
 // from its context, how a failure is recorded on a span, and the claim-check child spans.
 import type { Attributes, Context, Span, Tracer } from '@opentelemetry/api';
-import { BusMetrics, destinationAttrs, type LossStats } from './bus-metrics';
+import { BusMetrics, destinationAttrs } from './bus-metrics';
+import type { LossStats } from './loss-stats';
 import type { Otel } from './otel-api';
 import {
   ATTR_CLAIMCHECK_BYTES,
@@ -12,11 +13,11 @@ import {
   ATTR_OPERATION_NAME,
   ATTR_OPERATION_TYPE,
   errorTypeOf,
+  INSTRUMENTATION_NAME,
   MESSAGING_SYSTEM,
 } from './semconv';
 
-/** The instrumentation scope name of the library's tracer and meter. */
-export const INSTRUMENTATION_NAME = 'nestjs-nats-eventbus';
+export { INSTRUMENTATION_NAME } from './semconv';
 
 /** Tracer, metrics and context key, taken once when the bus starts. */
 export class Instrumentation {
