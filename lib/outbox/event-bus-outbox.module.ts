@@ -109,9 +109,16 @@ export class EventBusOutboxModule extends EventBusOutboxConfigurableModule imple
     return withRelay(super.forRootAsync(options));
   }
 
-  /** After the relay stopped (onModuleDestroy): end the pool the module made; an app's own pool stays open. */
+  private poolEnded = false;
+
+  /**
+   * After the relay stopped (onModuleDestroy): end the pool the module made; an app's own pool
+   * stays open. Once only: Nest 11 runs the hook again on a second app.close(), and pg throws then.
+   */
   async onApplicationShutdown(): Promise<void> {
-    if (this.held.owned) await this.held.pool.end();
+    if (!this.held.owned || this.poolEnded) return;
+    this.poolEnded = true;
+    await this.held.pool.end();
   }
 }
 
