@@ -4,7 +4,7 @@ import { Outbound } from '../delivery/outbound';
 import { BusConnection, createHeaders, headersSize, headerText, MsgHdrs } from '../nats/bus-connection';
 import { DurableMessage, JetStreamLink } from '../nats/jetstream';
 
-/** Header of a dead letter saying why: `max_deliver`, `not_found`, `corrupt`, `invalid_message`, `forbidden`, `rejected`. */
+/** Header of a dead letter saying why: `max_deliver`, `not_found`, `corrupt`, `invalid_message`, `forbidden`, `rejected`, `storage`. */
 export const DEAD_REASON_HEADER = 'Eventbus-Dead-Reason';
 /** Where the message was: its subject, stream, sequence, durable and how many times it was delivered. */
 export const DEAD_SUBJECT_HEADER = 'Eventbus-Dead-Subject';

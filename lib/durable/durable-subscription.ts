@@ -37,7 +37,7 @@ export interface DurableSubscriptionSpec {
  * a handler slot and the byte budget have room, so none is dropped or shed. A handler that
  * resolves acks its message; one that throws naks it with the next backoff delay, and after
  * `maxDeliver` deliveries the message goes to the dead letter. A body that can never be read goes
- * there at once; one whose storage is down is retried until the storage is back.
+ * there at once; one whose storage is down is retried, up to `storageOutageMaxDeliveries`, then dead-lettered (`storage`).
  */
 export class DurableSubscription {
   readonly dispatcher: BoundedDispatcher<DurableMessage>;
@@ -256,6 +256,11 @@ export class DurableSubscription {
       // Bounded: a long outage over many messages must not grow the map without end.
       if (this.storageFailures.size >= 10_000) this.storageFailures.clear();
       this.storageFailures.set(key, failures);
+      // Bounded: an outage this long is not a blip; the dead letter keeps the envelope for a replay.
+      if (failures >= settings.storageOutageMaxDeliveries) {
+        this.storageFailures.delete(key);
+        return this.deadLetter(m, 'storage', outcome.error);
+      }
       // The backoff follows the outage's own count, so a long one is retried at the slowest step.
       return m.nak(backoffFor(settings, failures));
     }

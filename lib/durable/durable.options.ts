@@ -62,6 +62,12 @@ export interface DurableSubscribeOptions {
    * `true` uses the default window (600 s). Default false. See README "Handled once".
    */
   idempotent?: boolean | IdempotentOptions;
+  /**
+   * Deliveries whose stored body could not be recovered because the storage failed
+   * (`MessageStorageError`, a store down) before the message is dead-lettered with reason
+   * `storage`. They do not count against `maxDeliver`. Counted by this instance. Default 20.
+   */
+  storageOutageMaxDeliveries?: number;
 }
 
 /** `idempotent: { … }` of a durable subscription. */
@@ -77,6 +83,7 @@ export interface DurableSettings {
   backoffMs: readonly number[];
   ackWaitMs: number;
   deadLetter?: string;
+  storageOutageMaxDeliveries: number;
   /** Set when the subscription is idempotent: how long a handled id is remembered. */
   idempotent?: { windowSeconds: number };
 }
@@ -125,7 +132,7 @@ export function validateJetStreamOptions(options: JetStreamOptions | undefined):
 
 /** A subscription's durable settings, or undefined when it is not durable. */
 export function durableSettings(topic: string, opts: DurableSubscribeOptions & { queue?: string }): DurableSettings | undefined {
-  const durableOnly = ['maxDeliver', 'backoffMs', 'ackWaitMs', 'deadLetter'] as const;
+  const durableOnly = ['maxDeliver', 'backoffMs', 'ackWaitMs', 'deadLetter', 'storageOutageMaxDeliveries'] as const;
   if (opts.durable === undefined) {
     // Only a durable redelivers and acks; a core subscription has nothing to deduplicate against.
     if (opts.idempotent !== undefined && opts.idempotent !== false)
@@ -151,10 +158,12 @@ export function durableSettings(topic: string, opts: DurableSubscribeOptions & {
     backoffMs: opts.backoffMs ?? d.backoffMs,
     ackWaitMs: opts.ackWaitMs ?? d.ackWaitMs,
     deadLetter: opts.deadLetter,
+    storageOutageMaxDeliveries: opts.storageOutageMaxDeliveries ?? d.storageOutageMaxDeliveries,
   };
   const idempotent = idempotentSettings(opts.idempotent);
   if (idempotent) settings.idempotent = idempotent;
   wholeNumber('maxDeliver', settings.maxDeliver, 1);
+  wholeNumber('storageOutageMaxDeliveries', settings.storageOutageMaxDeliveries, 1);
   wholeNumber('ackWaitMs', settings.ackWaitMs, 1000, 'milliseconds', MAX_TIMER_MS);
   if (!Array.isArray(settings.backoffMs) || settings.backoffMs.length === 0)
     throw new InvalidOptionsError('backoffMs', 'must list at least one delay in ms');

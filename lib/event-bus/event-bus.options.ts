@@ -121,6 +121,7 @@ export const SUBSCRIBE_KEYS = [
   'ackWaitMs',
   'deadLetter',
   'idempotent',
+  'storageOutageMaxDeliveries',
 ] as const satisfies ReadonlyArray<keyof SubscribeOptions>;
 export const PUBLISH_KEYS = ['headers', 'persist', 'msgId'] as const satisfies ReadonlyArray<keyof PersistOptions>;
 export const RPC_REQUEST_KEYS = ['headers', 'timeoutMs', 'timeout'] as const satisfies ReadonlyArray<keyof RpcRequestOptions>;

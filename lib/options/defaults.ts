@@ -85,6 +85,12 @@ export const DEFAULTS = deepFreeze({
     /** Delay before each redelivery after a failure; the last step repeats. */
     backoffMs: [1000, 5000, 30_000],
     ackWaitMs: 30_000,
+    /**
+     * Deliveries whose stored body could not be recovered (storage down) before the message is
+     * dead-lettered with reason `storage`. With the default backoff that is about 9 minutes of
+     * outage; a Redis back within seconds costs a few deliveries and no dead letter.
+     */
+    storageOutageMaxDeliveries: 20,
   },
   /** `@Subscribe(topic, { durable, idempotent })`: the inbox of handled message ids (README "Handled once"). */
   idempotent: {

@@ -9,6 +9,7 @@ describe('durable options', () => {
       backoffMs: [1000, 5000, 30000],
       ackWaitMs: 30000,
       deadLetter: undefined,
+      storageOutageMaxDeliveries: 20,
     });
     expect(durableSettings('a.b', {})).toBeUndefined();
   });
