@@ -1,7 +1,17 @@
 import Redis from 'ioredis';
+import { Injectable } from '@nestjs/common';
+import { Test } from '@nestjs/testing';
 import { connect, NatsConnection } from '@nats-io/transport-node';
 import { jetstreamManager } from '@nats-io/jetstream';
-import { DeadLetterNotFoundError, EventBus, InvalidOptionsError, MessageContext, REPLAYED_FROM_HEADER } from '../../lib';
+import {
+  DeadLetterNotFoundError,
+  DeadLetters,
+  EventBus,
+  EventBusModule,
+  InvalidOptionsError,
+  MessageContext,
+  REPLAYED_FROM_HEADER,
+} from '../../lib';
 import { NatsServer, RedisServer } from '../harness/local-servers';
 import { captureLogs, LogCapture } from '../harness/log-capture';
 import { TestBuses } from '../harness/buses';
@@ -186,6 +196,29 @@ describe('DeadLetters service (issue 31)', () => {
     expect(await bus.deadLetters.purge({ stream: dead, durable: 'worker' })).toEqual([p2.id]);
     await waitUntil(async () => (await redis.exists(`svc${n}:${token}`)) === 0, 'the stored body deleted');
     expect((await bus.deadLetters.list({ stream: dead })).map((e) => e.durable)).toEqual(['other']);
+  });
+
+  it("is injectable in a Nest app: the bus's own service, listing through the app's connection", async () => {
+    const { bus, s, dead } = await failingSetup();
+    await bus.publish(`${s}.work.a`, { id: 'nest' }, { persist: true });
+    await deadLettered(bus, dead, 1);
+    @Injectable()
+    class Ops {
+      constructor(readonly deadLetters: DeadLetters) {}
+    }
+    const moduleRef = await Test.createTestingModule({
+      imports: [EventBusModule.forRoot({ nats: { servers: nats.url } })],
+      providers: [Ops],
+    }).compile();
+    const app = moduleRef.createNestApplication({ logger: false });
+    await app.init();
+    try {
+      const ops = app.get(Ops);
+      expect(ops.deadLetters).toBe(app.get(EventBus).deadLetters);
+      expect((await ops.deadLetters.list({ stream: dead })).map((e) => e.subject)).toEqual([`${s}.work.a`]);
+    } finally {
+      await app.close();
+    }
   });
 
   async function jsmGet(stream: string, seq: number) {
