@@ -62,63 +62,75 @@ export interface EventBusTransportOptions {
 /** Options that are Nest's, not the connection's. */
 const NEST_ONLY_KEYS = ['queue', 'gracefulShutdown', 'gracePeriod', 'serializer', 'deserializer', 'headers', 'debug'];
 
-/** What both sides build from their options, once. */
-export interface TransportSetup {
-  codec: ClaimCheckCodec;
+/** The transport's options checked once, with every default filled in and renamed options under their new name. */
+export interface ResolvedTransportOptions {
   /** The `Transport.NATS` options as given. */
-  nest: Record<string, any>;
-  /** The part of them that is a NATS connection's. */
-  connection: NatsConnectionOptions;
-  storage: MessageStorageManager | null;
-  /** Started when the side connects (`listen` / `connect`). */
-  telemetry: BusTelemetry;
-  /** What the server side holds and runs at once, per pattern. */
-  limits: DispatchLimits;
+  readonly nest: Readonly<Record<string, any>>;
+  /** The part of them that is a NATS connection's, with the default server (`DEFAULTS.transport.servers`). */
+  readonly connection: NatsConnectionOptions;
+  readonly storage: MessageStorageManager | null;
   /** `largeMessageThresholdBytes` (or its deprecated name), when given. */
-  thresholdBytes: number | undefined;
+  readonly thresholdBytes: number | undefined;
+  /** Whether to trace and count (`telemetry`). */
+  readonly telemetryOn: boolean;
+  /** What the server side holds and runs at once, per pattern. */
+  readonly limits: Readonly<DispatchLimits>;
 }
 
-/** Validates the options and builds the claim-check codec both sides share. */
-export function transportSetup(options: EventBusTransportOptions | undefined, who: string): TransportSetup {
+/** What both sides build from their options, once: the resolved options, the codec and the telemetry. */
+export interface TransportSetup extends ResolvedTransportOptions {
+  readonly codec: ClaimCheckCodec;
+  /** Started when the side connects (`listen` / `connect`). */
+  readonly telemetry: BusTelemetry;
+}
+
+/** Checks the options of `who` (an `InvalidOptionsError` naming the option) and resolves them. */
+export function resolveTransportOptions(options: EventBusTransportOptions | undefined, who: string): ResolvedTransportOptions {
   if (!options || typeof options !== 'object') throw new InvalidOptionsError('options', `${who} needs { nats, storage }`);
   const { storage, nats } = options;
   const threshold = renamed<number>(options, 'largeMessageThresholdBytes', 'largeMessageThreshold');
-  const t = threshold.value;
   if (nats !== undefined && (nats === null || typeof nats !== 'object'))
     throw new InvalidOptionsError('nats', `${who}: must be the options object of Transport.NATS`);
   if (storage != null) storageManager('storage', storage);
-  wholeNumber(threshold.option, t, 1, 'bytes');
+  wholeNumber(threshold.option, threshold.value, 1, 'bytes');
   if (options.telemetry !== undefined && typeof options.telemetry !== 'boolean')
     throw new InvalidOptionsError('telemetry', `${who}: must be true or false, got ${typeof options.telemetry}`);
   wholeNumber('maxHeldBytes', options.maxHeldBytes, 1, 'bytes');
   wholeNumber('maxConcurrentHandlers', options.maxConcurrentHandlers, 1);
   wholeNumber('maxPendingMessages', options.maxPendingMessages, 0);
-  const telemetry = new BusTelemetry();
   const nest = { ...(nats ?? {}) } as Record<string, any>;
   const connection: Record<string, any> = { servers: DEFAULTS.transport.servers };
   for (const [k, v] of Object.entries(nest)) if (!NEST_ONLY_KEYS.includes(k)) connection[k] = v;
-  return {
-    codec: new ClaimCheckCodec(tracedStore(storage ?? null, telemetry), t, bodyCodecOf(storage)),
-    nest,
+  // Shallow: `nest` holds the app's own serializer and deserializer objects.
+  return Object.freeze({
+    nest: Object.freeze(nest),
     connection: connection as NatsConnectionOptions,
     storage: storage ?? null,
-    telemetry,
-    thresholdBytes: t,
-    limits: {
+    thresholdBytes: threshold.value,
+    telemetryOn: options.telemetry ?? DEFAULTS.bus.telemetry,
+    limits: Object.freeze({
       maxHeldBytes: options.maxHeldBytes ?? DEFAULTS.bus.maxHeldBytes,
       maxConcurrent: options.maxConcurrentHandlers ?? DEFAULTS.bus.maxConcurrentHandlers,
       maxPending: options.maxPendingMessages ?? DEFAULTS.bus.maxPendingMessages,
-    },
-  };
+    }),
+  });
+}
+
+/** Resolves the options and builds the claim-check codec both sides share. */
+export function transportSetup(options: EventBusTransportOptions | undefined, who: string): TransportSetup {
+  const resolved = resolveTransportOptions(options, who);
+  const telemetry = new BusTelemetry();
+  const codec = new ClaimCheckCodec(tracedStore(resolved.storage, telemetry), resolved.thresholdBytes, bodyCodecOf(resolved.storage));
+  return Object.freeze({ ...resolved, codec, telemetry });
 }
 
 /**
  * Connects storage (a lazily connecting Redis) and a NATS connection of the transport's own;
  * rejects, leaving nothing open, when the threshold is above what the server accepts.
  */
-export async function openTransportClient(setup: TransportSetup, options: EventBusTransportOptions, label: string): Promise<BusConnection> {
+export async function openTransportClient(setup: TransportSetup, label: string): Promise<BusConnection> {
   // Tracer and meter are taken now, not at import: an SDK registered before the app starts is used.
-  setup.telemetry.start(options.telemetry ?? DEFAULTS.bus.telemetry);
+  setup.telemetry.start(setup.telemetryOn);
   // A store that must connect first (Redis) says so with open().
   await setup.storage?.open?.();
   const client = new BusConnection(label, setup.connection);

@@ -39,7 +39,7 @@ export class EventBusClientProxy extends ClientProxy {
   private client: BusConnection | null = null;
   private delivery: ClaimCheckDelivery | null = null;
 
-  constructor(private readonly eventBusOptions: EventBusTransportOptions) {
+  constructor(eventBusOptions: EventBusTransportOptions) {
     super();
     this.setup = transportSetup(eventBusOptions, 'EventBusClientProxy');
     this.customSerializer = this.setup.nest.serializer;
@@ -49,7 +49,7 @@ export class EventBusClientProxy extends ClientProxy {
   /** Connects storage and NATS once; rejects when the threshold is too high. Nest calls it before each send. */
   connect(): Promise<any> {
     if (!this.connecting) {
-      const attempt = openTransportClient(this.setup, this.eventBusOptions, 'microservices-client').then((client) => {
+      const attempt = openTransportClient(this.setup, 'microservices-client').then((client) => {
         if (this.connecting !== attempt) {
           // Closed while connecting: this connection is nobody's.
           void client.drain(RELEASE_TIMEOUT_MS);

@@ -46,7 +46,7 @@ export class EventBusTransport extends Server implements CustomTransportStrategy
   private readonly replying = new WeakSet<Msg>();
   private readonly lastReply = new WeakMap<Msg, () => void>();
 
-  constructor(private readonly eventBusOptions: EventBusTransportOptions) {
+  constructor(eventBusOptions: EventBusTransportOptions) {
     super();
     this.setup = transportSetup(eventBusOptions, 'EventBusTransport');
     this.log = new TraceTaggedLogger('EventBusTransport', this.setup.telemetry);
@@ -58,7 +58,7 @@ export class EventBusTransport extends Server implements CustomTransportStrategy
   /** Connects storage and NATS, subscribes every pattern, then calls back (with the error, if any). */
   async listen(callback: (err?: unknown) => void): Promise<void> {
     try {
-      const client = await openTransportClient(this.setup, this.eventBusOptions, 'microservices-server');
+      const client = await openTransportClient(this.setup, 'microservices-server');
       client.onEvent((event, data) => this.events.emit(event, data));
       this.client = client;
       this.delivery = new ClaimCheckDelivery(this.setup.codec, client, this.log, this.setup.telemetry);

@@ -1,6 +1,7 @@
 import { Logger } from '@nestjs/common';
 import type { MsgHdrs, NatsConnection } from '@nats-io/transport-node';
 import { NotConnectedError } from '../errors/event-bus.errors';
+import { describeThrown } from '../errors/thrown';
 
 /**
  * Bytes of publishes held while a connection is reconnecting (as the Go client's ReconnectBufSize).
@@ -55,7 +56,7 @@ export class ReconnectHold {
         nc.publish(m.subject, m.data, m.headers || m.reply ? { headers: m.headers, reply: m.reply } : undefined);
         sent++;
       } catch (err) {
-        this.logger.error(`could not send a publish to "${m.subject}" held while reconnecting: ${(err as Error).message}`);
+        this.logger.error(`could not send a publish to "${m.subject}" held while reconnecting: ${describeThrown(err)}`);
       }
     }
     if (sent) this.logger.log(`sent ${sent} publishes held while reconnecting`);
