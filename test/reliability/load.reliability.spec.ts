@@ -210,7 +210,11 @@ describe('reliability under load', () => {
           handled++;
         });
         // The dispatcher is internal: if a refactor moved or renamed it, fail here rather than check the bounds of nothing.
-        const live = (bus as any).subscriptions?.dispatchers?.() as Array<{ pending: number; inFlight: number; droppedCount: number }>;
+        const live = (bus as any).receiver?.subscriptions?.dispatchers?.() as Array<{
+          pending: number;
+          inFlight: number;
+          droppedCount: number;
+        }>;
         expect(live).toHaveLength(1);
         const dispatcher = live[0];
         expect(dispatcher).toEqual(expect.objectContaining({ pending: 0, inFlight: 0, droppedCount: 0 }));
