@@ -141,11 +141,7 @@ export class EventBusClientProxy extends ClientProxy {
     };
     this.routingMap.set(packet.id, callback);
     try {
-      const { client, delivery } = this.open();
-      const channel = this.normalizePattern(partialPacket.pattern);
-      const out = serializePacket(this.customSerializer, packet);
-      const headers = this.setup.telemetry.inject(this.mergeHeaders(out.headers));
-      const wire = this.setup.telemetry.sized(delivery.outbound.plan(channel, out.data, client.maxPayload, headers));
+      const { client, delivery, channel, headers, wire } = this.prepare(packet);
       const inbox = createInbox(this.setup.nest.inboxPrefix);
       const onReply = replyReader(channel, packet, callback, delivery, this.customDeserializer);
       // Replies are read (a stored one recovered) inside the send span.
@@ -176,11 +172,7 @@ export class EventBusClientProxy extends ClientProxy {
 
   private dispatchNow(packet: ReadPacket): Promise<any> {
     try {
-      const { client, delivery } = this.open();
-      const pattern = this.normalizePattern(packet.pattern);
-      const out = serializePacket(this.customSerializer, packet);
-      const headers = this.setup.telemetry.inject(this.mergeHeaders(out.headers));
-      const wire = this.setup.telemetry.sized(delivery.outbound.plan(pattern, out.data, client.maxPayload, headers));
+      const { client, delivery, channel: pattern, headers, wire } = this.prepare(packet);
       if (!isPromise(wire)) {
         client.publish(pattern, wire, headers);
         return Promise.resolve();
@@ -198,6 +190,16 @@ export class EventBusClientProxy extends ClientProxy {
     } catch {
       return '(unknown pattern)';
     }
+  }
+
+  /** A packet ready to send: serialized, its headers with the trace context, its body planned inline or stored. */
+  private prepare(packet: ReadPacket) {
+    const { client, delivery } = this.open();
+    const channel = this.normalizePattern(packet.pattern);
+    const out = serializePacket(this.customSerializer, packet);
+    const headers = this.setup.telemetry.inject(this.mergeHeaders(out.headers));
+    const wire = this.setup.telemetry.sized(delivery.outbound.plan(channel, out.data, client.maxPayload, headers));
+    return { client, delivery, channel, headers, wire };
   }
 
   private open(): { client: BusConnection; delivery: ClaimCheckDelivery } {
