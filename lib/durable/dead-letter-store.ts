@@ -145,10 +145,11 @@ export class DeadLetters {
    */
   async replay(which: string[] | DeadLetterFilter, options: { to?: string } = {}): Promise<ReplayResult[]> {
     const ids = await this.idsOf(which);
-    const letters: DeadLetter[] = [];
-    for (const id of ids) letters.push(await this.get(id));
+    // Every id checked before anything is published; bodies are then recovered one at a time, not all held.
+    if (Array.isArray(which)) for (const id of ids) await this.find(id);
     const done: ReplayResult[] = [];
-    for (const letter of letters) {
+    for (const id of ids) {
+      const letter = await this.get(id);
       const to = options.to ?? letter.subject;
       const headers = createHeaders();
       for (const [name, values] of Object.entries(letter.headers)) {
