@@ -1,5 +1,4 @@
 import { DEFAULTS } from '../options/defaults';
-import type { EventBusModuleOptions } from '../module/event-bus-module.options';
 import type { EventBusServiceOptions } from '../services/service.options';
 import type { AsyncApiSend } from './asyncapi.options';
 import { classValidatorJsonSchema, DtoClass, JsonSchema, standardJsonSchema } from './payload-schema';
@@ -10,8 +9,20 @@ export interface AsyncApiSources {
   subscribers: DiscoveredSubscriber[];
   service?: EventBusServiceOptions;
   /** The module's options as `forRoot` got them (not known for `forRootAsync` in the CLI). */
-  options?: Partial<EventBusModuleOptions>;
+  options?: AsyncApiBusOptions;
   sends?: AsyncApiSend[];
+}
+
+/**
+ * What the document reads of the module's options (`EventBusModuleOptions` fits it). Declared here,
+ * so that asyncapi/ does not import module/, which imports it.
+ */
+export interface AsyncApiBusOptions {
+  nats?: { servers?: string | string[] };
+  largeMessageThresholdBytes?: number;
+  /** @deprecated Use `largeMessageThresholdBytes`. */
+  largeMessageThreshold?: number;
+  storage?: unknown;
 }
 
 /** AsyncAPI's NATS bindings version (bindings/nats, `queue` on an operation). */
@@ -95,7 +106,8 @@ export function buildAsyncApiDocument(sources: AsyncApiSources): Record<string, 
     if (s.options.queue) operation.bindings = { nats: { queue: s.options.queue, bindingVersion: NATS_BINDING_VERSION } };
     if (s.options.durable)
       operation['x-eventbus-durable'] = { name: s.options.durable, delivery: 'at-least-once (JetStream pull consumer)' };
-    if (s.options.consumer) operation['x-eventbus-consumer'] = s.options.consumer;
+    const connection = s.options.connection ?? s.options.consumer;
+    if (connection) operation['x-eventbus-consumer'] = connection;
     operations[uniqueId(`receive_${id}_${safeId(s.method)}`, ids)] = operation;
   }
 
@@ -154,7 +166,7 @@ export function payloadSchema(schema: unknown, dto?: DtoClass): JsonSchema {
   return {};
 }
 
-function serversOf(options: Partial<EventBusModuleOptions> | undefined): Record<string, unknown> | undefined {
+function serversOf(options: AsyncApiBusOptions | undefined): Record<string, unknown> | undefined {
   const urls = options?.nats?.servers;
   const list = typeof urls === 'string' ? [urls] : Array.isArray(urls) ? urls : [];
   if (!list.length) return undefined;
@@ -168,10 +180,10 @@ function serversOf(options: Partial<EventBusModuleOptions> | undefined): Record<
 }
 
 /** How a non-Nest consumer recovers a claim-checked body: where the bytes are, under which key. */
-function claimCheckOf(options: Partial<EventBusModuleOptions> | undefined): Record<string, unknown> {
+function claimCheckOf(options: AsyncApiBusOptions | undefined): Record<string, unknown> {
   const base = {
     envelope: { $ref: '#/components/schemas/ClaimCheckEnvelope' },
-    threshold: options?.largeMessageThreshold ?? "the server's max_payload minus 8 KiB for headers",
+    threshold: options?.largeMessageThresholdBytes ?? options?.largeMessageThreshold ?? "the server's max_payload minus 8 KiB for headers",
     rule: 'A body over the threshold is stored first, then its envelope is published in its place; the receiver reads the body by the token. Replies are offloaded the same way.',
   };
   const storage = options?.storage as Record<string, any> | undefined;

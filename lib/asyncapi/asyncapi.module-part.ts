@@ -2,19 +2,24 @@ import { Controller, DynamicModule, Get, Header, Inject, Optional, Type } from '
 import { ModulesContainer } from '@nestjs/core';
 import { InvalidOptionsError } from '../errors/event-bus.errors';
 import { knownKeys, string } from '../options/rules';
-import { EVENT_BUS_MODULE_OPTIONS } from '../module/event-bus.module-definition';
-import type { EventBusModuleOptions } from '../module/event-bus-module.options';
 import { EVENT_BUS_SERVICE } from '../services/nats-service';
 import type { EventBusServiceOptions } from '../services/service.options';
-import { buildAsyncApiDocument } from './asyncapi-document';
+import { AsyncApiBusOptions, buildAsyncApiDocument } from './asyncapi-document';
 import { AsyncApiRouteOptions } from './asyncapi.options';
 import { discoverSubscribers } from './subscriber-catalog';
 
 /** Injection token of the module's `asyncapi` option (the CLI reads `sends` from it). */
 export const EVENT_BUS_ASYNCAPI = Symbol('EVENT_BUS_ASYNCAPI');
 
-/** `forRoot({ asyncapi })`: checks it, keeps it for the CLI, and serves the document when `path` is given. */
-export function withAsyncApi(definition: DynamicModule, asyncapi: AsyncApiRouteOptions | undefined): DynamicModule {
+/**
+ * `forRoot({ asyncapi })`: checks it, keeps it for the CLI, and serves the document when `path` is
+ * given. `moduleOptions` is the token of the module's options (passed in: asyncapi/ imports no module/).
+ */
+export function withAsyncApi(
+  definition: DynamicModule,
+  asyncapi: AsyncApiRouteOptions | undefined,
+  moduleOptions: string | symbol,
+): DynamicModule {
   if (asyncapi === undefined) return definition;
   if (!asyncapi || typeof asyncapi !== 'object') throw new InvalidOptionsError('asyncapi', 'must be an object like { path: "asyncapi" }');
   knownKeys('asyncapi', asyncapi, ['path', 'sends']);
@@ -28,19 +33,21 @@ export function withAsyncApi(definition: DynamicModule, asyncapi: AsyncApiRouteO
   }
   const providers = [...(definition.providers ?? []), { provide: EVENT_BUS_ASYNCAPI, useValue: asyncapi }];
   const controllers =
-    asyncapi.path === undefined ? definition.controllers : [...(definition.controllers ?? []), createAsyncApiController(asyncapi.path)];
+    asyncapi.path === undefined
+      ? definition.controllers
+      : [...(definition.controllers ?? []), createAsyncApiController(asyncapi.path, moduleOptions)];
   return { ...definition, providers, ...(controllers ? { controllers } : {}) };
 }
 
 /** A controller per module, so its path can come from the options (as `/_health`'s). */
-function createAsyncApiController(path: string): Type<unknown> {
+function createAsyncApiController(path: string, moduleOptions: string | symbol): Type<unknown> {
   @Controller(path)
   class EventBusAsyncApiController {
     private document?: string;
 
     constructor(
       private readonly modules: ModulesContainer,
-      @Inject(EVENT_BUS_MODULE_OPTIONS) private readonly options: EventBusModuleOptions,
+      @Inject(moduleOptions) private readonly options: AsyncApiBusOptions,
       @Inject(EVENT_BUS_ASYNCAPI) private readonly asyncapi: AsyncApiRouteOptions,
       @Optional() @Inject(EVENT_BUS_SERVICE) private readonly service?: EventBusServiceOptions,
     ) {}

@@ -78,11 +78,19 @@ export class EventBusModule extends EventBusConfigurableModule implements OnAppl
   }
 
   static forRoot(options: typeof EVENT_BUS_OPTIONS_TYPE): DynamicModule {
-    return withAsyncApi(withService(withHealth(super.forRoot(options), options.health), options.service), options.asyncapi);
+    return withAsyncApi(
+      withService(withHealth(super.forRoot(options), options.health), options.service),
+      options.asyncapi,
+      EVENT_BUS_MODULE_OPTIONS,
+    );
   }
 
   static forRootAsync(options: typeof EVENT_BUS_ASYNC_OPTIONS_TYPE): DynamicModule {
-    return withAsyncApi(withService(withHealth(super.forRootAsync(options), options.health), options.service), options.asyncapi);
+    return withAsyncApi(
+      withService(withHealth(super.forRootAsync(options), options.health), options.service),
+      options.asyncapi,
+      EVENT_BUS_MODULE_OPTIONS,
+    );
   }
 
   /** Runs after every handler finished and the bus closed (`onModuleDestroy`). */

@@ -119,6 +119,13 @@ describe('AsyncAPI 3.0 document from @Subscribe metadata (no connection)', () =>
     expect(message.payload.anyOf[1]).toEqual({ $ref: '#/components/schemas/ClaimCheckEnvelope' });
   });
 
+  it('gives the offload threshold under largeMessageThresholdBytes or its deprecated name', () => {
+    const threshold = (options: object) => (buildAsyncApiDocument({ subscribers: [], options }) as any)['x-eventbus-claim-check'].threshold;
+    expect(threshold({ largeMessageThresholdBytes: 4096 })).toBe(4096);
+    expect(threshold({ largeMessageThreshold: 5000 })).toBe(5000);
+    expect(threshold({})).toMatch(/max_payload/);
+  });
+
   it('lists the NATS servers without their credentials', () => {
     expect(doc.servers).toEqual({
       nats0: { host: 'nats.internal:4222', protocol: 'nats' },
