@@ -65,14 +65,14 @@ export class Outbound {
   }
 
   /**
-   * Refuses a configured `largeMessageThreshold` above what the server accepts (its max_payload
+   * Refuses a configured `largeMessageThresholdBytes` (or its deprecated name) above what the server accepts (its max_payload
    * less the room kept for headers), once connected: the bus and the transport check the same way.
    */
   checkThreshold(threshold: number | undefined, maxPayload: number): void {
     const ceiling = this.codec.thresholdFor(maxPayload);
     if (threshold !== undefined && threshold > ceiling) {
       throw new InvalidOptionsError(
-        'largeMessageThreshold',
+        'largeMessageThresholdBytes',
         `${threshold} bytes is above what the server accepts (max_payload ${maxPayload} minus header room = ${ceiling})`,
       );
     }

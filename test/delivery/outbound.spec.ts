@@ -62,7 +62,7 @@ describe('Outbound', () => {
     expect(() => outbound.checkSendable('t', text(100), maxPayload)).not.toThrow();
   });
 
-  it('refuses a largeMessageThreshold above what the server accepts, naming the option', () => {
+  it('refuses a largeMessageThresholdBytes above what the server accepts, naming the option', () => {
     const { outbound } = setup();
     expect(() => outbound.checkThreshold(undefined, maxPayload)).not.toThrow();
     let err: unknown;
@@ -72,7 +72,7 @@ describe('Outbound', () => {
       err = e;
     }
     expect(err).toBeInstanceOf(InvalidOptionsError);
-    expect(err).toMatchObject({ option: 'largeMessageThreshold' });
+    expect(err).toMatchObject({ option: 'largeMessageThresholdBytes' });
     expect((err as Error).message).toMatch(/65536 bytes is above what the server accepts \(max_payload 65536 minus header room = \d+\)/);
   });
 });
