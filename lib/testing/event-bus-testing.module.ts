@@ -9,13 +9,16 @@ import { InMemoryStorageManager } from '../storage/in-memory-storage-manager';
 import { InProcessBroker } from './in-process-broker';
 import { InProcessJetStream } from './in-process-jetstream';
 import { IN_PROCESS_BROKER, OWNED_BROKER, TestEventBus } from './test-event-bus';
+import { renamed } from '../options/rules';
 
 /** Options of `EventBusTestingModule.forRoot()`: the real module's, less what needs a server. */
 export interface EventBusTestingOptions extends Omit<EventBusModuleOptions, 'nats' | 'storage' | 'firstConnectTimeoutMs'> {
   /** Where large bodies go. Default an `InMemoryStorageManager`; `null` for none (a large body is then `PayloadTooLargeError`). */
   storage?: EventBusStorageOptions | null;
   health?: EventBusHealthOptions;
-  /** The broker's `max_payload`. Default 1 MiB, as a default nats-server, so claim-check starts where it does in production. */
+  /** The broker's `max_payload`, in bytes. Default 1 MiB, as a default nats-server, so claim-check starts where it does in production. */
+  maxPayloadBytes?: number;
+  /** @deprecated Use `maxPayloadBytes` (the same option, its unit in the name). */
   maxPayload?: number;
   /** A broker to share between apps (services talking to each other in one test). Default: one per app. */
   broker?: InProcessBroker;
@@ -30,7 +33,9 @@ export interface EventBusTestingOptions extends Omit<EventBusModuleOptions, 'nat
  */
 export class EventBusTestingModule {
   static forRoot(options: EventBusTestingOptions = {}): DynamicModule {
-    const { maxPayload, broker, storage, health, ...core } = options;
+    const { maxPayloadBytes, maxPayload, broker, storage, health, ...core } = options;
+    // Checked now: giving both names with different values fails forRoot, not the first test.
+    const payload = renamed<number>({ maxPayloadBytes, maxPayload }, 'maxPayloadBytes', 'maxPayload').value;
     const moduleOptions: EventBusModuleOptions = {
       ...core,
       nats: { servers: 'nats://in-process.nats.invalid' },
@@ -42,7 +47,7 @@ export class EventBusTestingModule {
       {
         provide: IN_PROCESS_BROKER,
         useFactory: () => {
-          const b = broker ?? new InProcessBroker({ maxPayload });
+          const b = broker ?? new InProcessBroker({ maxPayloadBytes: payload });
           InProcessJetStream.attach(b);
           return b;
         },

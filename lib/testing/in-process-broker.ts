@@ -4,6 +4,7 @@
 // real server; clustering, permissions, TLS and slow-consumer limits are not modelled.
 import { registerInProcessHost } from '../nats/dial';
 import { SERVER_MAX_PAYLOAD_BYTES } from '../options/defaults';
+import { renamed } from '../options/rules';
 import { ClientConnection, InProcessTransport } from './in-process-client';
 
 /** `NATS/1.0 503`: what the server answers a request nobody is subscribed to. */
@@ -48,7 +49,9 @@ let brokers = 0;
 
 /** Options of an in-process broker. */
 export interface InProcessBrokerOptions {
-  /** The `max_payload` in its INFO. Default 1 MiB, as a default nats-server. */
+  /** The `max_payload` in its INFO, in bytes. Default 1 MiB, as a default nats-server. */
+  maxPayloadBytes?: number;
+  /** @deprecated Use `maxPayloadBytes` (the same option, its unit in the name). */
   maxPayload?: number;
 }
 
@@ -68,7 +71,7 @@ export class InProcessBroker {
     brokers++;
     this.hostname = `in-process-${process.pid}-${brokers}.nats.invalid`;
     this.url = `nats://${this.hostname}:4222`;
-    this.maxPayload = options.maxPayload ?? SERVER_MAX_PAYLOAD_BYTES;
+    this.maxPayload = renamed<number>(options, 'maxPayloadBytes', 'maxPayload').value ?? SERVER_MAX_PAYLOAD_BYTES;
     this.unregister = registerInProcessHost(this.hostname, () => new InProcessTransport(this));
   }
 
