@@ -1,8 +1,9 @@
 #!/usr/bin/env node
 'use strict';
 // `npm run sample`: build the library and the sample, make sure NATS and Redis answer (starting
-// local servers when nothing does), then run the three services as child processes until Ctrl-C
-// or SIGTERM. Every line on stdout is JSON; the services' own lines carry their "service" name.
+// local servers when nothing does), start a throwaway PostgreSQL for the monitor's outbox (unless
+// DATABASE_URL names one), then run the three services as child processes until Ctrl-C or SIGTERM.
+// Every line on stdout is JSON; the services' own lines carry their "service" name.
 const { spawn, spawnSync } = require('node:child_process');
 const fs = require('node:fs');
 const http = require('node:http');
@@ -18,6 +19,10 @@ const OUTBOX_DIR = env('OUTBOX_DIR', path.join(OUT, 'outbox'));
 const REDIS_URL = env('REDIS_URL', 'redis://127.0.0.1:6379');
 // Where large bodies go: 'redis' (the default), or 'objectstore' (a JetStream bucket on NATS; no Redis).
 const STORAGE = env('EVENTBUS_STORAGE', 'redis');
+// The sites-monitor's outbox: a PostgreSQL of yours at DATABASE_URL, else one started here;
+// SAMPLE_POSTGRES=0 (or no PostgreSQL binaries) runs the monitor without the outbox.
+let DATABASE_URL = env('DATABASE_URL', '');
+const START_POSTGRES = env('SAMPLE_POSTGRES', '1') !== '0';
 const START_TIMEOUT_MS = Number(env('SAMPLE_START_TIMEOUT_MS', '30000'));
 const RESTART_DELAY_MS = Number(env('SAMPLE_RESTART_DELAY_MS', '1000'));
 // A service that dies is started again, as a supervisor would; one that keeps dying stops the run.
@@ -42,7 +47,8 @@ let shuttingDown = null;
 // JetStream streams the services create on a NATS this script did not start: removed at the stop,
 // so the sample's NOTIFICATIONS stream (it captures notification.>) does not go on capturing a
 // user's own publishes there. SAMPLE_KEEP_STREAMS=1 keeps them.
-const SAMPLE_STREAMS = ['NOTIFICATIONS', 'OBJ_eventbus-sample'];
+// KV_eventbus-inbox-600s: the notifier's idempotent durables remember handled ids there (600 s window).
+const SAMPLE_STREAMS = ['NOTIFICATIONS', 'OBJ_eventbus-sample', 'KV_eventbus-inbox-600s'];
 const KEEP_STREAMS = env('SAMPLE_KEEP_STREAMS', '') === '1';
 let streamsToRemove = [];
 
@@ -139,6 +145,37 @@ async function ensureServer(kind, rawUrl, defaultPort) {
   return true;
 }
 
+/**
+ * DATABASE_URL for the monitor's outbox: the one given, or a throwaway PostgreSQL started with the
+ * tests' launcher (initdb and pg_ctl into a temporary directory, a free loopback port, removed at
+ * the stop). Without PostgreSQL's binaries the run goes on without the outbox, saying so once.
+ */
+async function ensurePostgres() {
+  if (DATABASE_URL) {
+    log('log', 'DATABASE_URL is set; the sites-monitor writes its alert decisions through the outbox there');
+    return;
+  }
+  if (!START_POSTGRES) {
+    log('log', 'SAMPLE_POSTGRES=0: no PostgreSQL; the sites-monitor publishes its alerts directly, without the outbox');
+    return;
+  }
+  const { PostgresServer, postgresBinDir } = require(path.join(ROOT, 'test', 'harness', 'postgres-server.js'));
+  try {
+    postgresBinDir();
+  } catch (err) {
+    log('warn', `no PostgreSQL to start (${err.message}); the sites-monitor publishes its alerts directly, without the outbox`);
+    return;
+  }
+  const started = Date.now();
+  const { freePort } = require(path.join(ROOT, 'scripts', 'local-servers.js'));
+  const server = new PostgresServer(await freePort());
+  server.name = 'postgres';
+  servers.push(server);
+  await server.start();
+  DATABASE_URL = server.url;
+  log('log', `started a local postgres for the sites-monitor's outbox`, { port: server.port, url: server.url, ms: Date.now() - started });
+}
+
 /** With a JetStream manager on NATS_URL, `fn(jsm)`; the connection is closed afterwards. */
 async function withJetStream(fn) {
   const { connect } = require('@nats-io/transport-node');
@@ -213,7 +250,15 @@ function startService(svc) {
   const main = path.join(OUT, svc.name, 'main.js');
   const child = spawn(process.execPath, [main], {
     cwd: ROOT,
-    env: { ...process.env, NATS_URL, REDIS_URL, PORT: port, OUTBOX_DIR, ...(metricsPort ? { OTEL_METRICS_PORT: metricsPort } : {}) },
+    env: {
+      ...process.env,
+      NATS_URL,
+      REDIS_URL,
+      DATABASE_URL,
+      PORT: port,
+      OUTBOX_DIR,
+      ...(metricsPort ? { OTEL_METRICS_PORT: metricsPort } : {}),
+    },
     stdio: ['ignore', 'pipe', 'pipe'],
     // Its own process group: Ctrl-C sends SIGINT to the whole foreground group, and the servers
     // would then die with the services still draining. Only run.js gets it, and orders the stop.
@@ -333,7 +378,8 @@ for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
     if (shuttingDown && firstSignalAt && Date.now() - firstSignalAt > 1000) {
       log('warn', `${sig} again: killing everything now`);
       for (const child of children.values()) child.kill('SIGKILL');
-      for (const server of servers) server.stop('SIGKILL');
+      for (const server of servers)
+        void Promise.resolve(server.stop(server.name === 'postgres' ? 'immediate' : 'SIGKILL')).catch(() => undefined);
       process.exit(130);
     }
     if (!firstSignalAt) firstSignalAt = Date.now();
@@ -343,7 +389,11 @@ for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
 // Last resort: never leave a child behind, even when this process dies of an error.
 process.on('exit', () => {
   for (const child of children.values()) if (child.exitCode === null) child.kill('SIGKILL');
-  for (const server of servers) if (server.child && server.child.exitCode === null) server.child.kill('SIGKILL');
+  for (const server of servers) {
+    if (server.child && server.child.exitCode === null) server.child.kill('SIGKILL');
+    // PostgreSQL runs under pg_ctl, not as our child: its stop is a synchronous pg_ctl call.
+    else if (server.name === 'postgres' && server.running) void server.stop('immediate').catch(() => undefined);
+  }
 });
 
 /** Each run starts a fresh outbox; the previous run's is kept once, beside it. */
@@ -369,6 +419,7 @@ async function main() {
     // With the object store, large bodies stay on NATS (JetStream): no Redis at all.
     if (STORAGE === 'redis') await ensureServer('redis', REDIS_URL, 6379);
     else log('log', 'EVENTBUS_STORAGE=objectstore: large bodies go to the JetStream object store; Redis is not used');
+    await ensurePostgres();
   } catch (err) {
     log('error', err.message);
     return shutdown(1);

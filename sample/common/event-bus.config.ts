@@ -19,6 +19,9 @@ export const SAMPLE_VERSION = '1.0.0';
  */
 export function eventBusModule(config: ServiceConfig, opts: { durable?: boolean; description?: string; sends?: AsyncApiSend[] } = {}) {
   const notificationsMaxAge = envInt('NOTIFICATIONS_MAX_AGE_SECONDS', 3600, 1);
+  // JetStream drops a repeated msgId within this window (the server's default, 2 minutes, when unset);
+  // the notifier's idempotent durables catch repeats after it too, for their 600 s window.
+  const duplicateWindow = envInt('NOTIFICATIONS_DUPLICATE_WINDOW_SECONDS', 0, 0);
   return EventBusModule.forRoot({
     nats: { servers: [config.natsUrl], name: config.service },
     // A NATS service per sample service: `nats micro ls` lists the three (docs/services.md).
@@ -40,6 +43,7 @@ export function eventBusModule(config: ServiceConfig, opts: { durable?: boolean;
                 name: NOTIFICATIONS.stream,
                 subjects: [...NOTIFICATIONS.subjects],
                 maxAgeSeconds: notificationsMaxAge,
+                ...(duplicateWindow > 0 ? { duplicateWindowSeconds: duplicateWindow } : {}),
               },
             ],
           },

@@ -13,8 +13,12 @@ export const OUTBOX = Symbol('OUTBOX');
  * notification published while the notifier is down waits in the stream, and one whose handler
  * did not finish (the process died) is delivered again after `ackWaitMs`. A handler that throws
  * is retried after 1 s, then 5 s; after 3 deliveries the message goes to `notification.dead`.
+ * Handled once (`idempotent`): the bus records each handled msgId (the notification's
+ * request_id) in the JetStream KV bucket `eventbus-inbox-600s` and acks a repeat without calling
+ * the handler, within 600 s (README "Handled once").
  */
 const DURABLE = {
+  idempotent: true,
   maxDeliver: 3,
   backoffMs: [1000, 5000],
   ackWaitMs: envInt('NOTIFIER_ACK_WAIT_MS', 30_000, 1000),

@@ -5,9 +5,11 @@ import { join } from 'node:path';
 
 /**
  * A local stand-in for Slack and SMTP: one JSON line per notification in `<dir>/outbox.jsonl`.
- * Idempotent by notification id: durable delivery is at least once (a notifier killed after
- * writing but before its ack gets the message again), so a second write of an id is skipped.
- * The ids already written are read back from the file at start, so this holds across restarts.
+ * The handlers are idempotent durables, so the bus already skips an id it recorded as handled; this
+ * file is still keyed by id because the inbox leaves one window open: a notifier killed after the
+ * write and before the bus recorded the id (or before its ack) runs the handler again, once the
+ * dead claim's 15 s lease expires. A real provider would take the request_id as its own
+ * idempotency key for the same reason. The ids already written are read back at start.
  */
 export class Outbox {
   readonly file: string;

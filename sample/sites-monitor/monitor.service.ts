@@ -1,9 +1,10 @@
 import { randomUUID } from 'node:crypto';
-import { Inject, Injectable, Logger, OnApplicationBootstrap, OnModuleDestroy } from '@nestjs/common';
+import { Inject, Injectable, Logger, OnApplicationBootstrap, OnApplicationShutdown, OnModuleDestroy } from '@nestjs/common';
 import { trace } from '@opentelemetry/api';
 import { EventBus, EventBusError } from 'nestjs-nats-eventbus';
 import { EdgeListReply, EdgeStatusReply, EdgeSummary, EmailNotification, SlackNotification } from '../common/contracts';
 import { claimCheckThreshold, jsonBytes } from '../common/event-bus.config';
+import type { AlertDecisions } from './alert-decisions';
 
 export interface MonitorOptions {
   intervalMs: number;
@@ -16,14 +17,18 @@ export interface MonitorOptions {
   reportEveryCycles: number;
 }
 export const MONITOR_OPTIONS = Symbol('MONITOR_OPTIONS');
+/** `AlertDecisions` when the sample has a PostgreSQL, else undefined (notifications are published directly). */
+export const ALERT_DECISIONS = Symbol('ALERT_DECISIONS');
 
 /**
  * Every `intervalMs`: asks velocloud-bridge for the edges, then for each edge's status; an OFFLINE
  * edge gets a Slack alert every cycle and an e-mail report (its event history as a CSV attachment,
  * large enough to go through claim-check) when first seen down and then every `reportEveryCycles`.
+ * With a PostgreSQL, each alert is a decision row and its notifications in one transaction, sent
+ * by the outbox's relay once committed (`alert-decisions.ts`).
  */
 @Injectable()
-export class MonitorService implements OnApplicationBootstrap, OnModuleDestroy {
+export class MonitorService implements OnApplicationBootstrap, OnModuleDestroy, OnApplicationShutdown {
   private readonly logger = new Logger('Monitor');
   private timer?: NodeJS.Timeout;
   private running?: Promise<void>;
@@ -35,11 +40,20 @@ export class MonitorService implements OnApplicationBootstrap, OnModuleDestroy {
   constructor(
     private readonly bus: EventBus,
     @Inject(MONITOR_OPTIONS) private readonly options: MonitorOptions,
+    @Inject(ALERT_DECISIONS) private readonly decisions: AlertDecisions | undefined,
   ) {}
 
-  onApplicationBootstrap(): void {
-    this.logger.log({ hop: 'monitor.start', interval_ms: this.options.intervalMs });
+  async onApplicationBootstrap(): Promise<void> {
+    if (this.decisions) await this.decisions.ensureTable();
+    else
+      this.logger.warn({ hop: 'outbox.off', msg: 'no PostgreSQL (DATABASE_URL unset): alerts are published directly, without the outbox' });
+    this.logger.log({ hop: 'monitor.start', interval_ms: this.options.intervalMs, outbox: !!this.decisions });
     this.schedule(0);
+  }
+
+  /** After the outbox's relay stopped (its onModuleDestroy): the pool it shared is ours to end. */
+  async onApplicationShutdown(): Promise<void> {
+    await this.decisions?.close();
   }
 
   /** Stop scheduling and let the running cycle finish before the bus closes. */
@@ -131,15 +145,26 @@ export class MonitorService implements OnApplicationBootstrap, OnModuleDestroy {
       channel: this.options.slackChannel,
       message: `:rotating_light: Edge ${status.name} (${status.edge_id}, ${status.site}) is OFFLINE; last contact ${status.last_contact}`,
     };
-    await this.send(cycle, 'notification.slack.request', slack, status.edge_id);
-
+    const notifications: Array<{ topic: string; payload: { request_id: string } }> = [
+      { topic: 'notification.slack.request', payload: slack },
+    ];
     const last = this.reported.get(status.edge_id);
-    if (last !== undefined && cycle - last < this.options.reportEveryCycles) return;
-    this.reported.set(status.edge_id, cycle);
+    if (last === undefined || cycle - last >= this.options.reportEveryCycles) {
+      this.reported.set(status.edge_id, cycle);
+      notifications.push({ topic: 'notification.email.request', payload: this.report(status) });
+    }
+    if (!this.decisions) {
+      for (const n of notifications) await this.send(cycle, n.topic, n.payload, status.edge_id);
+    } else {
+      await this.decide(cycle, status.edge_id, notifications);
+    }
+  }
+
+  private report(status: EdgeStatusReply): EmailNotification {
     const csv = ['time,event,severity,link_id,message']
       .concat(status.events.map((e) => [e.time, e.event, e.severity, e.link_id, JSON.stringify(e.message)].join(',')))
       .join('\n');
-    const email: EmailNotification = {
+    return {
       request_id: randomUUID(),
       to: this.options.emailTo,
       subject: `[sites-monitor] ${status.name} is OFFLINE`,
@@ -153,7 +178,29 @@ export class MonitorService implements OnApplicationBootstrap, OnModuleDestroy {
         },
       ],
     };
-    await this.send(cycle, 'notification.email.request', email, status.edge_id);
+  }
+
+  /** The decision row and its notifications in one transaction; the relay publishes them after the commit. */
+  private async decide(cycle: number, edge_id: string, notifications: Array<{ topic: string; payload: { request_id: string } }>) {
+    try {
+      const rows = await this.decisions!.record({ edge_id, cycle, notifications });
+      notifications.forEach((n, i) => {
+        const bytes = jsonBytes(n.payload);
+        this.logger.log({
+          hop: 'publish',
+          via: 'outbox',
+          topic: n.topic,
+          cycle,
+          request_id: n.payload.request_id,
+          edge_id,
+          bytes,
+          offloaded: bytes > claimCheckThreshold(this.bus),
+          outbox_id: rows[i],
+        });
+      });
+    } catch (err) {
+      this.failed(cycle, notifications[0].topic, notifications[0].payload.request_id, err, edge_id);
+    }
   }
 
   private async send(cycle: number, topic: string, payload: { request_id: string }, edge_id: string): Promise<void> {

@@ -5,7 +5,7 @@ import { waitUntil } from '../harness/wait';
 
 /**
  * Settings every e2e run of the sample pins, so a developer's own environment cannot change what
- * a test expects: a cycle every 2 s, the seeded fleet with one big edge, and a fresh build.
+ * a test expects: a cycle every 2 s, the seeded fleet with one big edge, a fresh build, no outbox.
  */
 const PINNED_SAMPLE_ENV: NodeJS.ProcessEnv = {
   MONITOR_INTERVAL_MS: '2000',
@@ -14,6 +14,10 @@ const PINNED_SAMPLE_ENV: NodeJS.ProcessEnv = {
   BIG_EDGE_EVENTS: '8000',
   RPC_TIMEOUT_MS: '10000',
   SAMPLE_SKIP_BUILD: '',
+  // No PostgreSQL unless a spec gives one (DATABASE_URL): the monitor then publishes directly.
+  DATABASE_URL: '',
+  SAMPLE_POSTGRES: '0',
+  NOTIFICATIONS_DUPLICATE_WINDOW_SECONDS: '',
 };
 
 export const SAMPLE_SERVICES = ['sites-monitor', 'velocloud-bridge', 'notifier'] as const;

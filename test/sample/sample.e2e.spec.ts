@@ -1,7 +1,9 @@
 // End to end: `node sample/run.js` (what `npm run sample` runs) builds the library and the sample,
 // and starts the three services as real processes against a NATS and a Redis of this test's own,
-// on free ports (NATS with JetStream: notifications are durable). The test watches one monitoring
-// cycle through the JSON log lines and the notifier's outbox, kills the notifier mid-handling and
+// on free ports (NATS with JetStream: notifications are durable), and a PostgreSQL of its own for the
+// monitor's transactional outbox. The test watches one monitoring cycle through the JSON log lines,
+// the alert-decision and outbox tables and the notifier's outbox file, checks that the notifier's
+// idempotent durable skips a repeated notification, kills the notifier mid-handling and
 // sees every notification land once, then stops everything with SIGTERM and checks that no
 // process is left.
 import { ChildProcess } from 'node:child_process';
@@ -9,6 +11,8 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { jetstreamManager } from '@nats-io/jetstream';
+import { Kvm } from '@nats-io/kv';
+import { Client } from 'pg';
 import { connect } from '@nats-io/transport-node';
 import { Svcm, ServiceIdentity, ServiceInfo, ServiceStats } from '@nats-io/services';
 import { EventBus } from '../../lib';
@@ -24,12 +28,15 @@ import {
   waitUntilUp,
 } from './sample-log';
 import { freePort, NatsServer, RedisServer } from '../harness/local-servers';
+import { PostgresHandle, PostgresServer } from '../harness/postgres-server';
+import { inboxBucket } from '../../lib/durable/inbox';
 import { waitUntil } from '../harness/wait';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 let nats: NatsServer;
 let redis: RedisServer;
+let pg: PostgresHandle;
 let outboxDir: string;
 let ports: Record<SampleService, number>;
 let runner: ChildProcess | undefined;
@@ -66,13 +73,18 @@ const startedPids = () =>
   lines.filter((l) => l.service === 'run' && typeof l.pid === 'number' && /^started /.test(l.msg ?? '')).map((l) => l.pid as number);
 
 beforeAll(async () => {
-  [nats, redis] = await Promise.all([NatsServer.start(), RedisServer.start()]);
+  [nats, redis, pg] = await Promise.all([NatsServer.start(), RedisServer.start(), PostgresServer.start()]);
   ports = await freeServicePorts();
   outboxDir = mkdtempSync(join(tmpdir(), 'eventbus-sample-outbox-'));
   const started = startSample(
     {
       ...sampleEnv(nats.url, redis.url, ports, outboxDir),
       EVENTBUS_KEY_PREFIX: 'sample-e2e:',
+      // The monitor's alert decisions go through the outbox into this PostgreSQL.
+      DATABASE_URL: pg.url,
+      // Short, so that a copy of a handled notification can be stored again a moment later: only
+      // the notifier's inbox is left to catch it.
+      NOTIFICATIONS_DUPLICATE_WINDOW_SECONDS: '1',
       FLEET_SIZE: '12',
       // An e-mail (claim-checked) every other cycle, so some are published while the notifier is down.
       REPORT_EVERY_CYCLES: '2',
@@ -95,7 +107,7 @@ afterAll(async () => {
   // Only when the test failed half-way: nothing may outlive it.
   await stopRunner(runner, runnerExit);
   for (const pid of startedPids()) if (alive(pid)) process.kill(pid, 'SIGKILL');
-  await Promise.all([nats?.dispose(), redis?.dispose()]);
+  await Promise.all([nats?.dispose(), redis?.dispose(), pg?.dispose()]);
   if (outboxDir) rmSync(outboxDir, { recursive: true, force: true });
 }, 40_000);
 
@@ -150,12 +162,14 @@ test('one full monitoring cycle: list, statuses (a large one through claim-check
   }
 
   // The alert: a Slack publish, and an e-mail large enough for claim-check, recovered by the notifier.
-  const slack = monitor.find((l) => l.hop === 'publish' && l.topic === 'notification.slack.request');
   const email = monitor.find((l) => l.hop === 'publish' && l.topic === 'notification.email.request');
+  // The Slack alert of the same edge: one decision, committed together with the e-mail.
+  const slack = monitor.find((l) => l.hop === 'publish' && l.topic === 'notification.slack.request' && l.edge_id === email?.edge_id);
   expect(slack).toBeDefined();
-  // Persisted: the publish resolved once the NOTIFICATIONS stream stored it.
-  expect(slack).toMatchObject({ stream: 'NOTIFICATIONS', duplicate: false });
-  expect(email).toMatchObject({ offloaded: true, stream: 'NOTIFICATIONS', duplicate: false });
+  // Written through the outbox: committed with the alert decision, published by the relay afterwards.
+  expect(slack).toMatchObject({ via: 'outbox' });
+  expect(slack!.outbox_id).toMatch(UUID);
+  expect(email).toMatchObject({ offloaded: true, via: 'outbox', edge_id: slack!.edge_id });
   expect(email!.bytes).toBeGreaterThan(1024 * 1024);
 
   const received = await waitFor(
@@ -191,6 +205,29 @@ test('one full monitoring cycle: list, statuses (a large one through claim-check
   expect(outbox.s.message).toContain('OFFLINE');
   expect(outbox.e).toMatchObject({ kind: 'email', recovered: true, token: received.token });
   expect(outbox.e.attachments.reduce((n: number, a: { bytes: number }) => n + a.bytes, 0)).toBeGreaterThan(1024 * 1024);
+
+  // The decision row the two notifications were committed with, and no outbox row left for them:
+  // the relay deleted each once JetStream acked it (the notifier's 'received' line says the stream).
+  const db = new Client({ connectionString: pg.url });
+  await db.connect();
+  try {
+    const decisions = await db.query('SELECT edge_id, cycle, email_request_id FROM sample_alert_decisions WHERE slack_request_id = $1', [
+      slack!.request_id,
+    ]);
+    expect(decisions.rows).toEqual([{ edge_id: slack!.edge_id, cycle, email_request_id: email!.request_id }]);
+    const left = await db.query('SELECT count(*)::int AS n FROM eventbus_outbox WHERE msg_id = ANY($1)', [
+      [slack!.request_id, email!.request_id],
+    ]);
+    expect(left.rows[0].n).toBe(0);
+  } finally {
+    await db.end();
+  }
+  // Handled once each: one 'sent' line per id, none a duplicate.
+  for (const id of [slack!.request_id, email!.request_id]) {
+    expect(lines.filter((l) => l.service === 'notifier' && l.hop === 'sent' && l.request_id === id).map((l) => l.duplicate)).toEqual([
+      false,
+    ]);
+  }
 
   // Nothing went wrong anywhere.
   const errors = lines.filter(
@@ -314,6 +351,56 @@ test('the notifier validates notifications: an e-mail without a recipient never 
   expect(outboxIds().filter((id) => id.startsWith('e2e-bad'))).toEqual([]);
 }, 40_000);
 
+test("the notifier's idempotent durable: a handled notification's id is recorded in the inbox, and a copy stored again past the stream's duplicate window is acked without running the handler", async () => {
+  const sent = await waitFor(
+    'a Slack notification sent by the notifier',
+    () => lines.find((l) => l.service === 'notifier' && l.hop === 'sent' && l.kind === 'slack' && l.duplicate === false),
+    20_000,
+  );
+  const id = sent.request_id as string;
+  const received = () => lines.filter((l) => l.service === 'notifier' && l.hop === 'received' && l.request_id === id);
+  expect(received()).toHaveLength(1);
+
+  const nc = await connect({ servers: nats.url });
+  const bus = new EventBus({ nats: { servers: nats.url } });
+  try {
+    // The record: `done <time>` under <stream>.<durable>.m.<base64url msgId>, in the 600 s window's bucket.
+    const kv = await new Kvm(nc).open(inboxBucket(600));
+    const key = `NOTIFICATIONS.notifier-slack.m.${Buffer.from(id).toString('base64url')}`;
+    const record = await kv.get(key);
+    expect(record?.string()).toMatch(/^done \d+$/);
+
+    // The same notification again, with its msgId, after the 1 s duplicate window: the stream stores it anew.
+    const original = readFileSync(join(outboxDir, 'outbox.jsonl'), 'utf8')
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l))
+      .find((e) => e.request_id === id);
+    await new Promise((r) => setTimeout(r, 1500));
+    await bus.connect();
+    const stored = await bus.publish(
+      'notification.slack.request',
+      { request_id: id, channel: original.channel, message: original.message },
+      { persist: true, msgId: id },
+    );
+    expect(stored).toMatchObject({ stream: 'NOTIFICATIONS', duplicate: false });
+
+    // Consumed: the durable's ack floor passes the copy's sequence. Its handler never ran for it.
+    const jsm = await jetstreamManager(nc);
+    await waitUntil(
+      async () => (await jsm.consumers.info('NOTIFICATIONS', 'notifier-slack')).ack_floor.stream_seq >= stored.seq,
+      "notifier-slack's ack floor past the copy",
+      20_000,
+    );
+    expect(received()).toHaveLength(1);
+    expect(received().some((l) => l.seq === stored.seq)).toBe(false);
+    expect(outboxIds().filter((x) => x === id)).toEqual([id]);
+  } finally {
+    await bus.close();
+    await nc.close();
+  }
+}, 40_000);
+
 test('notifier killed (SIGKILL) mid-handling and restarted: every notification, including those published while it was down, lands in the outbox exactly once by id', async () => {
   const notifierPids = () => lines.filter((l) => l.service === 'run' && l.msg === 'started notifier').map((l) => l.pid as number);
   const [pid] = notifierPids();
@@ -372,7 +459,8 @@ test('notifier killed (SIGKILL) mid-handling and restarted: every notification, 
   const again = await waitFor(
     'the in-flight notification delivered again to the restarted notifier',
     () => logged('sent').find((l) => l.request_id === inFlight && l.duplicate === true),
-    5_000,
+    // Its redelivery waits for the dead notifier's inbox claim (a 15 s lease) to expire.
+    30_000,
   );
   expect(again).toBeDefined();
   expect(logged('received').find((l) => l.request_id === inFlight && l.delivery >= 2)).toBeDefined();
@@ -405,8 +493,9 @@ test('SIGTERM stops every service cleanly and leaves no process behind', async (
   expect(nats.running && redis.running).toBe(true);
   // But not the stream the run created there (issue 25): NOTIFICATIONS captures notification.>, and
   // would go on capturing a user's own publishes on a NATS the sample did not start.
+  // Nor the notifier's inbox bucket.
   const removed = lines.find((l) => l.service === 'run' && /^removed the streams this run created/.test(l.msg ?? ''));
-  expect(removed?.streams).toEqual(['NOTIFICATIONS']);
+  expect(removed?.streams).toEqual(['NOTIFICATIONS', 'KV_eventbus-inbox-600s']);
   const nc = await connect({ servers: nats.url });
   try {
     const names: string[] = [];
@@ -434,6 +523,9 @@ test('Ctrl-C (SIGINT to the whole process group) with servers of its own: servic
       SAMPLE_START_TIMEOUT_MS: '40000',
       FLEET_SIZE: '4',
       SAMPLE_SKIP_BUILD: '1',
+      // No DATABASE_URL: run.js starts a PostgreSQL of its own for the outbox as well.
+      DATABASE_URL: '',
+      SAMPLE_POSTGRES: '',
     },
     own,
     [],
@@ -445,7 +537,14 @@ test('Ctrl-C (SIGINT to the whole process group) with servers of its own: servic
       'up',
       60_000,
     );
-    expect(own.filter((l) => l.service === 'run' && /^started a local/.test(l.msg ?? '')).map((l) => l.msg)).toHaveLength(2);
+    expect(own.filter((l) => l.service === 'run' && /^started a local/.test(l.msg ?? '')).map((l) => l.msg)).toHaveLength(3);
+    const postgresUrl = own.find((l) => l.service === 'run' && /^started a local postgres/.test(l.msg ?? ''))!.url as string;
+    // The monitor wrote its first alert decision there before the stop.
+    await waitUntil(
+      () => own.some((l) => l.service === 'sites-monitor' && l.hop === 'publish' && l.via === 'outbox'),
+      'an alert written through the outbox',
+      30_000,
+    );
     const pids = own.filter((l) => l.service === 'run' && typeof l.pid === 'number').map((l) => l.pid as number);
     const shutdownFrom = own.length;
     process.kill(-child.pid!, 'SIGINT');
@@ -457,9 +556,13 @@ test('Ctrl-C (SIGINT to the whole process group) with servers of its own: servic
     expect(Math.min(...SAMPLE_SERVICES.map((s) => at(`${s} stopped`)))).toBeGreaterThanOrEqual(0);
     expect(at('nats-server stopped')).toBeGreaterThan(lastService);
     expect(at('redis-server stopped')).toBeGreaterThan(lastService);
+    expect(at('postgres stopped')).toBeGreaterThan(lastService);
+    // Stopped and removed: nothing answers at its port any more.
+    const probe = new Client({ connectionString: postgresUrl, connectionTimeoutMillis: 2000 });
+    await expect(probe.connect()).rejects.toThrow();
     // The servers were there while the services drained: none of them saw NATS or Redis go away.
     const lostServer = after.filter(
-      (l) => SAMPLE_SERVICES.includes(l.service) && /disconnected from|Redis connection error/.test(l.msg ?? ''),
+      (l) => SAMPLE_SERVICES.includes(l.service) && /disconnected from|Redis connection error|PostgreSQL connection lost/.test(l.msg ?? ''),
     );
     expect(lostServer).toEqual([]);
     for (const pid of pids) expect({ pid, alive: alive(pid) }).toEqual({ pid, alive: false });
