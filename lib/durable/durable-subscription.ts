@@ -6,6 +6,7 @@ import { MessageHandler } from '../delivery/message-context';
 import { DurableBatch, DurableMessage, DurablePull } from '../nats/jetstream';
 import { settleWithin } from '../shared/deadline';
 import { DeadLetters } from './dead-letters';
+import { msUntilDue } from './delay';
 import { backoffFor, DurableSettings } from './durable.options';
 import { Inbox, InboxClaim } from './inbox';
 
@@ -45,6 +46,9 @@ export class DurableSubscription {
   // Deliveries per message that did not reach the handler (storage or the inbox down, its id busy
   // elsewhere): they do not count against maxDeliver.
   private readonly storageFailures = new Map<string, number>();
+  // Deliveries of a delayed message before it was due (`Eventbus-Not-Before`): nak'ed with the time
+  // left, never handed to the handler, not counted against maxDeliver. Oldest forgotten past the bound.
+  private readonly early = new Map<string, number>();
   private duplicates = 0;
   private readonly literalSubject?: string;
   private stopping = false;
@@ -182,6 +186,8 @@ export class DurableSubscription {
       // Its dead letter failed to go out before: the handler already had its deliveries, try the dead letter again.
       const unsent = this.deadLetters.unsent(m);
       if (unsent) return await this.deadLetter(m, unsent.reason, unsent.error);
+      const wait = msUntilDue(m.headers);
+      if (wait > 0) return this.notDue(m, wait);
       // Delivered again after its last handler run (its settling outlasted the ack wait on a busy
       // process): the handler never runs more than maxDeliver times; the dead letter's own id dedupes it.
       if (this.attempts(m) > this.spec.settings.maxDeliver) {
@@ -195,6 +201,7 @@ export class DurableSubscription {
         if (verdict.kind === 'done') {
           this.duplicates++;
           this.storageFailures.delete(`${m.stream}:${m.seq}`);
+          this.early.delete(`${m.stream}:${m.seq}`);
           return m.ack();
         }
         // Another delivery of the id runs now (a redelivery race): come back when its lease ends.
@@ -203,7 +210,9 @@ export class DurableSubscription {
       }
       // No reply: the message's own reply subject is its ack subject, not a requester.
       const msg: InboundMessage = { subject: m.subject, data: m.data, headers: m.headers };
-      const durable = { deliveryCount: m.deliveryCount, stream: m.stream, seq: m.seq };
+      let retryInMs: number | undefined;
+      // onRetryIn is a MessageContextInit key beyond DurableContext: the context is built from this object's keys.
+      const durable = { deliveryCount: m.deliveryCount, stream: m.stream, seq: m.seq, onRetryIn: (ms: number) => (retryInMs = ms) };
       // Inside a process span whose parent is the trace the publisher's headers carry.
       let outcome: DeliveryOutcome;
       try {
@@ -216,7 +225,10 @@ export class DurableSubscription {
         throw err;
       }
       // The record is written after the handler succeeded and before the ack.
-      if (claim) await (outcome ? claim.released() : claim.succeeded());
+      // A retry asked for is not a handled message: its id is given back, not recorded.
+      const retry = !outcome && retryInMs !== undefined;
+      if (claim) await (outcome || retry ? claim.released() : claim.succeeded());
+      if (retry) return m.nak(retryInMs as number);
       await this.settle(m, outcome);
     } catch (err) {
       // Settling failed (a connection gone): the server redelivers after the ack wait.
@@ -226,9 +238,21 @@ export class DurableSubscription {
     }
   }
 
-  /** Deliveries that reached the handler (or could have): those the storage failed are not counted. */
+  /** Deliveries that reached the handler (or could have): not those the storage failed, nor those before the message was due. */
   private attempts(m: DurableMessage): number {
-    return m.deliveryCount - (this.storageFailures.get(`${m.stream}:${m.seq}`) ?? 0);
+    const key = `${m.stream}:${m.seq}`;
+    return m.deliveryCount - (this.storageFailures.get(key) ?? 0) - (this.early.get(key) ?? 0);
+  }
+
+  /** Delivered before its due time: back to the server until then, the handler not run. */
+  private notDue(m: DurableMessage, waitMs: number): void {
+    const key = `${m.stream}:${m.seq}`;
+    const count = (this.early.get(key) ?? 0) + 1;
+    this.early.delete(key);
+    // Bounded: past 100,000 delayed messages the oldest count is forgotten (that message may then get one handler run fewer).
+    if (this.early.size >= 100_000) this.early.delete(this.early.keys().next().value as string);
+    this.early.set(key, count);
+    m.nak(Math.ceil(waitMs));
   }
 
   /** A delivery that did not reach the handler: nak'ed with backoff (sooner when `delayMs` is less), not counted against maxDeliver. */
@@ -248,6 +272,7 @@ export class DurableSubscription {
     const key = `${m.stream}:${m.seq}`;
     if (!outcome) {
       this.storageFailures.delete(key);
+      this.early.delete(key);
       return m.ack();
     }
     const settings = this.spec.settings;
@@ -271,6 +296,7 @@ export class DurableSubscription {
   }
 
   private async deadLetter(m: DurableMessage, reason: string, error: unknown): Promise<void> {
+    this.early.delete(`${m.stream}:${m.seq}`);
     if (await this.deadLetters.send(m, reason, error)) m.term(reason);
     else m.nak(backoffFor(this.spec.settings, m.deliveryCount));
   }

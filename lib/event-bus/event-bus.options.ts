@@ -94,6 +94,13 @@ export interface PersistOptions extends PublishOptions {
    * No control characters, no leading or trailing whitespace, no lone surrogates (`InvalidOptionsError`).
    */
   msgId?: string;
+  /**
+   * Deliver to durables no earlier than this many ms from now (whole ms, >= 0; the `Eventbus-Not-Before`
+   * header, see docs/durable-delivery.md "Delays"). Not with `notBefore`. Core subscribers get it at once.
+   */
+  delayMs?: number;
+  /** Deliver to durables no earlier than this time (a `Date` or epoch ms; a past time is due at once). Not with `delayMs`. */
+  notBefore?: Date | number;
 }
 
 export interface RpcRequestOptions extends PublishOptions {
@@ -105,7 +112,7 @@ export interface RpcRequestOptions extends PublishOptions {
 
 /**
  * The keys each call takes. Anything else, a typo or a name a later version may add
- * (`partitionBy`, `batch`, `delayMs`, `notBefore`), is refused rather than ignored: a caller relying
+ * (`partitionBy`, `batch`), is refused rather than ignored: a caller relying
  * on it would otherwise get the plain behaviour without a word.
  */
 export const SUBSCRIBE_KEYS = [
@@ -123,7 +130,7 @@ export const SUBSCRIBE_KEYS = [
   'idempotent',
   'storageOutageMaxDeliveries',
 ] as const satisfies ReadonlyArray<keyof SubscribeOptions>;
-export const PUBLISH_KEYS = ['headers', 'persist', 'msgId'] as const satisfies ReadonlyArray<keyof PersistOptions>;
+export const PUBLISH_KEYS = ['headers', 'persist', 'msgId', 'delayMs', 'notBefore'] as const satisfies ReadonlyArray<keyof PersistOptions>;
 export const RPC_REQUEST_KEYS = ['headers', 'timeoutMs', 'timeout'] as const satisfies ReadonlyArray<keyof RpcRequestOptions>;
 
 /** A call's options object: absent, or an object with only `known` keys; else `InvalidOptionsError`. */

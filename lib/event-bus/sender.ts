@@ -2,6 +2,7 @@
 // producer connection, each checked in full before a large body is stored. EventBus documents them.
 import { ClaimCheckCodec } from '../claim-check/claim-check.codec';
 import { Outbound } from '../delivery/outbound';
+import { dueTime, withDueHeader } from '../durable/delay';
 import { Durability } from '../durable/durability';
 import { InvalidOptionsError, RpcTimeoutError } from '../errors/event-bus.errors';
 import type { PersistAck } from '../nats/jetstream';
@@ -68,7 +69,9 @@ export class Sender {
         if (this.telemetry.on && this.outbound.fitsInline(body, producer.maxPayload, hdrs)) {
           this.telemetry.noteBodySize(Buffer.byteLength(body, 'utf8'));
         }
-        return this.inFlight.publish(this.parts.durability.publish(producer, topic, body, hdrs, persist.msgId));
+        const due = dueTime(persist);
+        const sent = due === undefined ? hdrs : withDueHeader(hdrs, due);
+        return this.inFlight.publish(this.parts.durability.publish(producer, topic, body, sent, persist.msgId));
       }
       const wire = this.telemetry.sized(this.outbound.plan(topic, body, producer.maxPayload, hdrs));
       if (wire instanceof Uint8Array) {
@@ -163,6 +166,8 @@ function persistOptions(opts: PublishOptions | PersistOptions | undefined): Pers
   const o = opts as { persist?: unknown; msgId?: unknown } | undefined;
   if (o?.persist === undefined || o.persist === false) {
     if (o?.msgId !== undefined) throw new InvalidOptionsError('msgId', 'applies to persisted publishes only; add persist: true');
+    // delayMs / notBefore without persist: refused there, a core publish cannot wait.
+    dueTime(o);
     return undefined;
   }
   if (o.persist !== true) throw new InvalidOptionsError('persist', `must be true or false, got ${typeof o.persist}`);

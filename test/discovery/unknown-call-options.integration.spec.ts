@@ -79,17 +79,24 @@ describe('unknown keys in @Subscribe, publish and rpcRequest options', () => {
     expect(err!.message).toContain('TypoHandlers.onTypo');
   });
 
-  it('publish with delayMs or notBefore, and rpcRequest with a mistyped timeoutMs, are InvalidOptionsError at once; nothing is sent', async () => {
+  // delayMs and notBefore are options since issue 31 (persisted publishes only): without persist, and a typo of them, are refused.
+  it('publish with delayMs or notBefore but no persist, a mistyped delayMs, and rpcRequest with a mistyped timeoutMs, are InvalidOptionsError at once; nothing is sent', async () => {
     const bus = buses.track(new EventBus({ nats: { servers: nats.url } }));
     await bus.connect();
     const got: string[] = [];
     raw.subscribe('uk.>', { callback: (_e, m) => void got.push(m.subject) });
     await raw.flush();
 
-    const delayed = await bus.publish('uk.delayed', {}, { persist: true, delayMs: 2000 } as never).catch((e) => e);
+    const delayed = await bus.publish('uk.delayed', {}, { delayMs: 2000 } as never).catch((e) => e);
     expect(delayed).toBeInstanceOf(InvalidOptionsError);
     expect(delayed.option).toBe('delayMs');
-    await expect(bus.publish('uk.later', {}, { notBefore: Date.now() + 1000 } as never)).rejects.toThrow(InvalidOptionsError);
+    expect(delayed.message).toContain('add persist: true');
+    const notBefore = await bus.publish('uk.later', {}, { notBefore: Date.now() + 1000 } as never).catch((e) => e);
+    expect(notBefore).toBeInstanceOf(InvalidOptionsError);
+    expect(notBefore.option).toBe('notBefore');
+    const typoDelay = await bus.publish('uk.later', {}, { persist: true, delayMS: 2000 } as never).catch((e) => e);
+    expect(typoDelay).toBeInstanceOf(InvalidOptionsError);
+    expect(typoDelay.message).toContain('did you mean "delayMs"');
     await expect(bus.publish('uk.later', {}, { partitionBy: 'id' } as never)).rejects.toThrow(/partitionBy/);
     // timeoutMs is an option since issue 28 (timeout its deprecated name): a typo of it is refused.
     const typo = await bus.rpcRequest<never>('uk.rpc', {}, { timeoutMS: 50 } as never).catch((e: InvalidOptionsError) => e);
