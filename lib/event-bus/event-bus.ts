@@ -1,6 +1,5 @@
-// EventBus is the public facade: publish, rpcRequest, subscribe, addConnection, connect, close, with
-// their documentation. The work is in sender.ts (publish, rpcRequest), receiver.ts (subscribe),
-// consumer-pool.ts, subscriptions.ts and delivery/ (the send and receive cores).
+// EventBus, the public facade, with its documentation. The work is in sender.ts (publish, rpcRequest),
+// receiver.ts (subscribe), consumer-pool.ts, subscriptions.ts and delivery/ (the send and receive cores).
 import { Logger, OnModuleDestroy, OnModuleInit } from '@nestjs/common';
 import { ClaimCheckCodec } from '../claim-check/claim-check.codec';
 import { bodyCodecOf } from '../claim-check/body-codec';
@@ -63,27 +62,24 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
     private readonly storage: MessageStorageManager | null = null,
   ) {
     this.options = resolveBusOptions(options);
-    const threshold = this.options.largeMessageThresholdBytes;
-    this.codec = new ClaimCheckCodec(tracedStore(storage, this.telemetry), threshold, bodyCodecOf(storage));
+    this.codec = new ClaimCheckCodec(tracedStore(storage, this.telemetry), this.options.largeMessageThresholdBytes, bodyCodecOf(storage));
     this.outbound = new Outbound(this.codec);
     this.durability = new Durability(options.jetstream, this.outbound, this.logger);
     const name = this.options.nats.name ?? NATS_CONNECTION_DEFAULTS.name;
     this.producer = new BusConnection('producer', { ...this.options.nats, name });
+    // What the send and receive sides both use.
+    const shared = { codec: this.codec, durability: this.durability, telemetry: this.telemetry };
     this.sender = new Sender({
-      codec: this.codec,
+      ...shared,
       outbound: this.outbound,
-      durability: this.durability,
       inFlight: this.inFlight,
-      telemetry: this.telemetry,
       rpcTimeoutMs: this.options.rpcTimeoutMs,
       openProducer: () => this.openProducer(),
       storage,
     });
     this.consumers = new ConsumerPool(this.options.nats, name, (client) => this.checkThreshold(client), this.logger);
     this.receiver = new Receiver({
-      codec: this.codec,
-      durability: this.durability,
-      telemetry: this.telemetry,
+      ...shared,
       logger: this.logger,
       consumers: this.consumers,
       options: this.options,
@@ -106,13 +102,9 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
   connect(): Promise<void> {
     if (this.closing) return Promise.reject(new NotConnectedError('EventBus is closed'));
     // Tracer and meter are taken now, not at import: an SDK registered before the app starts is used.
-    this.telemetry.start(this.options.telemetry, () => this.subscriptionStats());
-    this.lag ??= startConsumerLag(
-      this.options.telemetry,
-      this.options.jetstream,
-      () => this.producer.connection,
-      () => this.subscriptionStats(),
-    );
+    const stats = () => this.subscriptionStats();
+    this.telemetry.start(this.options.telemetry, stats);
+    this.lag ??= startConsumerLag(this.options.telemetry, this.options.jetstream, () => this.producer.connection, stats);
     this.connecting ??= this.producer
       .connect(this.options.firstConnectTimeoutMs)
       .then(
@@ -130,10 +122,7 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
     return this.connecting;
   }
 
-  /**
-   * Register a named connection of its own for the subscriptions that name it (`{ connection }`).
-   * `natsOptions` are merged over the bus's NATS options. Connects now.
-   */
+  /** A named connection (`natsOptions` over the bus's) for the subscriptions that name it (`{ connection }`); connects now. */
   async addConnection(name: string, natsOptions: Partial<NatsConnectionOptions> = {}): Promise<void> {
     if (this.closing) throw new NotConnectedError('EventBus is closed');
     await this.consumers.add(name, natsOptions);
@@ -156,7 +145,7 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
   }
 
   /**
-   * Send one request and wait for its reply, recovering a stored reply. `timeout` covers all of it:
+   * Send one request and wait for its reply, recovering a stored reply. `timeoutMs` covers all of it:
    * storing a large request, the round trip, and recovering a large reply. Fails with
    * `RpcTimeoutError`, `NoRespondersError`, `RemoteHandlerError`, `MessageStorageError`, or
    * `NotConnectedError` when the bus closes while it waits.
@@ -174,9 +163,8 @@ export class EventBus implements OnModuleInit, OnModuleDestroy {
   }
 
   /**
-   * What each live subscription holds now (handlers running, messages waiting, bytes held against
-   * its `maxHeldBytes` budget) and how many messages it has dropped or shed. For health checks and
-   * metrics.
+   * What each live subscription holds now (handlers running, messages waiting, bytes held against its
+   * `maxHeldBytes` budget) and how many messages it has dropped or shed. For health checks and metrics.
    */
   subscriptionStats(): SubscriptionStats[] {
     return this.receiver.stats();
