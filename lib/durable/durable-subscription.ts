@@ -6,6 +6,7 @@ import { MessageHandler } from '../delivery/message-context';
 import { DurableBatch, DurableMessage, DurablePull } from '../nats/jetstream';
 import { settleWithin } from '../shared/deadline';
 import { DeadLetters } from './dead-letters';
+import { BatchGatherer, BatchHandler } from './batch';
 import { msUntilDue } from './delay';
 import { backoffFor, DurableSettings } from './durable.options';
 import { Inbox, InboxClaim } from './inbox';
@@ -54,6 +55,9 @@ export class DurableSubscription {
   private stopping = false;
   private ticker?: NodeJS.Timeout;
   private loop?: Promise<void>;
+  // A batch handler: messages are delivered one by one into it, and it calls the method with several.
+  private readonly gatherer?: BatchGatherer;
+  private readonly handler: MessageHandler;
 
   constructor(
     private readonly spec: DurableSubscriptionSpec,
@@ -62,9 +66,14 @@ export class DurableSubscription {
     private readonly logger: Logger,
   ) {
     this.literalSubject = /[*>]/.test(spec.topic) ? undefined : spec.topic;
+    const batch = spec.settings.batch;
+    // With batch the method takes (payloads, contexts), checked by the options, not the type.
+    if (batch) this.gatherer = new BatchGatherer(batch, spec.handler as unknown as BatchHandler);
+    this.handler = this.gatherer?.single ?? spec.handler;
     this.dispatcher = new BoundedDispatcher<DurableMessage>(
       spec.topic,
-      spec.limits,
+      // One batch at a time: as many slots as a batch has, so a full one fills and the next waits for it.
+      batch ? { ...spec.limits, maxConcurrent: batch.size } : spec.limits,
       (m) => m.data.byteLength,
       (m, held) => this.run(m, held),
       logger,
@@ -105,6 +114,8 @@ export class DurableSubscription {
     this.wake?.();
     // Taken but not started: another instance may have them at once, not after the ack wait.
     for (const m of this.taken.splice(0)) m.nak(0);
+    // A partial batch is handled now rather than after its wait.
+    this.gatherer?.flush();
     const idle = await settleWithin(this.dispatcher.whenIdle(), timeoutMs);
     clearInterval(this.ticker);
     await settleWithin(this.loop ?? Promise.resolve(), 100);
@@ -217,7 +228,7 @@ export class DurableSubscription {
       let outcome: DeliveryOutcome;
       try {
         outcome = await this.delivery.claimCheck.telemetry.process(msg, m.subject, this.spec.settings.durable, () =>
-          this.delivery.deliver(msg, this.spec.handler, { literalSubject: this.literalSubject, held, durable }),
+          this.delivery.deliver(msg, this.handler, { literalSubject: this.literalSubject, held, durable }),
         );
       } catch (err) {
         // Delivery itself failed (not the handler): give the id back; the server redelivers.

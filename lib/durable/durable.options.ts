@@ -3,6 +3,7 @@ import { DEFAULTS } from '../options/defaults';
 import { knownKeys, MAX_TIMER_MS, nonEmptyString, wholeNumber } from '../options/rules';
 import { checkTopic } from '../nats/subjects';
 import type { StreamSpec } from '../nats/jetstream';
+import type { BatchSettings } from './batch';
 
 /** `jetstream` in the bus options: the streams the bus ensures, and how long it waits on JetStream. */
 export interface JetStreamOptions {
@@ -68,6 +69,13 @@ export interface DurableSubscribeOptions {
    * `storage`. They do not count against `maxDeliver`. Counted by this instance. Default 20.
    */
   storageOutageMaxDeliveries?: number;
+  /**
+   * Hand the method up to `size` messages at once (1 to 1000), or what arrived within `maxWaitMs` of
+   * the batch's first message: it is called as `(payloads: T[], contexts: MessageContext[])`. All of
+   * them are acked when it resolves and all retried (backoff, `maxDeliver`, dead letter per message)
+   * when it throws. One batch at a time per instance (`maxConcurrent` is `size`). Default: none.
+   */
+  batch?: { size: number; maxWaitMs: number };
 }
 
 /** `idempotent: { … }` of a durable subscription. */
@@ -86,7 +94,12 @@ export interface DurableSettings {
   storageOutageMaxDeliveries: number;
   /** Set when the subscription is idempotent: how long a handled id is remembered. */
   idempotent?: { windowSeconds: number };
+  /** Set for a batch handler. */
+  batch?: BatchSettings;
 }
+
+/** Most messages in one batch: a batch is held in memory and kept in progress as one. */
+export const MAX_BATCH_SIZE = 1000;
 
 const STREAM_KEYS = ['name', 'subjects', 'maxAgeSeconds', 'replicas', 'storage', 'duplicateWindowSeconds'] as const;
 
@@ -132,7 +145,7 @@ export function validateJetStreamOptions(options: JetStreamOptions | undefined):
 
 /** A subscription's durable settings, or undefined when it is not durable. */
 export function durableSettings(topic: string, opts: DurableSubscribeOptions & { queue?: string }): DurableSettings | undefined {
-  const durableOnly = ['maxDeliver', 'backoffMs', 'ackWaitMs', 'deadLetter', 'storageOutageMaxDeliveries'] as const;
+  const durableOnly = ['maxDeliver', 'backoffMs', 'ackWaitMs', 'deadLetter', 'storageOutageMaxDeliveries', 'batch'] as const;
   if (opts.durable === undefined) {
     // Only a durable redelivers and acks; a core subscription has nothing to deduplicate against.
     if (opts.idempotent !== undefined && opts.idempotent !== false)
@@ -162,6 +175,8 @@ export function durableSettings(topic: string, opts: DurableSubscribeOptions & {
   };
   const idempotent = idempotentSettings(opts.idempotent);
   if (idempotent) settings.idempotent = idempotent;
+  const batch = batchSettings(opts.batch);
+  if (batch) settings.batch = batch;
   wholeNumber('maxDeliver', settings.maxDeliver, 1);
   wholeNumber('storageOutageMaxDeliveries', settings.storageOutageMaxDeliveries, 1);
   wholeNumber('ackWaitMs', settings.ackWaitMs, 1000, 'milliseconds', MAX_TIMER_MS);
@@ -191,6 +206,19 @@ export function idempotentSettings(value: DurableSubscribeOptions['idempotent'])
   // A year at most: the bucket's age limit travels in nanoseconds.
   wholeNumber('idempotent.windowSeconds', windowSeconds, 1, 'seconds', 31_536_000);
   return { windowSeconds };
+}
+
+/** `batch` checked: undefined when not given; both keys required (a partial batch's wait is the caller's call). */
+export function batchSettings(value: DurableSubscribeOptions['batch']): BatchSettings | undefined {
+  if (value === undefined) return undefined;
+  if (!value || typeof value !== 'object' || Array.isArray(value))
+    throw new InvalidOptionsError('batch', `must be { size, maxWaitMs }, got ${JSON.stringify(value)}`);
+  knownKeys('batch', value, ['size', 'maxWaitMs']);
+  if (value.size === undefined) throw new InvalidOptionsError('batch.size', `is required (1 to ${MAX_BATCH_SIZE})`);
+  if (value.maxWaitMs === undefined) throw new InvalidOptionsError('batch.maxWaitMs', 'is required (ms a partial batch waits)');
+  wholeNumber('batch.size', value.size, 1, '', MAX_BATCH_SIZE);
+  wholeNumber('batch.maxWaitMs', value.maxWaitMs, 1, 'milliseconds', MAX_TIMER_MS);
+  return { size: value.size, maxWaitMs: value.maxWaitMs };
 }
 
 /** The delay before redelivery after the `deliveryCount`-th delivery failed. */

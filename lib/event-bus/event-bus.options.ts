@@ -112,7 +112,7 @@ export interface RpcRequestOptions extends PublishOptions {
 
 /**
  * The keys each call takes. Anything else, a typo or a name a later version may add
- * (`partitionBy`, `batch`), is refused rather than ignored: a caller relying
+ * (`partitionBy`), is refused rather than ignored: a caller relying
  * on it would otherwise get the plain behaviour without a word.
  */
 export const SUBSCRIBE_KEYS = [
@@ -129,6 +129,7 @@ export const SUBSCRIBE_KEYS = [
   'deadLetter',
   'idempotent',
   'storageOutageMaxDeliveries',
+  'batch',
 ] as const satisfies ReadonlyArray<keyof SubscribeOptions>;
 export const PUBLISH_KEYS = ['headers', 'persist', 'msgId', 'delayMs', 'notBefore'] as const satisfies ReadonlyArray<keyof PersistOptions>;
 export const RPC_REQUEST_KEYS = ['headers', 'timeoutMs', 'timeout'] as const satisfies ReadonlyArray<keyof RpcRequestOptions>;

@@ -37,8 +37,9 @@ describe('unknown keys in @Subscribe, publish and rpcRequest options', () => {
     }
   }
 
-  it('@Subscribe with a key a later version may add (partitionBy, batch) stops bootstrap naming the key and the method', async () => {
-    for (const key of ['partitionBy', 'batch']) {
+  // batch is an option since issue 31 (test/durable/batch.integration.spec.ts checks it).
+  it('@Subscribe with a key a later version may add (partitionBy) stops bootstrap naming the key and the method', async () => {
+    for (const key of ['partitionBy']) {
       @Injectable()
       class Handlers {
         @Subscribe('uk.later', { [key]: true } as never)
@@ -50,6 +51,19 @@ describe('unknown keys in @Subscribe, publish and rpcRequest options', () => {
       expect(err!.message).toContain('Handlers.onLater');
       expect(err!.message).toContain('is not an option');
     }
+  });
+
+  it('@Subscribe with batch but no durable stops bootstrap naming the method', async () => {
+    @Injectable()
+    class BatchHandlers {
+      @Subscribe('uk.batch', { batch: { size: 2, maxWaitMs: 100 } })
+      onBatch() {}
+    }
+    const err = await bootstrapError(BatchHandlers);
+    expect(err).toBeInstanceOf(InvalidOptionsError);
+    expect(err!.option).toBe('batch');
+    expect(err!.message).toContain('BatchHandlers.onBatch');
+    expect(err!.message).toContain("add durable: '<name>'");
   });
 
   // idempotent became an option in issue 30; without a durable it is still refused at bootstrap.
