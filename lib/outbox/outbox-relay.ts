@@ -1,6 +1,7 @@
 import { Logger, OnApplicationBootstrap, OnModuleDestroy } from '@nestjs/common';
 import type { EventBus } from '../event-bus/event-bus';
 import type { ResolvedOutboxOptions } from './outbox.options';
+import { describe, OutboxListener } from './outbox-listener';
 import { notifyChannel, quotedTable } from './outbox-schema';
 import type { PgPoolClientLike, PgPoolLike } from './pg-types';
 
@@ -24,14 +25,11 @@ export class OutboxRelay implements OnApplicationBootstrap, OnModuleDestroy {
   private readonly logger = new Logger('EventBusOutbox');
   private readonly selectSql: string;
   private readonly deleteSql: string;
-  private readonly channel: string;
   private stopped = false;
   private woken = false;
   private wakeSleeper?: () => void;
   private loop?: Promise<void>;
-  private listener?: PgPoolClientLike;
-  private listenAttempts = 0;
-  private listenTimer?: NodeJS.Timeout;
+  private readonly listener: OutboxListener;
   private failures = 0;
   private firstPass?: Promise<void>;
   private firstPassDone?: () => void;
@@ -46,11 +44,14 @@ export class OutboxRelay implements OnApplicationBootstrap, OnModuleDestroy {
     private readonly options: ResolvedOutboxOptions,
   ) {
     const table = quotedTable(options.table);
-    this.channel = notifyChannel(options.table);
     this.selectSql =
       // ORDER BY the bigint column: an alias `seq::text AS seq` would sort '10' before '2'.
       `SELECT seq, id::text AS id, topic, payload::text AS payload, msg_id FROM ${table} ` + `ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED`;
     this.deleteSql = `DELETE FROM ${table} WHERE seq = ANY($1::bigint[])`;
+    this.listener = new OutboxListener(pool, notifyChannel(options.table), options, this.logger, (fromServer) => {
+      if (fromServer) this.notified++;
+      this.wake();
+    });
   }
 
   /** Nest hook: after every module's init, so the bus is connected. */
@@ -66,26 +67,23 @@ export class OutboxRelay implements OnApplicationBootstrap, OnModuleDestroy {
   start(): void {
     if (this.loop || this.stopped) return;
     this.firstPass = new Promise((resolve) => (this.firstPassDone = resolve));
-    void this.listen();
+    void this.listener.listen();
     this.loop = this.run();
   }
 
   /** Resolves once the relay listens for NOTIFY and has made its first pass over the table. */
   async ready(): Promise<void> {
     await this.firstPass;
-    while (!this.listener && !this.stopped) await new Promise((r) => setTimeout(r, 20));
+    while (!this.listener.listening && !this.stopped) await new Promise((r) => setTimeout(r, 20));
   }
 
   /** Finish the batch in flight (its rows are published and deleted, or stay), then stop. Idempotent. */
   async stop(): Promise<void> {
     this.stopped = true;
-    clearTimeout(this.listenTimer);
+    this.listener.halt();
     this.wakeSleeper?.();
     await this.loop;
-    const listener = this.listener;
-    this.listener = undefined;
-    // Destroyed, not returned: a pool client left LISTENing would wake nobody.
-    listener?.release(true);
+    this.listener.close();
   }
 
   private async run(): Promise<void> {
@@ -189,57 +187,6 @@ export class OutboxRelay implements OnApplicationBootstrap, OnModuleDestroy {
     await client.query(this.deleteSql, [rows.map((r) => r.seq)]);
   }
 
-  private async listen(): Promise<void> {
-    if (this.stopped) return;
-    let client: PgPoolClientLike | undefined;
-    try {
-      client = await this.pool.connect();
-      const own = client;
-      own.on('notification', (msg) => {
-        if (msg.channel !== this.channel) return;
-        this.notified++;
-        this.wake();
-      });
-      // A checked-out pg client with no 'error' listener would crash the process when PostgreSQL goes away.
-      own.on('error', (err) => this.listenerLost(own, err));
-      own.on('end', () => this.listenerLost(own));
-      await own.query(`LISTEN "${this.channel}"`);
-      if (this.stopped) {
-        own.release(true);
-        return;
-      }
-      this.listener = own;
-      if (this.listenAttempts > 0) this.logger.log(`outbox relay: listening on ${this.channel} again`);
-      this.listenAttempts = 0;
-      // Rows committed while nobody listened are found by the pass this starts.
-      this.wake();
-    } catch (err) {
-      client?.release(true);
-      this.retryListen(err);
-    }
-  }
-
-  private listenerLost(client: PgPoolClientLike, err?: Error): void {
-    if (this.listener !== client) return;
-    this.listener = undefined;
-    client.release(true);
-    this.retryListen(err ?? new Error('connection ended'));
-  }
-
-  /** Without LISTEN the relay still polls; it listens again after a backoff. */
-  private retryListen(err: unknown): void {
-    if (this.stopped) return;
-    this.listenAttempts++;
-    const steps = this.options.retryBackoffMs;
-    const delay = steps[Math.min(this.listenAttempts, steps.length) - 1];
-    if (this.listenAttempts === 1) {
-      this.logger.warn(
-        `outbox relay: LISTEN ${this.channel} failed: ${describe(err)}; polling every ${this.options.pollIntervalMs} ms meanwhile`,
-      );
-    }
-    this.listenTimer = setTimeout(() => void this.listen(), delay);
-  }
-
   private wake(): void {
     this.woken = true;
     this.wakeSleeper?.();
@@ -271,8 +218,4 @@ export class OutboxRelayError extends Error {
     super(`publishing outbox row ${row.id} to "${row.topic}" failed: ${describe(cause)}`, { cause });
     this.name = 'OutboxRelayError';
   }
-}
-
-function describe(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
 }
