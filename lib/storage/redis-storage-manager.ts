@@ -4,6 +4,7 @@ import { isValidToken, StoredMessageEnvelope } from '../claim-check/envelope';
 import { InvalidMessageError, InvalidOptionsError, MessageStorageError, StoredMessageNotFoundError } from '../errors/event-bus.errors';
 import { MessageStorageManager, StoreHints } from './message-storage-manager';
 import { withTimeout } from '../shared/deadline';
+import { closeRedis, describe, waitUntilReady } from './redis-connection';
 import { DEFAULTS, deepFreeze } from '../options/defaults';
 import { string, MAX_TIMER_MS, wholeNumber } from '../options/rules';
 
@@ -97,55 +98,12 @@ export class RedisStorageManager extends MessageStorageManager {
 
   /** Wait until the client is ready. Rejects with `MessageStorageError` after `timeoutMs`. */
   async connect(timeoutMs: number = DEFAULTS.storage.connectTimeoutMs): Promise<void> {
-    const client = this.client as Redis;
-    if (client.status === 'ready') return;
-    if (client.status === 'wait') {
-      client.connect().catch(() => undefined);
-    }
-    await new Promise<void>((resolve, reject) => {
-      let lastError = '';
-      const done = (err?: Error) => {
-        clearTimeout(timer);
-        client.off('ready', onReady);
-        client.off('end', onEnd);
-        client.off('error', onError);
-        if (err) reject(err);
-        else resolve();
-      };
-      const onReady = () => done();
-      const onEnd = () => done(new MessageStorageError('Redis connection was closed before it was ready'));
-      // Refused credentials do not get better by retrying: fail at once, naming the option, never the secret.
-      const onError = (err: unknown) => {
-        lastError = describe(err);
-        if (/WRONGPASS|NOAUTH|NOPERM|invalid password/i.test(lastError)) {
-          done(new MessageStorageError(`Redis refused the credentials (check storage.redis username/password): ${lastError}`));
-        }
-      };
-      const timer = setTimeout(
-        () =>
-          done(
-            new MessageStorageError(
-              `Redis did not become ready within ${timeoutMs} ms (check storage.redis)${lastError ? `: ${lastError}` : ''}`,
-            ),
-          ),
-        timeoutMs,
-      );
-      client.on('ready', onReady);
-      client.on('end', onEnd);
-      client.on('error', onError);
-      if (client.status === 'ready') done();
-    });
+    return waitUntilReady(this.client as Redis, timeoutMs);
   }
 
   /** Close the Redis connection. Only call it when this manager owns the client. */
   async disconnect(): Promise<void> {
-    const client = this.client as Redis;
-    if (client.status === 'end') return;
-    try {
-      await client.quit();
-    } catch {
-      client.disconnect();
-    }
+    return closeRedis(this.client as Redis);
   }
 
   async storeMessage(body: Uint8Array, hints?: StoreHints): Promise<StoredMessageEnvelope> {
@@ -236,12 +194,6 @@ export class RedisStorageManager extends MessageStorageManager {
   private timed<T>(op: Promise<T>, what: string): Promise<T> {
     return withTimeout(op, this.operationTimeoutMs, () => new Error(`${what} timed out after ${this.operationTimeoutMs} ms`));
   }
-}
-
-// Never echo connection strings: ioredis messages can carry host:port, which is fine, but not URLs.
-function describe(err: unknown): string {
-  const message = err instanceof Error ? err.message : String(err);
-  return message.replace(/\b(rediss?):\/\/[^\s]*/g, '$1://***');
 }
 
 /** Run a MULTI; a command that failed inside it fails the whole (EXEC reports errors per command). */
