@@ -53,7 +53,7 @@ describe('hardening: memory bounded in bytes per subscription', () => {
         return s.running + s.waiting + s.shed + s.dropped === 600;
       },
       'all 600 accounted for',
-      30_000,
+      90_000,
     );
     const stats = statsOf(bus, 'budget.inline');
     peakHeld = Math.max(peakHeld, stats.heldBytes);
@@ -77,7 +77,9 @@ describe('hardening: memory bounded in bytes per subscription', () => {
     release.forEach((r) => r());
     expect(statsOf(bus, 'budget.inline').shed).toBe(shedBefore);
     logs.restore();
-  });
+    // 600 MB through loopback: 20 s on a quiet 2-core machine, past 60 s when other suites share it
+    // (two fresh-clone CI runs on 2026-12-05 timed out at 101 s and 117 s). No assertion is on time.
+  }, 180_000);
 
   it('64 forged envelopes naming one 4 MiB body: recoveries wait for room (no more than the budget held), and all are delivered once handlers return', async () => {
     const { bus, storage } = await makeBus({ maxHeldBytes: 16 * MiB });
