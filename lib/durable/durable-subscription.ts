@@ -3,26 +3,17 @@ import { BoundedDispatcher, DispatchLimits } from '../delivery/bounded-dispatche
 import { HeldBytes } from '../delivery/byte-budget';
 import { DeliveryOutcome, HandlerDelivery, InboundMessage } from '../delivery/handler-delivery';
 import { MessageHandler } from '../delivery/message-context';
-import { DurableBatch, DurableMessage, DurablePull } from '../nats/jetstream';
+import { DurableMessage } from '../nats/jetstream';
 import { settleWithin } from '../shared/deadline';
 import { DeadLetters } from './dead-letters';
 import { BatchGatherer, BatchHandler } from './batch';
 import { msUntilDue } from './delay';
+import { DeliveryCounts } from './delivery-counts';
+import { DurableIntake, DurablePullSource } from './durable-intake';
 import { backoffFor, DurableSettings } from './durable.options';
 import { Inbox, InboxClaim } from './inbox';
 
-/** Pause between tries while a durable cannot pull. */
-const PULL_RETRY_MS = 1000;
-
-/** Where a durable subscription gets its pull, and who hears how pulling goes. */
-export interface DurablePullSource {
-  /** A pull on the durable consumer. */
-  open(): Promise<DurablePull>;
-  /** A pull failed: find out why, re-create the consumer when it is gone (or report that it cannot be). */
-  failed(err: unknown): Promise<void>;
-  /** A pull worked (after failures: the durable is healthy again). */
-  pulled(): void;
-}
+export type { DurablePullSource } from './durable-intake';
 
 /** What one durable subscription needs besides its pull. */
 export interface DurableSubscriptionSpec {
@@ -44,17 +35,11 @@ export interface DurableSubscriptionSpec {
 export class DurableSubscription {
   readonly dispatcher: BoundedDispatcher<DurableMessage>;
   private readonly running = new Set<DurableMessage>();
-  // Deliveries per message that did not reach the handler (storage or the inbox down, its id busy
-  // elsewhere): they do not count against maxDeliver.
-  private readonly storageFailures = new Map<string, number>();
-  // Deliveries of a delayed message before it was due (`Eventbus-Not-Before`): nak'ed with the time
-  // left, never handed to the handler, not counted against maxDeliver. Oldest forgotten past the bound.
-  private readonly early = new Map<string, number>();
+  private readonly counts = new DeliveryCounts();
+  private readonly intake: DurableIntake;
   private duplicates = 0;
   private readonly literalSubject?: string;
-  private stopping = false;
   private ticker?: NodeJS.Timeout;
-  private loop?: Promise<void>;
   // A batch handler: messages are delivered one by one into it, and it calls the method with several.
   private readonly gatherer?: BatchGatherer;
   private readonly handler: MessageHandler;
@@ -78,6 +63,7 @@ export class DurableSubscription {
       (m, held) => this.run(m, held),
       logger,
     );
+    this.intake = new DurableIntake(this.dispatcher, spec.limits.maxConcurrent);
   }
 
   /** Messages terminated without a dead letter, because publishing it kept failing. */
@@ -101,94 +87,21 @@ export class DurableSubscription {
     const every = Math.max(250, Math.floor(this.spec.settings.ackWaitMs / 3));
     this.ticker = setInterval(() => {
       this.running.forEach((m) => m.working());
-      this.taken.forEach((m) => m.working());
+      this.intake.waiting.forEach((m) => m.working());
     }, every);
     this.ticker.unref();
-    this.loop = this.take(source);
+    this.intake.start(source);
   }
 
   /** Stop pulling, hand back what was taken but not started, let running handlers finish and settle (bounded). */
   async stop(timeoutMs: number): Promise<boolean> {
-    this.stopping = true;
-    this.batch?.stop();
-    this.wake?.();
-    // Taken but not started: another instance may have them at once, not after the ack wait.
-    for (const m of this.taken.splice(0)) m.nak(0);
+    this.intake.stop();
     // A partial batch is handled now rather than after its wait.
     this.gatherer?.flush();
     const idle = await settleWithin(this.dispatcher.whenIdle(), timeoutMs);
     clearInterval(this.ticker);
-    await settleWithin(this.loop ?? Promise.resolve(), 100);
+    await this.intake.stopped(100);
     return idle;
-  }
-
-  /**
-   * Ask for messages only when a handler slot is free, as many as there are free slots; a message
-   * that must still wait for room in the byte budget is kept in progress. A pull that fails (the
-   * consumer deleted, JetStream gone) goes to the source to be repaired, then pulling resumes.
-   */
-  private async take(source: DurablePullSource): Promise<void> {
-    let pull: DurablePull | undefined;
-    while (!this.stopping) {
-      const slot = this.dispatcher.whenRoomFor(0);
-      if (slot) await slot;
-      if (this.stopping) break;
-      try {
-        pull ??= await source.open();
-        const batch = await pull.fetch(Math.max(1, this.spec.limits.maxConcurrent - this.dispatcher.inFlight));
-        this.batch = batch;
-        if (this.stopping) batch.stop();
-        let pulled = false;
-        for await (const m of batch) {
-          // A message came: the durable works (again), without waiting for the batch to end.
-          if (!pulled) source.pulled();
-          pulled = true;
-          this.hold(m);
-        }
-        await this.feeding;
-        if (!pulled) source.pulled();
-      } catch (err) {
-        if (this.stopping) break;
-        pull = undefined;
-        await source.failed(err);
-        // One try a second while it stays broken, not a busy loop.
-        await new Promise<void>((resolve) => {
-          const timer = setTimeout(resolve, PULL_RETRY_MS);
-          this.wake = () => {
-            clearTimeout(timer);
-            resolve();
-          };
-        });
-      } finally {
-        this.batch = undefined;
-      }
-    }
-  }
-
-  private batch?: DurableBatch;
-  private wake?: () => void;
-  // Taken from the server, waiting for room in the byte budget; kept in progress by the ticker.
-  private readonly taken: DurableMessage[] = [];
-  private feeding?: Promise<void>;
-
-  /** Start `m` now, or keep it in progress until the byte budget has room. */
-  private hold(m: DurableMessage): void {
-    // Taken after shutdown began: another instance may have it at once.
-    if (this.stopping) return m.nak(0);
-    if (this.taken.length === 0 && this.dispatcher.hasRoomFor(m.data.byteLength)) return this.dispatcher.push(m);
-    this.taken.push(m);
-    this.feeding ??= this.feed().finally(() => (this.feeding = undefined));
-  }
-
-  private async feed(): Promise<void> {
-    while (this.taken.length && !this.stopping) {
-      const room = this.dispatcher.whenRoomFor(this.taken[0].data.byteLength);
-      if (room) await room;
-      const m = this.taken.shift();
-      if (!m) return;
-      if (this.stopping) m.nak(0);
-      else this.dispatcher.push(m);
-    }
   }
 
   private async run(m: DurableMessage, held: HeldBytes): Promise<void> {
@@ -201,7 +114,7 @@ export class DurableSubscription {
       if (wait > 0) return this.notDue(m, wait);
       // Delivered again after its last handler run (its settling outlasted the ack wait on a busy
       // process): the handler never runs more than maxDeliver times; the dead letter's own id dedupes it.
-      if (this.attempts(m) > this.spec.settings.maxDeliver) {
+      if (this.counts.attempts(m) > this.spec.settings.maxDeliver) {
         return await this.deadLetter(m, 'max_deliver', new Error(`delivered again (${m.deliveryCount}) after its last handler run`));
       }
       let claim: InboxClaim | undefined;
@@ -211,8 +124,7 @@ export class DurableSubscription {
         if (verdict instanceof Error) return this.notRun(m, verdict.message);
         if (verdict.kind === 'done') {
           this.duplicates++;
-          this.storageFailures.delete(`${m.stream}:${m.seq}`);
-          this.early.delete(`${m.stream}:${m.seq}`);
+          this.counts.forget(m);
           return m.ack();
         }
         // Another delivery of the id runs now (a redelivery race): come back when its lease ends.
@@ -249,29 +161,15 @@ export class DurableSubscription {
     }
   }
 
-  /** Deliveries that reached the handler (or could have): not those the storage failed, nor those before the message was due. */
-  private attempts(m: DurableMessage): number {
-    const key = `${m.stream}:${m.seq}`;
-    return m.deliveryCount - (this.storageFailures.get(key) ?? 0) - (this.early.get(key) ?? 0);
-  }
-
   /** Delivered before its due time: back to the server until then, the handler not run. */
   private notDue(m: DurableMessage, waitMs: number): void {
-    const key = `${m.stream}:${m.seq}`;
-    const count = (this.early.get(key) ?? 0) + 1;
-    this.early.delete(key);
-    // Bounded: past 100,000 delayed messages the oldest count is forgotten (that message may then get one handler run fewer).
-    if (this.early.size >= 100_000) this.early.delete(this.early.keys().next().value as string);
-    this.early.set(key, count);
+    this.counts.countEarly(m);
     m.nak(Math.ceil(waitMs));
   }
 
   /** A delivery that did not reach the handler: nak'ed with backoff (sooner when `delayMs` is less), not counted against maxDeliver. */
   private notRun(m: DurableMessage, why: string | undefined, delayMs?: number): void {
-    const key = `${m.stream}:${m.seq}`;
-    const failures = (this.storageFailures.get(key) ?? 0) + 1;
-    if (this.storageFailures.size >= 10_000) this.storageFailures.clear();
-    this.storageFailures.set(key, failures);
+    const failures = this.counts.countNotReached(m);
     // Once per outage, not per message: the outage's own count says when it began.
     if (why !== undefined && failures === 1)
       this.logger.warn(`durable "${this.spec.settings.durable}" on "${m.subject}": ${why}; handler not run, retrying`);
@@ -280,34 +178,25 @@ export class DurableSubscription {
   }
 
   private async settle(m: DurableMessage, outcome: DeliveryOutcome): Promise<void> {
-    const key = `${m.stream}:${m.seq}`;
     if (!outcome) {
-      this.storageFailures.delete(key);
-      this.early.delete(key);
+      this.counts.forget(m);
       return m.ack();
     }
     const settings = this.spec.settings;
     if (outcome.kind === 'unavailable') {
-      const failures = (this.storageFailures.get(key) ?? 0) + 1;
-      // Bounded: a long outage over many messages must not grow the map without end.
-      if (this.storageFailures.size >= 10_000) this.storageFailures.clear();
-      this.storageFailures.set(key, failures);
+      const failures = this.counts.countNotReached(m);
       // Bounded: an outage this long is not a blip; the dead letter keeps the envelope for a replay.
-      if (failures >= settings.storageOutageMaxDeliveries) {
-        this.storageFailures.delete(key);
-        return this.deadLetter(m, 'storage', outcome.error);
-      }
+      if (failures >= settings.storageOutageMaxDeliveries) return this.deadLetter(m, 'storage', outcome.error);
       // The backoff follows the outage's own count, so a long one is retried at the slowest step.
       return m.nak(backoffFor(settings, failures));
     }
-    const attempts = this.attempts(m);
+    const attempts = this.counts.attempts(m);
     if (outcome.kind === 'handler' && attempts < settings.maxDeliver) return m.nak(backoffFor(settings, attempts));
-    this.storageFailures.delete(key);
     await this.deadLetter(m, outcome.kind === 'handler' ? 'max_deliver' : outcome.reason, outcome.error);
   }
 
   private async deadLetter(m: DurableMessage, reason: string, error: unknown): Promise<void> {
-    this.early.delete(`${m.stream}:${m.seq}`);
+    this.counts.forget(m);
     if (await this.deadLetters.send(m, reason, error)) m.term(reason);
     else m.nak(backoffFor(this.spec.settings, m.deliveryCount));
   }
