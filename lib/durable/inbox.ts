@@ -3,7 +3,7 @@ import { hostname } from 'node:os';
 import { Logger } from '@nestjs/common';
 import { jetstream } from '@nats-io/jetstream';
 import { Kvm, type KV } from '@nats-io/kv';
-import type { NatsConnection } from '@nats-io/nats-core';
+import type { NatsConnection } from '@nats-io/transport-node';
 import { InvalidOptionsError, NotConnectedError } from '../errors/event-bus.errors';
 import { DEFAULTS } from '../options/defaults';
 import type { DurableMessage } from '../nats/jetstream';
