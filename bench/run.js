@@ -22,7 +22,12 @@ const QUICK = !!flag('quick');
 // memory scenario, which reports no ratio, runs 3. Never fewer than 3.
 const ROUNDS = Math.max(3, Number(flag('rounds') || (QUICK ? 3 : 5)));
 const MEM_ROUNDS = 3;
-const ONLY = flag('only') ? String(flag('only')).split(',') : ['events', 'rpc', 'large', 'mem', 'durable', 'latency', 'scale'];
+const ONLY = flag('only')
+  ? String(flag('only')).split(',')
+  : ['events', 'rpc', 'large', 'mem', 'durable', 'latency', 'scale', 'outbox', 'codec'];
+// Scenarios that are scripts of their own (they start their own servers, PostgreSQL included):
+// their RATIOS keys are appended to this run's line, so a full run reports every key.
+const SCRIPTS = { outbox: 'outbox.js', codec: 'body-codec.js' };
 const CPU_PROF = flag('cpu-prof') ? String(flag('cpu-prof')) : null; // e.g. events-recv:bus,rpc-req:bus (profiles land in .tmp/prof)
 const ROOT = path.resolve(__dirname, '..');
 const WORKER = path.join(__dirname, 'worker.js');
@@ -716,6 +721,22 @@ async function main() {
     results[name] = await run();
     log(`${name}: ${((Date.now() - t0) / 1000).toFixed(1)} s`);
   }
+  const extraRatios = {};
+  for (const [name, script] of Object.entries(SCRIPTS)) {
+    if (!ONLY.includes(name)) continue;
+    const t0 = Date.now();
+    const args = QUICK ? ['--rounds=3'] : [];
+    const output = require('node:child_process').execFileSync(process.execPath, [path.join(__dirname, script), ...args], {
+      cwd: ROOT,
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    process.stderr.write(output);
+    const line = output.split('\n').find((l) => l.startsWith('RATIOS '));
+    if (!line) throw new Error(`bench/${script} printed no RATIOS line`);
+    for (const [, key, value] of line.matchAll(/(\w+)=([\d.]+|nan)/g)) extraRatios[key] = value;
+    log(`${name}: ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+  }
   const { text, ratio } = report(results, ROUNDS);
   const meta = {
     date: new Date().toISOString(),
@@ -728,12 +749,13 @@ async function main() {
     seconds: (Date.now() - started) / 1000,
     params: P,
   };
-  fs.writeFileSync(path.join(__dirname, 'results.json'), JSON.stringify({ meta, ratio, results }, null, 2) + '\n');
+  fs.writeFileSync(path.join(__dirname, 'results.json'), JSON.stringify({ meta, ratio, extraRatios, results }, null, 2) + '\n');
   console.log(
     `\nnestjs-nats-eventbus bench — ${meta.date}, nproc ${meta.nproc}, node ${meta.node}${QUICK ? ', --quick' : ''}, ${fmt(meta.seconds)} s\n`,
   );
   console.log(text);
-  console.log(ratiosLine(ratio));
+  const extras = Object.entries(extraRatios).map(([k, v]) => ` ${k}=${v}`);
+  console.log(ratiosLine(ratio) + extras.join(''));
   // The charts in BENCHMARKS.md come from a full run of every scenario, never from a partial or quick one.
   if (!QUICK && !flag('only')) {
     const files = await require('./charts').writeCharts(results, path.join(ROOT, 'docs', 'bench'));
