@@ -1,6 +1,7 @@
 // A dead letter as data: its id, the filters that pick it, and the entry read from its headers.
 import type { ClaimCheckCodec } from '../claim-check/claim-check.codec';
 import { DeadLetterNotFoundError, InvalidOptionsError } from '../errors/event-bus.errors';
+import { subjectMatches } from '../nats/subjects';
 import type { MsgHdrs } from '../nats/bus-connection';
 import type { StreamMessage } from '../nats/stream-messages';
 import {
@@ -111,17 +112,6 @@ export function matches(m: StreamMessage, f: DeadLetterFilter): boolean {
   if (f.topic !== undefined && !subjectMatches(f.topic, headerOf(m.headers, DEAD_SUBJECT_HEADER) ?? '')) return false;
   if (f.since !== undefined && m.time.getTime() < f.since.getTime()) return false;
   return true;
-}
-
-/** NATS subject matching: `*` one token, `>` the rest. */
-export function subjectMatches(pattern: string, subject: string): boolean {
-  const p = pattern.split('.');
-  const s = subject.split('.');
-  for (let i = 0; i < p.length; i++) {
-    if (p[i] === '>') return s.length > i;
-    if (i >= s.length || (p[i] !== '*' && p[i] !== s[i])) return false;
-  }
-  return p.length === s.length;
 }
 
 export function entryOf(m: StreamMessage, codec: ClaimCheckCodec): DeadLetterEntry {

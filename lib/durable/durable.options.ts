@@ -1,7 +1,7 @@
 import { InvalidOptionsError } from '../errors/event-bus.errors';
 import { DEFAULTS } from '../options/defaults';
 import { knownKeys, MAX_TIMER_MS, nonEmptyString, wholeNumber } from '../options/rules';
-import { checkTopic } from '../nats/subjects';
+import { checkTopic, subjectMatches } from '../nats/subjects';
 import type { StreamSpec } from '../nats/jetstream';
 import type { BatchSettings } from './batch';
 
@@ -227,13 +227,4 @@ export function backoffFor(settings: DurableSettings, deliveryCount: number): nu
   return steps[Math.min(Math.max(deliveryCount, 1), steps.length) - 1];
 }
 
-/** Whether the literal `subject` is matched by `filter` (NATS wildcards `*` and `>`). */
-export function subjectMatches(filter: string, subject: string): boolean {
-  const f = filter.split('.');
-  const s = subject.split('.');
-  for (let i = 0; i < f.length; i++) {
-    if (f[i] === '>') return s.length > i;
-    if (i >= s.length || (f[i] !== '*' && f[i] !== s[i])) return false;
-  }
-  return f.length === s.length;
-}
+export { subjectMatches } from '../nats/subjects';

@@ -56,3 +56,17 @@ function checkCommon(kind: 'topic' | 'queue', value: string): void {
     throw new InvalidSubjectError(kind, value, `is longer than ${MAX_SUBJECT_BYTES} bytes`);
   }
 }
+
+/** Whether the literal `subject` is matched by `pattern` (NATS wildcards: `*` one token, a final `>` one or more). */
+export function subjectMatches(pattern: string, subject: string): boolean {
+  return tokensMatch(pattern.split('.'), subject.split('.'));
+}
+
+/** `subjectMatches` on subjects already split into tokens (a broker matching many subscriptions splits once). */
+export function tokensMatch(pattern: readonly string[], subject: readonly string[]): boolean {
+  for (let i = 0; i < pattern.length; i++) {
+    if (pattern[i] === '>') return subject.length > i;
+    if (i >= subject.length || (pattern[i] !== '*' && pattern[i] !== subject[i])) return false;
+  }
+  return pattern.length === subject.length;
+}

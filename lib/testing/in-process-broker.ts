@@ -3,6 +3,7 @@
 // whole bus above it run unchanged. Routing, queue groups, wildcards and no-responders follow the
 // real server; clustering, permissions, TLS and slow-consumer limits are not modelled.
 import { registerInProcessHost } from '../nats/dial';
+import { tokensMatch } from '../nats/subjects';
 import { SERVER_MAX_PAYLOAD_BYTES } from '../options/defaults';
 import { renamed } from '../options/rules';
 import { ClientConnection, InProcessTransport } from './in-process-client';
@@ -141,7 +142,7 @@ export class InProcessBroker {
     const groups = new Map<string, Subscription[]>();
     const plain: Subscription[] = [];
     for (const s of this.subs) {
-      if (!matches(s.tokens, tokens)) continue;
+      if (!tokensMatch(s.tokens, tokens)) continue;
       if (s.owner === from && from.echo === false) continue;
       if (s.queue === undefined) plain.push(s);
       else groups.set(s.queue, [...(groups.get(s.queue) ?? []), s]);
@@ -159,7 +160,7 @@ export class InProcessBroker {
     const tokens = target.split('.');
     let n = 0;
     for (const s of this.subs) {
-      if (!matches(s.tokens, tokens)) continue;
+      if (!tokensMatch(s.tokens, tokens)) continue;
       n++;
       s.owner.deliver(message, s.sid);
     }
@@ -174,7 +175,7 @@ export class InProcessBroker {
   /** Whether anything is subscribed to `subject`. */
   hasInterest(subject: string): boolean {
     const tokens = subject.split('.');
-    for (const s of this.subs) if (matches(s.tokens, tokens)) return true;
+    for (const s of this.subs) if (tokensMatch(s.tokens, tokens)) return true;
     return false;
   }
 
@@ -187,20 +188,7 @@ export class InProcessBroker {
   }
 }
 
-/** NATS subject matching: `*` is one token, a final `>` one or more. */
-export function subjectMatches(pattern: string, subject: string): boolean {
-  return matches(pattern.split('.'), subject.split('.'));
-}
-
-function matches(pattern: string[], subject: string[]): boolean {
-  for (let i = 0; i < pattern.length; i++) {
-    const p = pattern[i];
-    if (p === '>') return subject.length > i;
-    if (i >= subject.length) return false;
-    if (p !== '*' && p !== subject[i]) return false;
-  }
-  return pattern.length === subject.length;
-}
+export { subjectMatches } from '../nats/subjects';
 
 /** Header block → record of the first value of each header (names as sent). */
 export function parseHeaderBlock(block: Buffer | undefined): Record<string, string> {
