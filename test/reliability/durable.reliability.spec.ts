@@ -2,8 +2,7 @@
 // the server SIGKILLed mid-flow, a consumer process SIGKILLed mid-handler, the stream leader of an
 // R3 stream killed in a 3-node cluster, and poison interleaved with a flood of good messages.
 import { randomUUID } from 'node:crypto';
-import { ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { statSync, readdirSync } from 'node:fs';
+import { ChildProcess, spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
@@ -11,9 +10,7 @@ import { EventBus, MessageContext, NotPersistedError, PersistAck } from '../../l
 import { NatsCluster, NatsServer, RedisServer } from '../harness/local-servers';
 import { TestBuses } from '../harness/buses';
 import { sleep, waitUntil } from '../harness/wait';
-import { captureLogs, DeliveryCounter, LogCapture, pick, report, watchCrashes } from './reliability-helpers';
-
-const ROOT = join(__dirname, '..', '..');
+import { captureLogs, DeliveryCounter, ensureBuilt, LogCapture, pick, report, watchCrashes } from './reliability-helpers';
 
 /** Publish statistics of a flow whose rejected publishes are retried with the same msgId. */
 interface PublishStats {
@@ -74,33 +71,6 @@ async function streamMessages(servers: string | string[], stream: string): Promi
   } finally {
     await nc.close();
   }
-}
-
-/** Newest modification time of the `.ts` files under `dir`. */
-function newestSource(dir: string): number {
-  let latest = 0;
-  for (const e of readdirSync(dir, { withFileTypes: true })) {
-    const full = join(dir, e.name);
-    if (e.isDirectory()) latest = Math.max(latest, newestSource(full));
-    else if (e.name.endsWith('.ts')) latest = Math.max(latest, statSync(full).mtimeMs);
-  }
-  return latest;
-}
-
-/**
- * The consumer child runs the built library (dist/), as users do: a child process has no ts-jest.
- * `npm run build` (about 12 s) when dist/ is older than lib/, the rule `npm run sample` uses too.
- */
-function ensureBuilt(): void {
-  let built = 0;
-  try {
-    built = statSync(join(ROOT, 'dist', 'index.js')).mtimeMs;
-  } catch {
-    /* not built */
-  }
-  if (built > newestSource(join(ROOT, 'lib'))) return;
-  const res = spawnSync('npm', ['run', 'build', '--silent'], { cwd: ROOT, encoding: 'utf8' });
-  if (res.status !== 0) throw new Error(`npm run build failed:\n${res.stdout}\n${res.stderr}`);
 }
 
 /** The fixture consumer process; `lines` collects its JSON stdout lines. */

@@ -1,8 +1,7 @@
 // Idempotent durables (issue 30) under faults, against real nats-server processes (-js -sd): the
 // server SIGKILLed mid-flow (the same scenario as durable.reliability.spec.ts, where 224–505 of 4,000
 // ids were handled twice without the inbox), and a consumer process SIGKILLed mid-flow.
-import { ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { readdirSync, statSync } from 'node:fs';
+import { ChildProcess, spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
@@ -10,9 +9,7 @@ import { EventBus } from '../../lib';
 import { NatsServer } from '../harness/local-servers';
 import { TestBuses } from '../harness/buses';
 import { sleep, waitUntil } from '../harness/wait';
-import { captureLogs, DeliveryCounter, LogCapture, pick, report, watchCrashes } from './reliability-helpers';
-
-const ROOT = join(__dirname, '..', '..');
+import { captureLogs, DeliveryCounter, ensureBuilt, LogCapture, pick, report, watchCrashes } from './reliability-helpers';
 
 /** Publishes ids 0..total-1 as `{ id }`, persisted with msgId `<prefix><id>`, retrying a rejected one with the same msgId. */
 function persistedFlow(bus: EventBus, subject: string, total: number, inFlight: number, prefix: string) {
@@ -52,29 +49,6 @@ async function drained(servers: string, stream: string, durable: string, timeout
   } finally {
     await nc.close();
   }
-}
-
-function newestSource(dir: string): number {
-  let latest = 0;
-  for (const e of readdirSync(dir, { withFileTypes: true })) {
-    const full = join(dir, e.name);
-    if (e.isDirectory()) latest = Math.max(latest, newestSource(full));
-    else if (e.name.endsWith('.ts')) latest = Math.max(latest, statSync(full).mtimeMs);
-  }
-  return latest;
-}
-
-/** The consumer child runs the built library (dist/), as users do; built when older than lib/. */
-function ensureBuilt(): void {
-  let built = 0;
-  try {
-    built = statSync(join(ROOT, 'dist', 'index.js')).mtimeMs;
-  } catch {
-    /* not built */
-  }
-  if (built > newestSource(join(ROOT, 'lib'))) return;
-  const res = spawnSync('npm', ['run', 'build', '--silent'], { cwd: ROOT, encoding: 'utf8' });
-  if (res.status !== 0) throw new Error(`npm run build failed:\n${res.stdout}\n${res.stderr}`);
 }
 
 describe('idempotent durables under faults', () => {

@@ -1,4 +1,6 @@
-import { appendFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { appendFileSync, readdirSync, statSync } from 'node:fs';
+import { join } from 'node:path';
 
 /** `SOAK=1` selects the long-run sizes (`npm run soak`); otherwise the `npm test` sizes. */
 export const SOAK = process.env.SOAK === '1';
@@ -79,4 +81,32 @@ export class DeliveryCounter {
     for (let i = from; i < to; i++) if (this.counts[i] === 0) ids.push(i);
     return ids;
   }
+}
+
+/** Newest modification time of the `.ts` files under `dir`. */
+function newestSource(dir: string): number {
+  let latest = 0;
+  for (const e of readdirSync(dir, { withFileTypes: true })) {
+    const full = join(dir, e.name);
+    if (e.isDirectory()) latest = Math.max(latest, newestSource(full));
+    else if (e.name.endsWith('.ts')) latest = Math.max(latest, statSync(full).mtimeMs);
+  }
+  return latest;
+}
+
+/**
+ * A consumer child runs the built library (dist/), as users do: a child process has no ts-jest.
+ * `npm run build` (about 12 s) when dist/ is older than lib/, the rule `npm run sample` uses too.
+ */
+export function ensureBuilt(): void {
+  const root = join(__dirname, '..', '..');
+  let built = 0;
+  try {
+    built = statSync(join(root, 'dist', 'index.js')).mtimeMs;
+  } catch {
+    /* not built */
+  }
+  if (built > newestSource(join(root, 'lib'))) return;
+  const res = spawnSync('npm', ['run', 'build', '--silent'], { cwd: root, encoding: 'utf8' });
+  if (res.status !== 0) throw new Error(`npm run build failed:\n${res.stdout}\n${res.stderr}`);
 }
