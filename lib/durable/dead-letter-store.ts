@@ -24,7 +24,6 @@ import { DEAD_REASON_HEADER } from './dead-letters';
 // Kept importable from here: lib/index.ts and the dlq CLI name this module.
 export type { DeadLetter, DeadLetterEntry, DeadLetterFilter, ReplayResult } from './dead-letter-entry';
 export { parseId } from './dead-letter-entry';
-export { subjectMatches } from '../nats/subjects';
 
 /** Header of a replayed message: the id of the dead letter it came from. */
 export const REPLAYED_FROM_HEADER = 'Eventbus-Replayed-From';
