@@ -12,6 +12,7 @@ import { DeliveryCounts } from './delivery-counts';
 import { DurableIntake, DurablePullSource } from './durable-intake';
 import { backoffFor, DurableSettings } from './durable.options';
 import { Inbox, InboxClaim } from './inbox';
+import { PartitionAsks, PartitionKeyError, Partitions } from './partitions';
 
 export type { DurablePullSource } from './durable-intake';
 
@@ -43,6 +44,8 @@ export class DurableSubscription {
   // A batch handler: messages are delivered one by one into it, and it calls the method with several.
   private readonly gatherer?: BatchGatherer;
   private readonly handler: MessageHandler;
+  // With partitionBy: the keys' order, the handler slots and the in-process retries.
+  private readonly partitions?: Partitions;
 
   constructor(
     private readonly spec: DurableSubscriptionSpec,
@@ -55,15 +58,19 @@ export class DurableSubscription {
     // With batch the method takes (payloads, contexts), checked by the options, not the type.
     if (batch) this.gatherer = new BatchGatherer(batch, spec.handler as unknown as BatchHandler);
     this.handler = this.gatherer?.single ?? spec.handler;
+    const keyOf = spec.settings.partitionBy;
+    if (keyOf) this.partitions = new Partitions(keyOf, spec.limits.maxConcurrent, spec.settings, logger);
+    // One batch at a time: as many slots as a batch has, so a full one fills and the next waits for it.
+    // Partitioned: more taken than run, so that other keys go on while one key waits.
+    const taken = batch ? batch.size : keyOf ? Partitions.windowFor(spec.limits.maxConcurrent) : spec.limits.maxConcurrent;
     this.dispatcher = new BoundedDispatcher<DurableMessage>(
       spec.topic,
-      // One batch at a time: as many slots as a batch has, so a full one fills and the next waits for it.
-      batch ? { ...spec.limits, maxConcurrent: batch.size } : spec.limits,
+      { ...spec.limits, maxConcurrent: taken },
       (m) => m.data.byteLength,
       (m, held) => this.run(m, held),
       logger,
     );
-    this.intake = new DurableIntake(this.dispatcher, spec.limits.maxConcurrent);
+    this.intake = new DurableIntake(this.dispatcher, keyOf ? taken : spec.limits.maxConcurrent);
   }
 
   /** Messages terminated without a dead letter, because publishing it kept failing. */
@@ -98,6 +105,7 @@ export class DurableSubscription {
     this.intake.stop();
     // A partial batch is handled now rather than after its wait.
     this.gatherer?.flush();
+    this.partitions?.stop();
     const idle = await settleWithin(this.dispatcher.whenIdle(), timeoutMs);
     clearInterval(this.ticker);
     await this.intake.stopped(100);
@@ -106,6 +114,8 @@ export class DurableSubscription {
 
   private async run(m: DurableMessage, held: HeldBytes): Promise<void> {
     this.running.add(m);
+    // Its place in its key's order, taken before anything awaits.
+    const ticket = this.partitions?.order.arrive();
     try {
       // Its dead letter failed to go out before: the handler already had its deliveries, try the dead letter again.
       const unsent = this.deadLetters.unsent(m);
@@ -133,14 +143,15 @@ export class DurableSubscription {
       }
       // No reply: the message's own reply subject is its ack subject, not a requester.
       const msg: InboundMessage = { subject: m.subject, data: m.data, headers: m.headers };
-      let retryInMs: number | undefined;
+      const asked: PartitionAsks = {};
       // onRetryIn is a MessageContextInit key beyond DurableContext: the context is built from this object's keys.
-      const durable = { deliveryCount: m.deliveryCount, stream: m.stream, seq: m.seq, onRetryIn: (ms: number) => (retryInMs = ms) };
+      const durable = { deliveryCount: m.deliveryCount, stream: m.stream, seq: m.seq, onRetryIn: (ms: number) => (asked.ms = ms) };
+      const handler = ticket ? this.partitions!.handlerFor(ticket, this.counts.attempts(m), this.handler, asked) : this.handler;
       // Inside a process span whose parent is the trace the publisher's headers carry.
       let outcome: DeliveryOutcome;
       try {
         outcome = await this.delivery.claimCheck.telemetry.process(msg, m.subject, this.spec.settings.durable, () =>
-          this.delivery.deliver(msg, this.handler, { literalSubject: this.literalSubject, held, durable }),
+          this.delivery.deliver(msg, handler, { literalSubject: this.literalSubject, held, durable }),
         );
       } catch (err) {
         // Delivery itself failed (not the handler): give the id back; the server redelivers.
@@ -149,14 +160,19 @@ export class DurableSubscription {
       }
       // The record is written after the handler succeeded and before the ack.
       // A retry asked for is not a handled message: its id is given back, not recorded.
-      const retry = !outcome && retryInMs !== undefined;
+      const retry = !outcome && (asked.ms !== undefined || asked.stopped === true);
       if (claim) await (outcome || retry ? claim.released() : claim.succeeded());
-      if (retry) return m.nak(retryInMs as number);
+      // Partitioned and stopping: handed back at once, for another instance.
+      if (retry) return m.nak(asked.stopped ? 0 : (asked.ms as number));
+      // Partitioned: its retries were made in process, so a failure now is its last.
+      if (ticket && outcome?.kind === 'handler')
+        return await this.deadLetter(m, outcome.error instanceof PartitionKeyError ? 'invalid_message' : 'max_deliver', outcome.error);
       await this.settle(m, outcome);
     } catch (err) {
       // Settling failed (a connection gone): the server redelivers after the ack wait.
       this.logger.error(`could not settle message ${m.stream}#${m.seq} on "${m.subject}": ${(err as Error).message}`);
     } finally {
+      if (ticket) this.partitions!.order.leave(ticket);
       this.running.delete(m);
     }
   }

@@ -4,6 +4,7 @@ import { knownKeys, MAX_TIMER_MS, nonEmptyString, wholeNumber } from '../options
 import { checkTopic, subjectMatches } from '../nats/subjects';
 import type { StreamSpec } from '../nats/jetstream';
 import type { BatchSettings } from './batch';
+import type { PartitionKeyOf } from './partitions';
 
 /** `jetstream` in the bus options: the streams the bus ensures, and how long it waits on JetStream. */
 export interface JetStreamOptions {
@@ -76,6 +77,14 @@ export interface DurableSubscribeOptions {
    * when it throws. One batch at a time per instance (`maxConcurrent` is `size`). Default: none.
    */
   batch?: { size: number; maxWaitMs: number };
+  /**
+   * Run messages with the same key one at a time, in the order this instance took them from the
+   * stream, and different keys in parallel up to `maxConcurrent`. A failing message is retried in
+   * process with `backoffMs`, blocking only its key, until it succeeds or is dead-lettered after
+   * `maxDeliver` deliveries. Order holds within an instance: see docs/durable-delivery.md
+   * "Ordered keys" for several instances. Not with `batch`. Default: none (no order).
+   */
+  partitionBy?: PartitionKeyOf;
 }
 
 /** `idempotent: { … }` of a durable subscription. */
@@ -96,6 +105,8 @@ export interface DurableSettings {
   idempotent?: { windowSeconds: number };
   /** Set for a batch handler. */
   batch?: BatchSettings;
+  /** Set for a partitioned durable: the key of each message. */
+  partitionBy?: PartitionKeyOf;
 }
 
 /** Most messages in one batch: a batch is held in memory and kept in progress as one. */
@@ -145,7 +156,7 @@ export function validateJetStreamOptions(options: JetStreamOptions | undefined):
 
 /** A subscription's durable settings, or undefined when it is not durable. */
 export function durableSettings(topic: string, opts: DurableSubscribeOptions & { queue?: string }): DurableSettings | undefined {
-  const durableOnly = ['maxDeliver', 'backoffMs', 'ackWaitMs', 'deadLetter', 'storageOutageMaxDeliveries', 'batch'] as const;
+  const durableOnly = ['maxDeliver', 'backoffMs', 'ackWaitMs', 'deadLetter', 'storageOutageMaxDeliveries', 'batch', 'partitionBy'] as const;
   if (opts.durable === undefined) {
     // Only a durable redelivers and acks; a core subscription has nothing to deduplicate against.
     if (opts.idempotent !== undefined && opts.idempotent !== false)
@@ -177,6 +188,13 @@ export function durableSettings(topic: string, opts: DurableSubscribeOptions & {
   if (idempotent) settings.idempotent = idempotent;
   const batch = batchSettings(opts.batch);
   if (batch) settings.batch = batch;
+  if (opts.partitionBy !== undefined) {
+    if (typeof opts.partitionBy !== 'function')
+      throw new InvalidOptionsError('partitionBy', `must be a function (payload, ctx) => string, got ${typeof opts.partitionBy}`);
+    // A batch is handled as one call: there is no per-key order inside it to keep.
+    if (batch) throw new InvalidOptionsError('partitionBy', `cannot be combined with batch (topic "${topic}")`);
+    settings.partitionBy = opts.partitionBy;
+  }
   wholeNumber('maxDeliver', settings.maxDeliver, 1);
   wholeNumber('storageOutageMaxDeliveries', settings.storageOutageMaxDeliveries, 1);
   wholeNumber('ackWaitMs', settings.ackWaitMs, 1000, 'milliseconds', MAX_TIMER_MS);

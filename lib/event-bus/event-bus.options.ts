@@ -112,7 +112,7 @@ export interface RpcRequestOptions extends PublishOptions {
 
 /**
  * The keys each call takes. Anything else, a typo or a name a later version may add
- * (`partitionBy`), is refused rather than ignored: a caller relying
+ * (`partitions`), is refused rather than ignored: a caller relying
  * on it would otherwise get the plain behaviour without a word.
  */
 export const SUBSCRIBE_KEYS = [
@@ -130,6 +130,7 @@ export const SUBSCRIBE_KEYS = [
   'idempotent',
   'storageOutageMaxDeliveries',
   'batch',
+  'partitionBy',
 ] as const satisfies ReadonlyArray<keyof SubscribeOptions>;
 export const PUBLISH_KEYS = ['headers', 'persist', 'msgId', 'delayMs', 'notBefore'] as const satisfies ReadonlyArray<keyof PersistOptions>;
 export const RPC_REQUEST_KEYS = ['headers', 'timeoutMs', 'timeout'] as const satisfies ReadonlyArray<keyof RpcRequestOptions>;

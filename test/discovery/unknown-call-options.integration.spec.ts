@@ -38,8 +38,8 @@ describe('unknown keys in @Subscribe, publish and rpcRequest options', () => {
   }
 
   // batch is an option since issue 31 (test/durable/batch.integration.spec.ts checks it).
-  it('@Subscribe with a key a later version may add (partitionBy) stops bootstrap naming the key and the method', async () => {
-    for (const key of ['partitionBy']) {
+  it('@Subscribe with a key a later version may add (partitions) stops bootstrap naming the key and the method', async () => {
+    for (const key of ['partitions']) {
       @Injectable()
       class Handlers {
         @Subscribe('uk.later', { [key]: true } as never)
