@@ -59,6 +59,24 @@ export class Outbound {
     }
   }
 
+  /**
+   * What to send for the body behind `wire`, an envelope received on `from`, so that it lives by
+   * `hints`: a new stored copy (or the body itself when it fits beside `headers`). Undefined when
+   * `wire` is no envelope. For a body that must outlive the message that brought it (a dead letter's).
+   */
+  async copyStored(
+    from: string,
+    wire: Uint8Array,
+    to: string,
+    maxPayload: number,
+    headers: MsgHdrs,
+    hints: StoreHints,
+  ): Promise<Uint8Array | undefined> {
+    const envelope = this.codec.peekEnvelope(from, wire);
+    if (!envelope) return undefined;
+    return this.plan(to, await this.codec.recoverBytes(from, envelope), maxPayload, headers, hints);
+  }
+
   /** Deletes the body behind an envelope `plan` stored, for a send given up after the store. */
   discard(envelope: Uint8Array): void {
     this.codec.discard(envelope);

@@ -22,6 +22,8 @@ export const DEAD_LETTER_TRIES = 3;
 
 /** Seconds a claim-checked dead-letter body outlives its dead-letter stream's age limit. */
 const BODY_MARGIN_SECONDS = 60;
+/** Dead-letter reasons whose stored body could not be read: the envelope is kept as it came. */
+const BODY_UNREADABLE = new Set(['not_found', 'corrupt', 'storage', 'invalid_message']);
 
 /**
  * Copied headers a dead letter never carries: any `Eventbus-Dead-*` (a publisher could forge them,
@@ -123,17 +125,29 @@ export class DeadLetters {
     const maxPayload = this.client.maxPayload;
     let headers = withCopies;
     let data = m.data;
+    const persisted = this.target.streamMaxAgeSeconds !== undefined;
+    const age = this.target.streamMaxAgeSeconds;
+    const ttl = age ? { minTtlSeconds: age + BODY_MARGIN_SECONDS } : undefined;
+    // A claim-checked body expires with its source stream's limit: the dead letter gets its own copy,
+    // kept as long as the dead-letter stream keeps it (not for a body that failed to read).
+    if (ttl && this.outbound.hasStorage && !BODY_UNREADABLE.has(reason)) {
+      const copy = await this.outbound.copyStored(m.subject, data, subject, maxPayload, headers, ttl).catch((err: unknown) => {
+        this.logger.warn(
+          `dead letter of ${m.stream}#${m.seq} keeps the original envelope, its body could not be copied: ${describeThrown(err)}`,
+        );
+        return undefined;
+      });
+      if (copy) data = copy;
+    }
     if (data.byteLength + headersSize(headers) > maxPayload) {
       if (this.outbound.hasStorage) {
         // Keep every header and claim-check the body: it lives as long as the dead-letter stream keeps the letter.
-        const ttl = this.target.streamMaxAgeSeconds ? { minTtlSeconds: this.target.streamMaxAgeSeconds + BODY_MARGIN_SECONDS } : undefined;
         data = await this.outbound.plan(subject, data, maxPayload, headers, ttl);
       } else {
         headers = dead;
         headers.set(DEAD_HEADERS_DROPPED_HEADER, String(countHeaders(m.headers)));
       }
     }
-    const persisted = this.target.streamMaxAgeSeconds !== undefined;
     try {
       // Its own id per durable: two durables dead-lettering one message must both be kept.
       if (persisted) await this.link.publish(subject, data, headers, `${m.stream}:${m.seq}:${this.target.durable}:dead`, this.apiTimeoutMs);

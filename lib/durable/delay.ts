@@ -49,3 +49,22 @@ export function withDueHeader(hdrs: MsgHdrs | undefined, due: number): MsgHdrs {
   out.set(NOT_BEFORE_HEADER, String(due));
   return out;
 }
+
+/**
+ * Refuses a due time further ahead than `stream` keeps messages: it would be deleted before it is
+ * due. A stream without an age limit (or not known) refuses nothing.
+ */
+export function checkDueWithin(stream: { name: string; maxAgeSeconds?: number } | undefined, due: DueTime, now = Date.now()): void {
+  const ahead = due.at - now;
+  if (!stream?.maxAgeSeconds || ahead <= stream.maxAgeSeconds * 1000) return;
+  throw new InvalidOptionsError(
+    due.option,
+    `due in ${ahead} ms, past stream ${stream.name}'s max age of ${stream.maxAgeSeconds} s: the message would be deleted before it is due`,
+  );
+}
+
+/** A persisted publish's due time, with the option that set it. */
+export interface DueTime {
+  at: number;
+  option: 'delayMs' | 'notBefore';
+}

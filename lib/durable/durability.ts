@@ -11,6 +11,7 @@ import { DurableConsumerSpec, JetStreamLink, mayHaveBeenStored, PersistAck, Stre
 import { deepFreeze, DEFAULTS } from '../options/defaults';
 import { ConsumerUpkeep } from './consumer-upkeep';
 import { DeadLetters } from './dead-letters';
+import { checkDueWithin, DueTime } from './delay';
 import { DurableSubscription } from './durable-subscription';
 import { DurableSettings, JetStreamOptions } from './durable.options';
 import { openInbox } from './inbox';
@@ -74,6 +75,7 @@ export class Durability {
     body: string | Uint8Array,
     hdrs: MsgHdrs | undefined,
     msgId: string | undefined,
+    due?: DueTime,
   ): Promise<PersistAck> {
     const link = await this.linkFor(producer).catch((err: unknown) => {
       // A call, not a bootstrap: the caller gets the publish's own error, with the server's answer as cause.
@@ -82,6 +84,7 @@ export class Durability {
       }
       throw err;
     });
+    if (due) checkDueWithin(await this.streamFor(link, topic), due);
     if (this.outbound.fitsInline(body, producer.maxPayload, hdrs)) {
       const bytes = this.outbound.plan(topic, body, producer.maxPayload, hdrs) as Uint8Array;
       return link.publish(topic, bytes, hdrs, msgId, this.apiTimeoutMs);

@@ -69,9 +69,11 @@ export class Sender {
         if (this.telemetry.on && this.outbound.fitsInline(body, producer.maxPayload, hdrs)) {
           this.telemetry.noteBodySize(Buffer.byteLength(body, 'utf8'));
         }
-        const due = dueTime(persist);
-        const sent = due === undefined ? hdrs : withDueHeader(hdrs, due);
-        return this.inFlight.publish(this.parts.durability.publish(producer, topic, body, sent, persist.msgId));
+        const at = dueTime(persist);
+        const sent = at === undefined ? hdrs : withDueHeader(hdrs, at);
+        const due =
+          at === undefined ? undefined : { at, option: persist.delayMs !== undefined ? ('delayMs' as const) : ('notBefore' as const) };
+        return this.inFlight.publish(this.parts.durability.publish(producer, topic, body, sent, persist.msgId, due));
       }
       const wire = this.telemetry.sized(this.outbound.plan(topic, body, producer.maxPayload, hdrs));
       if (wire instanceof Uint8Array) {

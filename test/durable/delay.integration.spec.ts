@@ -129,6 +129,26 @@ describe('delayed durable delivery and ctx.retryIn', () => {
     expect(got).toEqual([]);
   });
 
+  it('a delay past the stream\'s maxAgeSeconds (3600 s) is refused with InvalidOptionsError, nothing stored or sent; one within it is stored', async () => {
+    const { stream, subject, dead } = space();
+    const { bus } = await buses.withRedis(nats.url, redis.url, 'dly6:', { jetstream: jetstream(stream, subject, dead) });
+    const got: string[] = [];
+    raw.subscribe(`${subject}.>`, { callback: (_e, m) => void got.push(m.subject) });
+    await raw.flush();
+    const tooLate = async (opts: object, option: string) => {
+      const err = await bus.publish(`${subject}.x`, { id: 'late' }, opts as never).catch((e: InvalidOptionsError) => e);
+      expect(err).toBeInstanceOf(InvalidOptionsError);
+      expect((err as InvalidOptionsError).option).toBe(option);
+      expect((err as Error).message).toContain(`past stream ${stream}'s max age of 3600 s`);
+    };
+    await tooLate({ persist: true, delayMs: 3_601_000 }, 'delayMs');
+    await tooLate({ persist: true, notBefore: new Date(Date.now() + 2 * 3600_000) }, 'notBefore');
+    await sleep(200);
+    expect(got).toEqual([]);
+    const ack = await bus.publish(`${subject}.x`, { id: 'soon' }, { persist: true, delayMs: 3_500_000 });
+    expect(ack).toMatchObject({ stream });
+  });
+
   it('ctx.retryIn(ms): nak with that delay, no failure; it counts as a delivery (maxDeliver 3: three handler runs, then a dead letter); on a core subscription it throws InvalidOptionsError', async () => {
     const { stream, subject, dead } = space();
     const { bus } = await buses.withRedis(nats.url, redis.url, 'dly4:', { jetstream: jetstream(stream, subject, dead) });
