@@ -3,6 +3,7 @@
 // Every failure leaves this file as one of the library's errors, the nats.js error kept as `cause`.
 import { createHash } from 'node:crypto';
 import { jetstream, JetStreamApiError, jetstreamManager, StorageType, type JetStreamManager, type StreamConfig } from '@nats-io/jetstream';
+import type { DirectMsgRequest, MsgRequest, StoredMsg } from '@nats-io/jetstream';
 import { Objm, setSha256Backend, type ObjectStore } from '@nats-io/obj';
 import { nanos } from '@nats-io/transport-node';
 import { InvalidOptionsError, MessageStorageError, StoredMessageCorruptError } from '../errors/event-bus.errors';
@@ -123,7 +124,8 @@ export class ObjectStoreBucket {
    * `get`: a consumer per read costs a JetStream API round trip, and in a cluster with a replica down
    * nats-server 2.9 places some of them on the dead node (the read then times out). The metadata comes
    * from the stream leader, so an object announced by an envelope is always found; a replica that has
-   * not caught up yet with a chunk is skipped for the leader.
+   * not caught up yet with a chunk is skipped for the leader. Chunks written back to back are asked
+   * for several at a time (`readChunks`); objects written by other clients are read the same way.
    */
   async get(name: string): Promise<Uint8Array | null> {
     const timeout = this.config.operationTimeoutMs;
@@ -135,19 +137,7 @@ export class ObjectStoreBucket {
       if (Number.isFinite(storedAt) && Date.now() - storedAt >= this.config.ttlSeconds * 1000) return null;
       if (!info.digest.startsWith(DIGEST_PREFIX)) throw new Error(`unknown digest ${info.digest}`);
       const subject = `$O.${this.config.bucket}.C.${info.nuid}`;
-      const hash = createHash('sha256');
-      const chunks: Uint8Array[] = [];
-      let size = 0;
-      let seq = 0;
-      for (let i = 0; i < info.chunks; i++) {
-        const query = { next_by_subj: subject, seq: seq + 1 };
-        const chunk = (await this.jsm.direct.getMessage(this.stream, query)) ?? (await this.jsm.streams.getMessage(this.stream, query));
-        if (chunk === null || chunk.subject !== subject) break;
-        seq = chunk.seq;
-        hash.update(chunk.data);
-        chunks.push(chunk.data);
-        size += chunk.data.byteLength;
-      }
+      const { hash, chunks, size } = await this.readChunks(subject, info.chunks, info.revision - info.chunks);
       const digest = `${DIGEST_PREFIX}${hash.digest('base64url')}`;
       if (size !== info.size || !sameDigest(digest, info.digest)) {
         throw new StoredMessageCorruptError(
@@ -161,6 +151,42 @@ export class ObjectStoreBucket {
         cause: err,
       });
     }
+  }
+
+  /**
+   * Up to `count` chunks of `subject`, in order. Each is the subject's next message after the one
+   * before; as a put sends the chunks and then the metadata, with no other write between them chunk i
+   * is at `first + i`, so from the first chunk on the next ones are asked for by sequence, up to
+   * `READ_AHEAD` at once. As soon as one of them is not the next chunk (a write came between), the
+   * rest are asked for one after another (`next_by_subj`), each after the one before.
+   */
+  private async readChunks(subject: string, count: number, first: number): Promise<Chunks> {
+    const read = new Chunks();
+    const asked: Array<Promise<StoredMsg | null>> = [];
+    const ask = (i: number): void => {
+      if (i >= count) return;
+      asked[i] = this.chunk({ seq: first + i });
+      asked[i].catch(() => undefined); // awaited below, unless an earlier chunk ends the read-ahead
+    };
+    let ahead = count > 1 && first > 0;
+    for (let i = 1; ahead && i < READ_AHEAD; i++) ask(i);
+    for (let i = 0, seq = 0; i < count; i++) {
+      let chunk = ahead && i > 0 ? await asked[i] : null;
+      if (chunk && (chunk.subject !== subject || chunk.seq !== seq + 1)) chunk = null;
+      if (i > 0 && !chunk) ahead = false;
+      chunk ??= await this.chunk({ next_by_subj: subject, seq: seq + 1 });
+      if (chunk === null || chunk.subject !== subject) break;
+      if (i === 0 && chunk.seq !== first) ahead = false;
+      if (ahead) ask(i + READ_AHEAD);
+      seq = chunk.seq;
+      read.add(chunk.data);
+    }
+    return read;
+  }
+
+  /** One message of the bucket's stream: a direct get (any replica), else from the stream leader. */
+  private async chunk(query: DirectMsgRequest): Promise<StoredMsg | null> {
+    return (await this.jsm.direct.getMessage(this.stream, query)) ?? (await this.jsm.streams.getMessage(this.stream, query as MsgRequest));
   }
 
   /** Remove an object (its chunks are purged). */
@@ -191,6 +217,22 @@ const DIGEST_PREFIX = 'SHA-256=';
 function sameDigest(a: string, b: string): boolean {
   return a.replace(/=+$/, '') === b.replace(/=+$/, '');
 }
+
+/** The chunks read of one object, hashed as they come. */
+class Chunks {
+  readonly hash = createHash('sha256');
+  readonly chunks: Uint8Array[] = [];
+  size = 0;
+
+  add(data: Uint8Array): void {
+    this.hash.update(data);
+    this.chunks.push(data);
+    this.size += data.byteLength;
+  }
+}
+
+/** Chunks (1 MiB each with the server's default max_payload) a read asks for at once. */
+const READ_AHEAD = 3;
 
 /** Metadata key of the time (ms since the epoch) the first chunk was about to be sent. */
 const STORED_AT = 'eventbus-stored-at';
