@@ -4,9 +4,11 @@ import Redis from 'ioredis';
 import { credsAuthenticator } from '@nats-io/transport-node';
 import type { DeadLetterEntry, DeadLetterFilter } from '../durable/dead-letter-store';
 import { EventBusError } from '../errors/event-bus.errors';
+import { UnknownEncryptionKeyError } from '../errors/storage.errors';
 import { EventBus } from '../event-bus/event-bus';
 import type { NatsConnectionOptions } from '../nats/bus-connection.options';
 import { REDIS_CLIENT_DEFAULTS, RedisStorageManager, REDIS_STORAGE_DEFAULTS } from '../storage/redis-storage-manager';
+import { withBodyCodec } from '../claim-check/body-codec';
 import { CliCommand, CliUsageError } from './cli-command';
 
 /** Flags, each with the environment variable read when the flag is not given (the `nats` CLI's names for NATS). */
@@ -25,6 +27,11 @@ const CONNECTION_FLAGS = {
     env: 'EVENTBUS_REDIS_KEY_PREFIX',
     doc: `storage.keyPrefix (default ${REDIS_STORAGE_DEFAULTS.keyPrefix})`,
   },
+  'encryption-keys': {
+    type: 'string',
+    env: 'EVENTBUS_ENCRYPTION_KEYS',
+    doc: 'storage.encryption keys, to read bodies stored encrypted: id=key,id=key (base64 or 64 hex digits; the first encrypts replays)',
+  },
 } as const;
 
 const FILTER_FLAGS = {
@@ -42,8 +49,9 @@ const FILTER_FLAGS = {
 const USAGE = `ls|show|replay|purge [ids...] [--stream S] [--topic T] [--durable D] [--reason R] [--since <ISO time | 30m | 2h | 1d>]
              [--limit N] [--to SUBJECT (replay)] [--all (replay/purge by filter)] [--json]
              [--server URL] [--user U --password P | --token T | --creds FILE] [--tls-ca F] [--tls-cert F --tls-key F]
-             [--redis-url URL] [--redis-key-prefix P]   (flags override NATS_URL, NATS_USER, NATS_PASSWORD, NATS_TOKEN,
-             NATS_CREDS, NATS_CA, NATS_CERT, NATS_KEY, REDIS_URL, EVENTBUS_REDIS_KEY_PREFIX)`;
+             [--redis-url URL] [--redis-key-prefix P] [--encryption-keys id=key,...]   (flags override NATS_URL, NATS_USER,
+             NATS_PASSWORD, NATS_TOKEN, NATS_CREDS, NATS_CA, NATS_CERT, NATS_KEY, REDIS_URL, EVENTBUS_REDIS_KEY_PREFIX,
+             EVENTBUS_ENCRYPTION_KEYS)`;
 
 type Values = Partial<Record<keyof typeof CONNECTION_FLAGS | keyof typeof FILTER_FLAGS, string | boolean>>;
 
@@ -82,9 +90,21 @@ export const dlqCommand: CliCommand = {
       (values[name] as string | undefined) ?? (process.env[CONNECTION_FLAGS[name].env] || undefined);
 
     const redisUrl = setting('redis-url');
-    const storage = redisUrl
+    const keys = keysOf(setting('encryption-keys'));
+    if (keys && !redisUrl) throw new CliUsageError('dlq: --encryption-keys reads stored bodies: give --redis-url (or REDIS_URL) too');
+    const redis = redisUrl
       ? new RedisStorageManager(new Redis(redisUrl, { ...REDIS_CLIENT_DEFAULTS }), { keyPrefix: setting('redis-key-prefix') })
       : null;
+    // The CLI reads what the fleet wrote: with keys, every reader of these bodies uses this library.
+    const codec = keys && { encryption: { keys, currentKeyId: Object.keys(keys)[0] }, allReadersUseThisLibrary: true };
+    const storage =
+      redis && codec
+        ? await withBodyCodec(redis, codec).catch((err: unknown) => {
+            redis.disconnect().catch(() => undefined);
+            // A key of the wrong size or shape: said like a bad flag, without a stack.
+            throw new CliUsageError(`--encryption-keys: ${(err as Error).message}`);
+          })
+        : redis;
     const bus = new EventBus({ nats: natsOptionsOf(setting), firstConnectTimeoutMs: 0 }, storage);
     try {
       await storage?.connect();
@@ -134,7 +154,9 @@ export const dlqCommand: CliCommand = {
     } catch (err) {
       // Our typed errors say what is wrong; a stack would hide it.
       if (err instanceof EventBusError) {
-        process.stderr.write(`nestjs-nats-eventbus dlq ${action}: ${err.code}: ${err.message}\n`);
+        // A body stored encrypted, read without the keys: say which flag gives them.
+        const hint = err instanceof UnknownEncryptionKeyError && !keys ? ' (give --encryption-keys or EVENTBUS_ENCRYPTION_KEYS)' : '';
+        process.stderr.write(`nestjs-nats-eventbus dlq ${action}: ${err.code}: ${err.message}${hint}\n`);
         return 1;
       }
       throw err;
@@ -199,4 +221,18 @@ function table(entries: DeadLetterEntry[]): string {
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
   const line = (cells: string[]) => `${cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]))).join('  ')}`.trimEnd();
   return `${[head, ...rows].map(line).join('\n')}\n${entries.length} dead letter${entries.length === 1 ? '' : 's'}\n`;
+}
+
+/** `--encryption-keys id=key,id=key`, in order (the first encrypts); undefined when not given. */
+function keysOf(text: string | undefined): Record<string, string> | undefined {
+  if (!text) return undefined;
+  const keys: Record<string, string> = {};
+  for (const pair of text.split(',')) {
+    // A base64 key may end in '=': the id is what comes before the first one.
+    const at = pair.indexOf('=');
+    if (at < 1 || at === pair.length - 1)
+      throw new CliUsageError(`--encryption-keys: give id=key pairs separated by commas, not "${pair.slice(0, 16)}…"`);
+    keys[pair.slice(0, at).trim()] = pair.slice(at + 1).trim();
+  }
+  return keys;
 }

@@ -1,8 +1,11 @@
 import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { EventBus } from '../../lib';
+import Redis from 'ioredis';
+import { EventBus, RedisStorageManager } from '../../lib';
+import { withBodyCodec } from '../../lib/claim-check/body-codec';
 import { NatsServer, RedisServer } from '../harness/local-servers';
 import { captureLogs, LogCapture } from '../harness/log-capture';
 import { TestBuses } from '../harness/buses';
@@ -185,4 +188,65 @@ describe('dlq CLI (issue 31)', () => {
     expect((await dlq(['ls', '--limit', 'x'])).code).toBe(2);
     expect((await dlq(['show'])).code).toBe(2);
   });
+
+  it('--encryption-keys reads and replays a body stored encrypted; without them show says so; a bad key exits 2', async () => {
+    const key = randomBytes(32).toString('base64');
+    const storage = await withBodyCodec(new RedisStorageManager(new Redis(redis.url), { keyPrefix: 'cli:' }), {
+      encryption: { keys: { k1: key }, currentKeyId: 'k1' },
+    });
+    await storage.connect();
+    try {
+      await encryptedLetter(storage, key);
+    } finally {
+      await storage.disconnect();
+    }
+  });
+
+  async function encryptedLetter(storage: RedisStorageManager, key: string) {
+    const secure = buses.track(
+      new EventBus(
+        {
+          nats: { servers: nats.url, user: 'app', pass: 'apppw' },
+          largeMessageThresholdBytes: 64 * 1024,
+          jetstream: {
+            streams: [
+              { name: 'CLIWORK', subjects: ['cli.work.>', 'cli.again.>'], maxAgeSeconds: 3600 },
+              { name: 'CLIDEAD', subjects: ['cli.dead.>'], maxAgeSeconds: 3600 },
+            ],
+          },
+        },
+        storage,
+      ),
+    );
+    await secure.connect();
+    await secure.subscribe(
+      'cli.work.secret',
+      () => {
+        throw new Error('refused secret');
+      },
+      { durable: 'vault', maxDeliver: 1, deadLetter: 'cli.dead.secret' },
+    );
+    const replayed: string[] = [];
+    await secure.subscribe('cli.again.secret', (p: { id: string }) => void replayed.push(p.id), { durable: 'again-secret' });
+    await secure.publish('cli.work.secret', bigPayload(200_000, 's1'), { persist: true });
+    const letters = () => bus.deadLetters.list({ stream: 'CLIDEAD', durable: 'vault' });
+    await waitUntil(async () => (await letters()).length === 1, 'the encrypted dead letter', 20_000);
+    const [entry] = await letters();
+
+    // Without the keys: the typed error, and which flag gives them.
+    const blind = await dlq(['show', entry.id, '--json']);
+    expect(blind.code).toBe(1);
+    expect(blind.stderr).toMatch(/UNKNOWN_ENCRYPTION_KEY: .*encrypted with key "k1".*give --encryption-keys/);
+    const withKeys = { EVENTBUS_ENCRYPTION_KEYS: `k1=${key}` };
+    const seen = json<{ payload: unknown }>(await dlq(['show', entry.id, '--json'], withKeys));
+    expect(seen.payload).toEqual(bigPayload(200_000, 's1'));
+    const replay = await dlq(['replay', entry.id, '--to', 'cli.again.secret'], withKeys);
+    expect(replay.code).toBe(0);
+    await waitUntil(() => replayed.length === 1, 'the replay handled');
+    expect(replayed).toEqual(['s1']);
+
+    const bad = await dlq(['show', entry.id, '--encryption-keys', 'k1=c2hvcnQ=']);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('--encryption-keys');
+  }
 });

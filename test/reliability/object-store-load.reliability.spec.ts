@@ -75,5 +75,6 @@ describe('object store under load', () => {
     expect(recovered).toBe(N);
     expect(counter.lost).toBe(0);
     expect(counter.duplicated).toBe(0);
-  });
+    // Room for the 120 s wait above: jest's 60 s default cut it short on a loaded machine.
+  }, 180_000);
 });
