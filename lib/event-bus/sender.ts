@@ -78,7 +78,7 @@ export class Sender {
       const wire = this.telemetry.sized(this.outbound.plan(topic, body, producer.maxPayload, hdrs));
       if (wire instanceof Uint8Array) {
         producer.publish(topic, wire, hdrs);
-        return Promise.resolve();
+        return PUBLISHED;
       }
       // A stream that captures the topic would keep the message longer than its body: warned once per topic.
       this.parts.durability.noteStoredWithoutPersist(producer, topic, this.storageTtlSeconds());
@@ -162,6 +162,9 @@ export class Sender {
     return typeof ttl === 'number' ? ttl : undefined;
   }
 }
+
+/** What a plain publish that went out at once resolves with: one promise for all, none allocated per message. */
+const PUBLISHED: Promise<void> = Promise.resolve();
 
 /** The persist options of a publish, checked, or undefined for a plain publish. */
 function persistOptions(opts: PublishOptions | PersistOptions | undefined): PersistOptions | undefined {
