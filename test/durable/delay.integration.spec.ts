@@ -129,7 +129,7 @@ describe('delayed durable delivery and ctx.retryIn', () => {
     expect(got).toEqual([]);
   });
 
-  it('a delay past the stream\'s maxAgeSeconds (3600 s) is refused with InvalidOptionsError, nothing stored or sent; one within it is stored', async () => {
+  it("a delay past the stream's maxAgeSeconds (3600 s) is refused with InvalidOptionsError, nothing stored or sent; one within it is stored", async () => {
     const { stream, subject, dead } = space();
     const { bus } = await buses.withRedis(nats.url, redis.url, 'dly6:', { jetstream: jetstream(stream, subject, dead) });
     const got: string[] = [];
