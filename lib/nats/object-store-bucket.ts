@@ -1,13 +1,14 @@
-// The JetStream object store, through nats.js's own client (@nats-io/obj): chunked puts, a
+// The JetStream object store, laid out as nats.js's own client (@nats-io/obj) does: chunked puts, a
 // SHA-256 digest written with the object's metadata after its last chunk and checked on every read.
 // Every failure leaves this file as one of the library's errors, the nats.js error kept as `cause`.
 import { createHash } from 'node:crypto';
 import { jetstream, JetStreamApiError, jetstreamManager, StorageType, type JetStreamManager, type StreamConfig } from '@nats-io/jetstream';
-import type { DirectMsgRequest, MsgRequest, StoredMsg } from '@nats-io/jetstream';
+import type { DirectMsgRequest, JetStreamClient, MsgRequest, StoredMsg } from '@nats-io/jetstream';
 import { Objm, setSha256Backend, type ObjectStore } from '@nats-io/obj';
 import { nanos } from '@nats-io/transport-node';
 import { InvalidOptionsError, MessageStorageError, StoredMessageCorruptError } from '../errors/event-bus.errors';
 import { withTimeout } from '../shared/deadline';
+import { ChunkWindow, PUT_WINDOW_CHUNKS, putChunked } from './chunk-window';
 import type { StoreConnection } from './store-connection';
 import { replicasRefusal, retryWhenTimedOut } from './nats-errors';
 
@@ -39,9 +40,12 @@ export const BUCKET_NAME = /^[-\w]+$/;
 /** One object store bucket on one NATS connection. */
 export class ObjectStoreBucket {
   private readonly stream: string;
+  /** Chunks of all puts on this bucket awaiting their acks (`putChunked`). */
+  private readonly window = new ChunkWindow(PUT_WINDOW_CHUNKS);
 
   private constructor(
     private readonly store: ObjectStore,
+    private readonly js: JetStreamClient,
     private readonly jsm: JetStreamManager,
     private readonly config: ObjectStoreBucketConfig,
   ) {
@@ -83,7 +87,7 @@ export class ObjectStoreBucket {
         const update: StreamConfig = { ...stream, max_age: wanted.max_age, num_replicas: wanted.num_replicas, max_bytes: wanted.max_bytes };
         await retryWhenTimedOut(() => jsm.streams.update(stream.name, update));
       }
-      return new ObjectStoreBucket(store, jsm, config);
+      return new ObjectStoreBucket(store, js, jsm, config);
     } catch (err) {
       if (err instanceof InvalidOptionsError) throw err;
       const replicas = replicasRefusal(err, 'storage.objectStore.replicas', config.replicas);
@@ -94,14 +98,16 @@ export class ObjectStoreBucket {
     }
   }
 
-  /** Store `data` under `name`; `storedAt` (ms) goes with it, so a read can tell an expired object. */
+  /**
+   * Store `data` under `name`; `storedAt` (ms) goes with it, so a read can tell an expired object. Up to
+   * `PUT_WINDOW_CHUNKS` chunks over all puts on this bucket await their acks at once (`putChunked`).
+   */
   async put(name: string, data: Uint8Array, storedAt: number): Promise<void> {
+    const { bucket, chunkBytes, operationTimeoutMs: timeout } = this.config;
     try {
-      await this.store.putBlob(
-        { name, options: { max_chunk_size: this.config.chunkBytes }, metadata: { [STORED_AT]: String(storedAt) } },
-        data,
-        { timeout: this.config.operationTimeoutMs },
-      );
+      const previous = this.store.info(name).catch(() => null); // the object this one replaces, looked up meanwhile
+      const put = { stream: this.stream, bucket, name, data, chunkBytes, timeout, metadata: { [STORED_AT]: String(storedAt) }, previous };
+      await putChunked(this.js, this.jsm, this.window, put);
     } catch (err) {
       const message = describe(err);
       if (BUCKET_FULL.test(message)) {
