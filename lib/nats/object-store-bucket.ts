@@ -1,7 +1,6 @@
 // The JetStream object store, laid out as nats.js's own client (@nats-io/obj) does: chunked puts, a
 // SHA-256 digest written with the object's metadata after its last chunk and checked on every read.
 // Every failure leaves this file as one of the library's errors, the nats.js error kept as `cause`.
-import { createHash } from 'node:crypto';
 import { jetstream, JetStreamApiError, jetstreamManager, StorageType, type JetStreamManager, type StreamConfig } from '@nats-io/jetstream';
 import type { DirectMsgRequest, JetStreamClient, MsgRequest, StoredMsg } from '@nats-io/jetstream';
 import { Objm, setSha256Backend, type ObjectStore } from '@nats-io/obj';
@@ -9,6 +8,7 @@ import { nanos } from '@nats-io/transport-node';
 import { InvalidOptionsError, MessageStorageError, StoredMessageCorruptError } from '../errors/event-bus.errors';
 import { withTimeout } from '../shared/deadline';
 import { ChunkWindow, PUT_WINDOW_CHUNKS, putChunked } from './chunk-window';
+import { Chunks, DIGEST_PREFIX, READ_AHEAD, READ_AHEAD_WINDOW_CHUNKS, sameDigest } from './object-chunks';
 import type { StoreConnection } from './store-connection';
 import { replicasRefusal, retryWhenTimedOut } from './nats-errors';
 
@@ -42,6 +42,8 @@ export class ObjectStoreBucket {
   private readonly stream: string;
   /** Chunks of all puts on this bucket awaiting their acks (`putChunked`). */
   private readonly window = new ChunkWindow(PUT_WINDOW_CHUNKS);
+  /** Chunks all reads of this bucket ask for ahead of the one they need (`readChunks`). */
+  private readonly readAhead = new ChunkWindow(READ_AHEAD_WINDOW_CHUNKS);
 
   private constructor(
     private readonly store: ObjectStore,
@@ -170,14 +172,15 @@ export class ObjectStoreBucket {
     const read = new Chunks();
     const asked: Array<Promise<StoredMsg | null>> = [];
     const ask = (i: number): void => {
-      if (i >= count) return;
-      asked[i] = this.chunk({ seq: first + i });
+      // Not asked when the bucket's reads have their window's worth ahead already: read one by one then.
+      if (i >= count || !this.readAhead.tryAcquire()) return;
+      asked[i] = this.chunk({ seq: first + i }).finally(() => this.readAhead.release());
       asked[i].catch(() => undefined); // awaited below, unless an earlier chunk ends the read-ahead
     };
     let ahead = count > 1 && first > 0;
     for (let i = 1; ahead && i < READ_AHEAD; i++) ask(i);
     for (let i = 0, seq = 0; i < count; i++) {
-      let chunk = ahead && i > 0 ? await asked[i] : null;
+      let chunk = ahead && i > 0 ? ((await asked[i]) ?? null) : null;
       if (chunk && (chunk.subject !== subject || chunk.seq !== seq + 1)) chunk = null;
       if (i > 0 && !chunk) ahead = false;
       chunk ??= await this.chunk({ next_by_subj: subject, seq: seq + 1 });
@@ -215,30 +218,6 @@ export class ObjectStoreBucket {
     }
   }
 }
-
-/** How `@nats-io/obj` writes an object's digest: `SHA-256=` and the base64url of the hash, padded. */
-const DIGEST_PREFIX = 'SHA-256=';
-
-/** Digests compared without their base64 padding, which writers may or may not add. */
-function sameDigest(a: string, b: string): boolean {
-  return a.replace(/=+$/, '') === b.replace(/=+$/, '');
-}
-
-/** The chunks read of one object, hashed as they come. */
-class Chunks {
-  readonly hash = createHash('sha256');
-  readonly chunks: Uint8Array[] = [];
-  size = 0;
-
-  add(data: Uint8Array): void {
-    this.hash.update(data);
-    this.chunks.push(data);
-    this.size += data.byteLength;
-  }
-}
-
-/** Chunks (1 MiB each with the server's default max_payload) a read asks for at once. */
-const READ_AHEAD = 3;
 
 /** Metadata key of the time (ms since the epoch) the first chunk was about to be sent. */
 const STORED_AT = 'eventbus-stored-at';

@@ -96,6 +96,20 @@ describe('ObjectStoreBucket.get: chunks read ahead by sequence, or one after ano
     expect(seen.maxInFlight).toBe(3);
   });
 
+  it('a burst of 30 reads asks for at most 16 chunks ahead over all of them (plus the one each needs): every body whole', async () => {
+    const { store, seen, reset } = await open('burst');
+    const bodies = Array.from({ length: 30 }, () => randomBytes(8 * CHUNK));
+    for (let i = 0; i < bodies.length; i++) await store.put(`b${i}`, bodies[i], Date.now());
+    reset();
+    const got = await Promise.all(bodies.map((_, i) => store.get(`b${i}`)));
+    got.forEach((g, i) => expect(Buffer.compare(Buffer.from(g!), bodies[i])).toBe(0));
+    // Without the bucket's window the 30 reads would have 30 x 3 direct gets out at once.
+    expect(seen.maxInFlight).toBeLessThanOrEqual(30 + 16);
+    expect(seen.maxInFlight).toBeGreaterThan(30);
+    // Once read-ahead had its window's worth, reads went on one chunk after another.
+    expect(inOrder(seen.asked)).toBeGreaterThan(30);
+  });
+
   it('an object written by plain @nats-io/obj (putBlob) reads, ahead by sequence; also its other sizes', async () => {
     const { store, seen, reset } = await open('plain');
     const obj = await new Objm(jetstream(raw)).open('plain');
