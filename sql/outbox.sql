@@ -5,5 +5,8 @@ CREATE TABLE IF NOT EXISTS "eventbus_outbox" (
   topic      text        NOT NULL,
   payload    json        NOT NULL,
   msg_id     text,
+  headers    json,
   created_at timestamptz NOT NULL DEFAULT now()
 );
+-- Tables made before headers were kept (trace context, publish headers) get the column.
+ALTER TABLE "eventbus_outbox" ADD COLUMN IF NOT EXISTS headers json;

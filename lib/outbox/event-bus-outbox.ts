@@ -1,16 +1,22 @@
 import { randomUUID } from 'node:crypto';
 import { InvalidMessageError, InvalidOptionsError, PayloadTooLargeError } from '../errors/event-bus.errors';
 import type { EventBus } from '../event-bus/event-bus';
-import { checkHeaderValue } from '../nats/bus-connection';
+import { checkHeaderValue, createHeaders } from '../nats/bus-connection';
 import { checkTopic } from '../nats/subjects';
 import { knownKeys } from '../options/rules';
 import { notifyChannel, quotedTable } from './outbox-schema';
+import { traceHeaders } from './outbox-trace';
 import type { OutboxTransaction } from './pg-types';
 
 /** `publish(tx, topic, payload, options)`. */
 export interface OutboxPublishOptions {
   /** The message's `Nats-Msg-Id` (JetStream dedupe). Default: the row's `id`, a UUID. */
   msgId?: string;
+  /**
+   * NATS headers to publish with, as `publish(…, { headers })` takes them. The active OpenTelemetry
+   * trace context (`traceparent`, `tracestate`) is added, so the relay publishes within the writer's trace.
+   */
+  headers?: Record<string, string>;
 }
 
 /** What `publish` wrote. */
@@ -37,8 +43,8 @@ export class EventBusOutbox {
     this.channel = notifyChannel(table);
     // One statement: the row, and a NOTIFY that PostgreSQL delivers when (and only if) the transaction commits.
     this.insertSql =
-      `WITH written AS (INSERT INTO ${quotedTable(table)} (id, topic, payload, msg_id) VALUES ($1, $2, $3::json, $4) RETURNING id) ` +
-      `SELECT pg_notify($5, '') FROM written`;
+      `WITH written AS (INSERT INTO ${quotedTable(table)} (id, topic, payload, msg_id, headers) VALUES ($1, $2, $3::json, $4, $5::json) RETURNING id) ` +
+      `SELECT pg_notify($6, '') FROM written`;
   }
 
   /**
@@ -56,6 +62,9 @@ export class EventBusOutbox {
     }
     checkTopic(topic, 'publish');
     const msgId = checkOptions(options);
+    // Checked as publish checks them, here in the transaction rather than at relay time.
+    if (options?.headers !== undefined) createHeaders(options.headers);
+    const headers = { ...options?.headers, ...traceHeaders() };
     const json = encode(payload, topic);
     // Without storage the relay could never send a body over the threshold: refuse it now, in the transaction.
     const size = Buffer.byteLength(json, 'utf8');
@@ -63,7 +72,8 @@ export class EventBusOutbox {
       throw new PayloadTooLargeError(topic, size, this.bus.offloadThreshold);
     }
     const id = randomUUID();
-    await tx.query(this.insertSql, [id, topic, json, msgId ?? null, this.channel]);
+    const headerJson = Object.keys(headers).length > 0 ? JSON.stringify(headers) : null;
+    await tx.query(this.insertSql, [id, topic, json, msgId ?? null, headerJson, this.channel]);
     return { id, msgId: msgId ?? id };
   }
 }
@@ -71,7 +81,7 @@ export class EventBusOutbox {
 function checkOptions(options: OutboxPublishOptions | undefined): string | undefined {
   if (options === undefined) return undefined;
   if (!options || typeof options !== 'object') throw new InvalidOptionsError('options', 'must be an object');
-  knownKeys('', options, ['msgId']);
+  knownKeys('', options, ['msgId', 'headers']);
   const msgId = options.msgId;
   if (msgId === undefined) return undefined;
   if (typeof msgId !== 'string' || !msgId) throw new InvalidOptionsError('msgId', 'must be a non-empty string');

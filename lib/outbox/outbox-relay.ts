@@ -3,6 +3,7 @@ import type { EventBus } from '../event-bus/event-bus';
 import type { ResolvedOutboxOptions } from './outbox.options';
 import { describe, OutboxListener } from './outbox-listener';
 import { notifyChannel, quotedTable } from './outbox-schema';
+import { withinTrace } from './outbox-trace';
 import type { PgPoolClientLike, PgPoolLike } from './pg-types';
 
 /** One outbox row as the relay reads it (json as text, so it stays byte for byte). */
@@ -13,6 +14,8 @@ export interface RelayedRow {
   topic: string;
   payload: string;
   msg_id: string | null;
+  /** The headers `publish(tx, …)` kept (json as text), or null. */
+  headers: string | null;
 }
 
 /**
@@ -46,7 +49,8 @@ export class OutboxRelay implements OnApplicationBootstrap, OnModuleDestroy {
     const table = quotedTable(options.table);
     this.selectSql =
       // ORDER BY the bigint column: an alias `seq::text AS seq` would sort '10' before '2'.
-      `SELECT seq, id::text AS id, topic, payload::text AS payload, msg_id FROM ${table} ` + `ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED`;
+      `SELECT seq, id::text AS id, topic, payload::text AS payload, msg_id, headers::text AS headers FROM ${table} ` +
+      `ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED`;
     this.deleteSql = `DELETE FROM ${table} WHERE seq = ANY($1::bigint[])`;
     this.listener = new OutboxListener(pool, notifyChannel(options.table), options, this.logger, (fromServer) => {
       if (fromServer) this.notified++;
@@ -176,7 +180,10 @@ export class OutboxRelay implements OnApplicationBootstrap, OnModuleDestroy {
 
   private async publishRow(row: RelayedRow): Promise<void> {
     try {
-      await this.bus.publish(row.topic, JSON.parse(row.payload), { persist: true, msgId: row.msg_id ?? row.id });
+      const headers = row.headers === null ? undefined : (JSON.parse(row.headers) as Record<string, string>);
+      const msgId = row.msg_id ?? row.id;
+      // Within the writer's trace: the publish span is its child, and the headers carry it on.
+      await withinTrace(headers, () => this.bus.publish(row.topic, JSON.parse(row.payload), { persist: true, msgId, headers }));
     } catch (err) {
       throw new OutboxRelayError(row, err);
     }

@@ -22,7 +22,8 @@ export function quotedTable(table: string): string {
  * The outbox table's DDL for `table`. Idempotent (IF NOT EXISTS), so a migration or a test may run
  * it again. `seq` orders the relay; `id` is the row's `msgId` on the bus (a UUID, so outboxes of
  * two databases publishing into one stream never dedupe each other's rows); `payload` is the JSON
- * text as `publish` encoded it (`json` keeps it byte for byte, `jsonb` would not).
+ * text as `publish` encoded it (`json` keeps it byte for byte, `jsonb` would not); `headers` the
+ * message's headers, the writer's trace context among them.
  */
 export function outboxSchemaSql(table = 'eventbus_outbox'): string {
   const t = quotedTable(checkTableName('table', table));
@@ -33,8 +34,11 @@ CREATE TABLE IF NOT EXISTS ${t} (
   topic      text        NOT NULL,
   payload    json        NOT NULL,
   msg_id     text,
+  headers    json,
   created_at timestamptz NOT NULL DEFAULT now()
 );
+-- Tables made before headers were kept (trace context, publish headers) get the column.
+ALTER TABLE ${t} ADD COLUMN IF NOT EXISTS headers json;
 `;
 }
 

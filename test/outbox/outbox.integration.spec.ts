@@ -259,6 +259,10 @@ describe('outbox: rows written in a transaction, relayed as persisted messages',
     expect(await refused(outbox.publish(client, 'ob.*', {}))).toBeInstanceOf(InvalidSubjectError);
     expect(await refused(outbox.publish(client, 'ob.bad', {}, { msgId: 'two\r\nlines' }))).toBeInstanceOf(InvalidOptionsError);
     expect(await refused(outbox.publish(client, 'ob.bad', {}, { persist: true } as never))).toBeInstanceOf(InvalidOptionsError);
+    expect(await refused(outbox.publish(client, 'ob.bad', {}, { headers: { 'X-Bad': 'two\r\nlines' } }))).toBeInstanceOf(
+      InvalidOptionsError,
+    );
+    expect(await refused(outbox.publish(client, 'ob.bad', {}, { headers: { 'no name': 'x' } }))).toBeInstanceOf(InvalidOptionsError);
     expect(await refused(outbox.publish({} as never, 'ob.bad', {}))).toBeInstanceOf(InvalidOptionsError);
     // The transaction is still usable: nothing reached PostgreSQL.
     expect((await client.query('SELECT count(*)::int AS n FROM ob_bad')).rows[0].n).toBe(0);
