@@ -2,6 +2,7 @@ import { Injectable, Module } from '@nestjs/common';
 import { Test } from '@nestjs/testing';
 import { EventBus, EventBusModule, Subscribe } from '../../lib';
 import { EventBusTestingModule } from '../../lib/testing';
+import { waitUntil } from '../harness/wait';
 
 // partitionBy on the testing module's in-process broker: per-key order and in-process retries, no server.
 
@@ -37,8 +38,7 @@ describe('partitionBy on the testing module', () => {
     try {
       const bus = app.get(EventBus);
       for (let n = 0; n < 10; n++) for (const account of ['a', 'b']) await bus.publish('ledger.entry', { account, n }, { persist: true });
-      const until = Date.now() + 10_000;
-      while (handled.length < 20 && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
+      await waitUntil(() => handled.length === 20, 'all 20 entries handled', 10_000);
       const of = (account: string) => handled.filter((h) => h.startsWith(account)).map((h) => Number(h.slice(1)));
       expect(of('a')).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
       expect(of('b')).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
